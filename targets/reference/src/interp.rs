@@ -153,6 +153,9 @@ impl<'a> EvalCx<'a> {
 
 /// The reference semantics of one op.
 pub trait EvalOp {
+    /// Whether this target implements the op (false only for ops still listed in `not_yet_evaluated!`).
+    const SUPPORTED: bool = true;
+
     /// Computes the node's outputs (at least `cx.num_outputs` of them) from its inputs.
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError>;
 }
@@ -166,6 +169,13 @@ macro_rules! dispatch_eval {
                 }
             }
         }
+
+        /// Whether the reference target implements `op`.
+        pub fn is_supported(op: &Op) -> bool {
+            match op {
+                $( Op::$name(_) => <jiuzhou_ir::ops::$name as EvalOp>::SUPPORTED, )*
+            }
+        }
     };
 }
 
@@ -175,6 +185,8 @@ jiuzhou_ir::for_each_op!(dispatch_eval);
 macro_rules! not_yet_evaluated {
     ($($name:ident),* $(,)?) => {$(
         impl $crate::EvalOp for jiuzhou_ir::ops::$name {
+            const SUPPORTED: bool = false;
+
             fn eval(&self, _cx: &$crate::EvalCx<'_>) -> Result<Vec<jiuzhou_ir::Value>, $crate::EvalError> {
                 Err($crate::EvalError::new(concat!("the reference target does not implement ", stringify!($name))))
             }
