@@ -55,7 +55,9 @@ impl Pass for DeadCodeElimination {
             return false;
         }
         let mut k = keep.iter();
-        graph.nodes.retain(|_| *k.next().expect("one flag per node"));
+        graph
+            .nodes
+            .retain(|_| *k.next().expect("one flag per node"));
         compact_values(graph, &live);
         tracing::debug!(removed_nodes, dead_values, "dce");
         true

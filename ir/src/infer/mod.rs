@@ -14,7 +14,9 @@ use crate::{DType, Dim, Graph, Op, Tensor, TensorType, ValueType};
 
 mod control;
 mod elementwise;
+mod image;
 mod nn;
+mod recurrent;
 mod reduce;
 mod tensor;
 

@@ -12,4 +12,6 @@ mod interp;
 pub mod kernels;
 pub mod ops;
 
-pub use interp::{EvalCx, EvalError, EvalOp, Interpreter, Limits, ReferenceExecutable, is_supported};
+pub use interp::{
+    EvalCx, EvalError, EvalOp, Interpreter, Limits, ReferenceExecutable, is_supported,
+};

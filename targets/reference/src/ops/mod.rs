@@ -2,6 +2,8 @@
 
 pub mod control;
 pub mod elementwise;
+pub mod image;
 pub mod nn;
+pub mod recurrent;
 pub mod reduce;
 pub mod tensor;

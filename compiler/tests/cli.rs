@@ -1,0 +1,328 @@
+//! The `jiuzhou` CLI on good and bad input: bad input gives one `error:` line and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jiuzhou_compiler::io;
+use jiuzhou_compiler::onnx::proto;
+use jiuzhou_ir::Tensor;
+use prost::Message;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/tiny_cnn")
+        .join(name)
+}
+
+fn tmp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jiuzhou-cli-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn jiuzhou(args: &[&str]) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_jiuzhou"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    Outcome {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts a clean failure: non-zero exit, exactly one `error:` line on stderr that contains every `needle`.
+fn assert_clean_error(o: &Outcome, needles: &[&str]) {
+    assert!(!o.ok, "expected failure, got success:\n{}", o.stdout);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one error line, got:\n{}",
+        o.stderr
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "not an error line: {}",
+        lines[0]
+    );
+    assert!(
+        !o.stderr.contains("panicked") && !o.stderr.contains("backtrace"),
+        "{}",
+        o.stderr
+    );
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
+    }
+}
+
+#[test]
+fn runs_the_bundled_model() {
+    let dir = tmp_dir("run");
+    let o = jiuzhou(&[
+        "run",
+        fixture("model.onnx").to_str().unwrap(),
+        "--input",
+        fixture("input.npy").to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("probs") && o.stdout.contains("f32") && o.stdout.contains("[1,10]"),
+        "{}",
+        o.stdout
+    );
+    let got = io::read_npy(&dir.join("output_0.npy")).unwrap();
+    let want = io::read_npy(&fixture("expected_output.npy")).unwrap();
+    jiuzhou_compiler::compare::compare_tensors(
+        &got,
+        &want,
+        jiuzhou_compiler::compare::Tolerance::CONFORMANCE,
+    )
+    .unwrap();
+}
+
+#[test]
+fn named_input_and_inspect() {
+    let dir = tmp_dir("named");
+    let spec = format!("image={}", fixture("input.npy").display());
+    let o = jiuzhou(&[
+        "run",
+        fixture("model.onnx").to_str().unwrap(),
+        "--input",
+        &spec,
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.ok, "{}", o.stderr);
+    let o = jiuzhou(&["inspect", fixture("model.onnx").to_str().unwrap()]);
+    assert!(o.ok, "{}", o.stderr);
+    for needle in ["image", "probs", "Conv", "parameters:", "opset: 13"] {
+        assert!(
+            o.stdout.contains(needle),
+            "inspect output lacks `{needle}`:\n{}",
+            o.stdout
+        );
+    }
+}
+
+#[test]
+fn truncated_model() {
+    let dir = tmp_dir("truncated");
+    let bytes = std::fs::read(fixture("model.onnx")).unwrap();
+    let path = dir.join("truncated.onnx");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(
+        &jiuzhou(&["inspect", path.to_str().unwrap()]),
+        &["truncated.onnx"],
+    );
+    let path = dir.join("text.onnx");
+    std::fs::write(&path, "this is not an ONNX model\n").unwrap();
+    assert_clean_error(&jiuzhou(&["run", path.to_str().unwrap()]), &["text.onnx"]);
+    assert_clean_error(
+        &jiuzhou(&["inspect", dir.join("absent.onnx").to_str().unwrap()]),
+        &["absent.onnx"],
+    );
+}
+
+fn tensor_type(elem_type: i32, dims: &[i64]) -> Option<proto::TypeProto> {
+    Some(proto::TypeProto {
+        value: Some(proto::type_proto::Value::TensorType(
+            proto::type_proto::Tensor {
+                elem_type,
+                shape: Some(proto::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| proto::tensor_shape_proto::Dimension {
+                            value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            },
+        )),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn every_unsupported_op_is_named() {
+    let node = |op: &str, domain: &str, name: &str, i: &str, o: &str| proto::NodeProto {
+        op_type: op.into(),
+        domain: domain.into(),
+        name: name.into(),
+        input: vec![i.into()],
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    let model = proto::ModelProto {
+        ir_version: 8,
+        opset_import: vec![
+            proto::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            },
+            proto::OperatorSetIdProto {
+                domain: "ai.onnx.ml".into(),
+                version: 3,
+            },
+        ],
+        graph: Some(proto::GraphProto {
+            name: "g".into(),
+            node: vec![
+                node("FooOp", "", "foo_node", "x", "a"),
+                node("Relu", "", "relu_node", "a", "b"),
+                node("LabelEncoder", "ai.onnx.ml", "encoder_node", "b", "c"),
+            ],
+            input: vec![proto::ValueInfoProto {
+                name: "x".into(),
+                r#type: tensor_type(1, &[2]),
+                ..Default::default()
+            }],
+            output: vec![proto::ValueInfoProto {
+                name: "c".into(),
+                r#type: tensor_type(1, &[2]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tmp_dir("unsupported");
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    assert_clean_error(
+        &jiuzhou(&["inspect", path.to_str().unwrap()]),
+        &["FooOp", "foo_node", "LabelEncoder", "encoder_node", "17"],
+    );
+}
+
+#[test]
+fn bad_inputs() {
+    let dir = tmp_dir("inputs");
+    let model = fixture("model.onnx");
+    let model = model.to_str().unwrap();
+    let input = fixture("input.npy");
+    let out = dir.to_str().unwrap();
+    // Missing input.
+    assert_clean_error(&jiuzhou(&["run", model, "--output-dir", out]), &["image"]);
+    // Misnamed input.
+    let spec = format!("picture={}", input.display());
+    assert_clean_error(
+        &jiuzhou(&["run", model, "--input", &spec, "--output-dir", out]),
+        &["picture", "image"],
+    );
+    // Wrong dtype.
+    let f64_input = dir.join("f64.npy");
+    io::write_npy(
+        &f64_input,
+        &Tensor::zeros(jiuzhou_ir::DType::F64, vec![1, 3, 32, 32]).unwrap(),
+    )
+    .unwrap();
+    assert_clean_error(
+        &jiuzhou(&[
+            "run",
+            model,
+            "--input",
+            f64_input.to_str().unwrap(),
+            "--output-dir",
+            out,
+        ]),
+        &["image", "f32", "f64"],
+    );
+    // Wrong shape.
+    let small = dir.join("small.npy");
+    io::write_npy(
+        &small,
+        &Tensor::zeros(jiuzhou_ir::DType::F32, vec![1, 3, 8, 8]).unwrap(),
+    )
+    .unwrap();
+    assert_clean_error(
+        &jiuzhou(&[
+            "run",
+            model,
+            "--input",
+            small.to_str().unwrap(),
+            "--output-dir",
+            out,
+        ]),
+        &["image", "[1,3,8,8]"],
+    );
+    // An .npy that does not parse.
+    let junk = dir.join("junk.npy");
+    std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
+    assert_clean_error(
+        &jiuzhou(&[
+            "run",
+            model,
+            "--input",
+            junk.to_str().unwrap(),
+            "--output-dir",
+            out,
+        ]),
+        &["junk.npy"],
+    );
+    // Too many inputs.
+    let i = input.to_str().unwrap();
+    assert_clean_error(
+        &jiuzhou(&[
+            "run",
+            model,
+            "--input",
+            i,
+            "--input",
+            i,
+            "--output-dir",
+            out,
+        ]),
+        &["1 input"],
+    );
+}
+
+#[test]
+fn conformance_summary_line() {
+    // A one-case suite built from the bundled model: its expected output is onnxruntime's.
+    let suite = tmp_dir("suite");
+    let case = suite.join("test_tiny_cnn");
+    let set = case.join("test_data_set_0");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::copy(fixture("model.onnx"), case.join("model.onnx")).unwrap();
+    let pb = |npy: &str, pb: &str| {
+        let t = io::read_npy(&fixture(npy)).unwrap();
+        std::fs::write(
+            set.join(pb),
+            jiuzhou_compiler::onnx::tensor_to_proto(&t, "").encode_to_vec(),
+        )
+        .unwrap();
+    };
+    pb("input.npy", "input_0.pb");
+    pb("expected_output.npy", "output_0.pb");
+    let report = suite.join("report.json");
+    let o = jiuzhou(&[
+        "conformance",
+        "--target",
+        "reference",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.stdout.lines().last(),
+        Some("conformance: 1 passed, 0 failed, 0 skipped")
+    );
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("\"passed\"")
+    );
+}
