@@ -675,6 +675,14 @@ impl UpgradeCx for UpCx<'_, '_> {
     fn value_type(&self, name: &str) -> Option<ValueType> {
         self.0.value_type_of(name)
     }
+
+    fn constant_value(&self, name: &str) -> Option<Arc<Tensor>> {
+        self.0.stack.iter().rev().find_map(|s| {
+            s.names
+                .get(name)
+                .map(|&id| s.graph.value(id).constant.clone())
+        })?
+    }
 }
 
 /// The attribute type of an attribute that does not say (models from before IR version 2).
