@@ -1,6 +1,6 @@
 //! The text form of the IR: a printer and a parser that round-trip.
 //!
-//! [`print`] turns a [`Graph`] into text and [`parse`] turns that text back into the same graph, so that
+//! [`print()`] turns a [`Graph`] into text and [`parse`] turns that text back into the same graph, so that
 //! print → parse → print is byte-identical. The form is meant to be read and grepped, like Cranelift's CLIF:
 //!
 //! ```text
@@ -99,7 +99,7 @@ pub struct ParseError {
 }
 
 impl fmt::Display for Graph {
-    /// The graph's text form (see [`print`]).
+    /// The graph's text form (see [`print()`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&print(self))
     }

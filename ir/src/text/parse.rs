@@ -769,18 +769,18 @@ impl<'a> Parser<'a> {
         let cap = n.min(self.lex.src.len().saturating_sub(self.lex.pos) / 2 + 1);
         let data = match dtype {
             DType::Bool => Data::Bool(self.elems(cap, Self::bool)?),
-            DType::U8 => Data::U8(self.elems(cap, Self::int::<u8>)?),
-            DType::I8 => Data::I8(self.elems(cap, Self::int::<i8>)?),
-            DType::U16 => Data::U16(self.elems(cap, Self::int::<u16>)?),
-            DType::I16 => Data::I16(self.elems(cap, Self::int::<i16>)?),
-            DType::U32 => Data::U32(self.elems(cap, Self::int::<u32>)?),
-            DType::I32 => Data::I32(self.elems(cap, Self::int::<i32>)?),
-            DType::U64 => Data::U64(self.elems(cap, Self::int::<u64>)?),
-            DType::I64 => Data::I64(self.elems(cap, Self::int::<i64>)?),
-            DType::F16 => Data::F16(self.elems(cap, Self::float::<f16>)?),
-            DType::BF16 => Data::BF16(self.elems(cap, Self::float::<bf16>)?),
-            DType::F32 => Data::F32(self.elems(cap, Self::float::<f32>)?),
-            DType::F64 => Data::F64(self.elems(cap, Self::float::<f64>)?),
+            DType::U8 => Data::U8(self.numbers(cap, int_text::<u8>, Self::int::<u8>)?),
+            DType::I8 => Data::I8(self.numbers(cap, int_text::<i8>, Self::int::<i8>)?),
+            DType::U16 => Data::U16(self.numbers(cap, int_text::<u16>, Self::int::<u16>)?),
+            DType::I16 => Data::I16(self.numbers(cap, int_text::<i16>, Self::int::<i16>)?),
+            DType::U32 => Data::U32(self.numbers(cap, int_text::<u32>, Self::int::<u32>)?),
+            DType::I32 => Data::I32(self.numbers(cap, int_text::<i32>, Self::int::<i32>)?),
+            DType::U64 => Data::U64(self.numbers(cap, int_text::<u64>, Self::int::<u64>)?),
+            DType::I64 => Data::I64(self.numbers(cap, int_text::<i64>, Self::int::<i64>)?),
+            DType::F16 => Data::F16(self.numbers(cap, f16::from_text, Self::float::<f16>)?),
+            DType::BF16 => Data::BF16(self.numbers(cap, bf16::from_text, Self::float::<bf16>)?),
+            DType::F32 => Data::F32(self.numbers(cap, f32::from_text, Self::float::<f32>)?),
+            DType::F64 => Data::F64(self.numbers(cap, f64::from_text, Self::float::<f64>)?),
             DType::C64 => Data::C64(self.complex::<f32>(cap)?),
             DType::C128 => Data::C128(self.complex::<f64>(cap)?),
             DType::String => Data::String(self.elems(cap, Self::string)?),
@@ -793,7 +793,7 @@ impl<'a> Parser<'a> {
             | DType::F4E2M1
             | DType::F8E8M0
             | DType::U2
-            | DType::I2 => Data::Bits(self.elems(cap, Self::int::<u8>)?),
+            | DType::I2 => Data::Bits(self.numbers(cap, int_text::<u8>, Self::int::<u8>)?),
         };
         Tensor::from_data(dtype, shape, data).map_err(|e| self.error(open, e.to_string()))
     }
@@ -818,6 +818,81 @@ impl<'a> Parser<'a> {
             Ok(())
         })?;
         Ok(v)
+    }
+
+    /// Like [`Parser::elems`] for numbers, with a fast path that reads plain numbers straight from the text
+    /// (weights hold hundreds of millions of them). Anything else, errors included, goes through `item`; `fast`
+    /// must accept exactly the number tokens that `item` accepts, with the same value.
+    fn numbers<T>(
+        &mut self,
+        cap: usize,
+        fast: impl Fn(&str) -> Option<T>,
+        mut item: impl FnMut(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<Vec<T>, ParseError> {
+        let src: &'a str = self.lex.src;
+        let bytes = src.as_bytes();
+        let mut v = Vec::with_capacity(cap);
+        loop {
+            let mut quick = None;
+            if self.peeked.is_none() {
+                let save = self.lex.pos;
+                self.lex.skip_trivia();
+                let at = self.lex.pos;
+                let numeric = match bytes.get(at) {
+                    Some(b) if b.is_ascii_digit() => true,
+                    Some(b'-') => bytes.get(at + 1).is_some_and(u8::is_ascii_digit),
+                    _ => false,
+                };
+                if numeric {
+                    quick = fast(self.lex.number());
+                }
+                if quick.is_none() {
+                    self.lex.pos = save;
+                }
+            }
+            match quick {
+                Some(x) => v.push(x),
+                None => {
+                    if self.eat(']')? {
+                        return Ok(v);
+                    }
+                    let t = self.peek()?;
+                    if t.tok == Tok::Ellipsis {
+                        let pos = t.pos;
+                        return Err(self.error(
+                            pos,
+                            "this data was elided when it was printed (`...`); it cannot be parsed back",
+                        ));
+                    }
+                    v.push(item(self)?);
+                }
+            }
+            if self.peeked.is_none() {
+                self.lex.skip_trivia();
+                match bytes.get(self.lex.pos) {
+                    Some(b',') => {
+                        self.lex.pos += 1;
+                        continue;
+                    }
+                    Some(b']') => {
+                        self.lex.pos += 1;
+                        return Ok(v);
+                    }
+                    _ => {}
+                }
+            }
+            let t = self.next()?;
+            match t.tok {
+                Tok::Punct(',') => {}
+                Tok::Punct(']') => return Ok(v),
+                other => {
+                    return Err(self.error(
+                        t.pos,
+                        format!("expected `,` or `]` in the list, found {other}"),
+                    ));
+                }
+            }
+        }
     }
 
     /// Complex numbers `(re, im), ...` as interleaved storage.

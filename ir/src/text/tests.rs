@@ -993,3 +993,23 @@ fn large_constants_print_and_parse_quickly() {
         "print {printed:?}, parse {parsed:?}"
     );
 }
+
+/// Deeply nested subgraphs parse up to the nesting limit and are an error (not a stack overflow) beyond it.
+#[test]
+fn nesting_is_limited() {
+    fn nested(levels: usize) -> String {
+        let mut inner = "graph leaf() -> () {\n}".to_string();
+        for d in 0..levels {
+            inner = format!(
+                "graph g{d}() -> () {{\ncapture %c: bool[]\nIf[else_branch=graph e() -> () {{}}, then_branch={inner}](%c)\n}}"
+            );
+        }
+        format!(
+            "graph top(%c: bool[]) -> () {{\nIf[else_branch=graph e() -> () {{}}, then_branch={inner}](%c)\n}}"
+        )
+    }
+    let g = parse(&nested(62)).unwrap();
+    round_trip_eq(&g);
+    let err = parse(&nested(70)).unwrap_err();
+    assert_eq!(err.message, "nested more than 64 levels deep");
+}
