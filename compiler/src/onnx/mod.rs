@@ -19,6 +19,9 @@ pub mod proto;
 pub mod tensor;
 pub mod upgrade;
 
+#[cfg(test)]
+mod tests;
+
 pub use tensor::{tensor_from_proto, tensor_to_proto, value_from_pb_bytes};
 
 /// An imported model: its graph (typed and verified) and the metadata the CLI shows.
