@@ -419,7 +419,8 @@ impl<'a> Importer<'a> {
                 h.extend((2..n.input.len()).map(|i| input_ty(self, i)));
                 h
             }
-            "Scan" => {
+            // Before opset 9 Scan inputs carried a batch axis the body does not see: no hints.
+            "Scan" if self.opset >= 9 => {
                 let m = int_attr("num_scan_inputs").unwrap_or(0).max(0) as usize;
                 let total = n.input.len();
                 let states = total.saturating_sub(m);

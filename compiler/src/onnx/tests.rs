@@ -1075,7 +1075,12 @@ fn upgrades_removed_and_renamed_attributes() {
         (
             onnx_node("Scan", &["", "s", "x"], &["y"], &[]),
             8,
-            "error: Scan before opset 9 (with a batch axis) is not supported",
+            "error: Scan before opset 9 is only supported with a batch of one (a known leading dim of 1)",
+        ),
+        (
+            onnx_node("Scan", &["len", "s", "x"], &["y"], &[]),
+            8,
+            "error: Scan before opset 9 with `sequence_lens` is not supported",
         ),
     ];
     for (node, opset, want) in cases {
@@ -1196,6 +1201,29 @@ fn upgrades_softmax_coercion() {
     assert_eq!(
         up(onnx_node("Softmax", &["x"], &["y"], &[]), 13, &mut cx),
         "Softmax[](x) -> y"
+    );
+}
+
+#[test]
+fn upgrades_scan_8_with_a_batch_of_one() {
+    let mut cx = MockCx::default();
+    cx.types.insert("s".into(), f32_type(&[1, 2]));
+    cx.types.insert("x".into(), f32_type(&[1, 3, 2]));
+    assert_eq!(
+        up(
+            onnx_node(
+                "Scan",
+                &["", "s", "x"],
+                &["y", "z"],
+                &[("directions", Attr::Ints(vec![0]))]
+            ),
+            8,
+            &mut cx
+        ),
+        "Squeeze[](s,n_batch_axis) -> n_in0; Squeeze[](x,n_batch_axis) -> n_in1; \
+         Scan[scan_input_directions=Ints([0])](n_in0,n_in1) -> n_out0,n_out1; \
+         Unsqueeze[](n_out0,n_batch_axis) -> y; Unsqueeze[](n_out1,n_batch_axis) -> z; \
+         n_batch_axis=Tensor(i64[1] [0])"
     );
 }
 

@@ -291,9 +291,7 @@ pub fn upgrade(
         "RNN" | "GRU" | "LSTM" if opset < 7 => {
             node.attrs.remove("output_sequence");
         }
-        "Scan" if opset < 9 => {
-            return Err("Scan before opset 9 (with a batch axis) is not supported".into());
-        }
+        "Scan" if opset < 9 => return scan_8(node, cx),
         _ => {}
     }
     before.push(node);
@@ -591,4 +589,62 @@ fn gather_1d(t: &Tensor, idx: &[usize]) -> Option<Tensor> {
         DType::BF16 => pick(t.as_slice::<bf16>().ok()?, idx),
         _ => None,
     }
+}
+
+/// Scan before opset 9 had a leading batch axis on every state and scan input and output, and an optional
+/// `sequence_lens` first input. A batch of one (the only case without per-example lengths that can be expressed
+/// without a loop) becomes Squeeze → Scan-9 → Unsqueeze.
+fn scan_8(mut node: OnnxNode, cx: &mut dyn UpgradeCx) -> Result<Vec<OnnxNode>, String> {
+    if node.input(0).is_some() {
+        return Err("Scan before opset 9 with `sequence_lens` is not supported".into());
+    }
+    let batch_of_one = node.inputs[1..].iter().all(|i| {
+        i.as_deref()
+            .and_then(|n| cx.value_type(n))
+            .and_then(|t| t.as_tensor().and_then(|t| t.shape.clone()))
+            .is_some_and(|d| d.first() == Some(&Dim::Known(1)))
+    });
+    if !batch_of_one {
+        return Err(
+            "Scan before opset 9 is only supported with a batch of one (a known leading dim of 1)"
+                .into(),
+        );
+    }
+    if let Some(dirs) = node.attrs.remove("directions") {
+        node.attrs.insert("scan_input_directions".into(), dirs);
+    }
+    let base = node.name.clone();
+    let axes = cx.constant(&format!("{base}_batch_axis"), Tensor::vector(vec![0i64]));
+    let mut nodes = Vec::new();
+    let mut inputs = Vec::new();
+    for (k, i) in node.inputs[1..].iter().enumerate() {
+        let squeezed = cx.fresh_name(&format!("{base}_in{k}"));
+        nodes.push(OnnxNode::new(
+            format!("{base}_squeeze{k}"),
+            "Squeeze",
+            vec![i.clone(), Some(axes.clone())],
+            vec![squeezed.clone()],
+            Attrs::new(),
+        ));
+        inputs.push(Some(squeezed));
+    }
+    let outputs = std::mem::take(&mut node.outputs);
+    let mut unsqueezes = Vec::new();
+    for (k, o) in outputs.iter().enumerate() {
+        let inner = cx.fresh_name(&format!("{base}_out{k}"));
+        node.outputs.push(inner.clone());
+        if !o.is_empty() {
+            unsqueezes.push(OnnxNode::new(
+                format!("{base}_unsqueeze{k}"),
+                "Unsqueeze",
+                vec![Some(inner), Some(axes.clone())],
+                vec![o.clone()],
+                Attrs::new(),
+            ));
+        }
+    }
+    node.inputs = inputs;
+    nodes.push(node);
+    nodes.extend(unsqueezes);
+    Ok(nodes)
 }
