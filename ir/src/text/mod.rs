@@ -104,3 +104,12 @@ impl fmt::Display for Graph {
         f.write_str(&print(self))
     }
 }
+
+impl std::str::FromStr for Graph {
+    type Err = ParseError;
+
+    /// Parses the text form (see [`parse()`]).
+    fn from_str(text: &str) -> Result<Graph, ParseError> {
+        parse(text)
+    }
+}
