@@ -1043,6 +1043,25 @@ graph built(%x: f32[batch,4]) -> (%relu_2_0) {
 }
 "#
     );
+    assert_eq!(check_round_trip(&g), Ok(()));
     assert_eq!(back.values.len(), g.values.len());
     assert_eq!(back.value(back.outputs[0]).name, "relu_2_0");
+}
+
+#[test]
+fn check_round_trip_reports_the_offending_line() {
+    let mut g = Graph::new("bad");
+    let x = g.add_value("x", ty("f32[1]"));
+    g.inputs.push(x);
+    let y = g.add_value("x", ty("f32[1]"));
+    g.nodes.push(Node {
+        name: String::new(),
+        op: op("Relu", vec![]),
+        inputs: vec![Some(x)],
+        outputs: vec![y],
+    });
+    assert_eq!(
+        check_round_trip(&g),
+        Err("the printed text does not parse: 2:3: value `%x` is already defined\n  %x: f32[1] = Relu(%x)".into())
+    );
 }
