@@ -58,9 +58,7 @@ fn scale(cx: &mut InferCx<'_>, d: &Dim, k: usize, hint: &str) -> Dim {
 fn divide(cx: &mut InferCx<'_>, d: &Dim, k: usize, hint: &str) -> Result<Dim, InferError> {
     match d {
         Dim::Known(n) if k != 0 && n % k == 0 => Ok(Dim::Known(n / k)),
-        Dim::Known(n) => Err(InferError::new(format!(
-            "dim {n} is not a multiple of {k}"
-        ))),
+        Dim::Known(n) => Err(InferError::new(format!("dim {n} is not a multiple of {k}"))),
         _ if k == 1 => Ok(d.clone()),
         _ => Ok(cx.fresh(hint)),
     }
@@ -86,9 +84,9 @@ fn sum(cx: &mut InferCx<'_>, dims: &[Dim], hint: &str) -> Dim {
 /// The better-informed of two dims that must be equal: a known size over a symbol.
 fn unify(a: &Dim, b: &Dim, what: &str) -> Result<Dim, InferError> {
     match (a, b) {
-        (Dim::Known(x), Dim::Known(y)) if x != y => Err(InferError::new(format!(
-            "{what}: dims {x} and {y} differ"
-        ))),
+        (Dim::Known(x), Dim::Known(y)) if x != y => {
+            Err(InferError::new(format!("{what}: dims {x} and {y} differ")))
+        }
         (Dim::Known(_), _) => Ok(a.clone()),
         (_, Dim::Known(_)) => Ok(b.clone()),
         _ => Ok(a.clone()),

@@ -55,13 +55,20 @@ impl InferOp for GatherND {
             infer_bail!("indices should have rank >= 1");
         };
         if b >= i.len() || b >= d.len() {
-            infer_bail!("batch_dims {b} is too large for ranks {} and {}", d.len(), i.len());
+            infer_bail!(
+                "batch_dims {b} is too large for ranks {} and {}",
+                d.len(),
+                i.len()
+            );
         }
         let Dim::Known(k) = *last else {
             return Ok(vec![unranked(dtype)]);
         };
         if b + k > d.len() {
-            infer_bail!("index tuples of length {k} do not fit data of rank {} after {b} batch dims", d.len());
+            infer_bail!(
+                "index tuples of length {k} do not fit data of rank {} after {b} batch dims",
+                d.len()
+            );
         }
         let mut out = Vec::new();
         for j in 0..b {
@@ -137,11 +144,15 @@ impl InferOp for OneHot {
         if self.axis < -r - 1 || self.axis > r {
             infer_bail!("axis {} is out of range for rank {}", self.axis, r + 1);
         }
-        let axis = if self.axis < 0 { self.axis + r + 1 } else { self.axis } as usize;
+        let axis = if self.axis < 0 {
+            self.axis + r + 1
+        } else {
+            self.axis
+        } as usize;
         let depth = match cx.const_tensor(1).and_then(|t| t.to_f64_vec()) {
             Some(v) if v.len() == 1 => {
                 let d = v[0].trunc();
-                if !(d >= 1.0 && d < 1e15) {
+                if !(1.0..1e15).contains(&d) {
                     infer_bail!("depth {} should be a positive count", v[0]);
                 }
                 Dim::Known(d as usize)

@@ -40,9 +40,7 @@ fn blocksize(b: i64) -> Result<usize, InferError> {
 fn check_mode(mode: &str) -> Result<(), InferError> {
     match mode {
         "DCR" | "CRD" => Ok(()),
-        m => Err(InferError::new(format!(
-            "mode `{m}` should be DCR or CRD"
-        ))),
+        m => Err(InferError::new(format!("mode `{m}` should be DCR or CRD"))),
     }
 }
 
@@ -99,11 +97,7 @@ impl InferOp for Tile {
             )]);
         };
         if repeats.len() != dims.len() {
-            infer_bail!(
-                "{} repeats given for rank {}",
-                repeats.len(),
-                dims.len()
-            );
+            infer_bail!("{} repeats given for rank {}", repeats.len(), dims.len());
         }
         let mut out = Vec::with_capacity(dims.len());
         for (d, &r) in dims.iter().zip(&repeats) {
@@ -190,20 +184,20 @@ impl InferOp for Split {
                     }
                     let sizes = super::known_dims(&split, "split")?;
                     let total: usize = sizes.iter().filter_map(Dim::known).sum();
-                    if let Dim::Known(d) = dims[axis] {
-                        if d != total {
-                            infer_bail!("split sizes add up to {total}, the axis has {d}");
-                        }
+                    if let Dim::Known(d) = dims[axis]
+                        && d != total
+                    {
+                        infer_bail!("split sizes add up to {total}, the axis has {d}");
                     }
                     sizes
                 }
                 None => (0..n).map(|_| cx.fresh("split")).collect(),
             }
         } else {
-            if let Some(k) = self.num_outputs {
-                if k != n as i64 {
-                    infer_bail!("num_outputs is {k} but the node has {n} outputs");
-                }
+            if let Some(k) = self.num_outputs
+                && k != n as i64
+            {
+                infer_bail!("num_outputs is {k} but the node has {n} outputs");
             }
             if n == 0 {
                 infer_bail!("Split needs at least one output");
@@ -261,7 +255,11 @@ pub(crate) fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> (i128,
     } else {
         s = s.clamp(0, (d - 1).max(0));
         e = e.clamp(-1, d - 1);
-        let n = if s > e { (s - e + (-st) - 1) / (-st) } else { 0 };
+        let n = if s > e {
+            (s - e + (-st) - 1) / (-st)
+        } else {
+            0
+        };
         (s, if d == 0 { 0 } else { n as usize })
     }
 }
@@ -293,7 +291,8 @@ impl InferOp for Slice {
         } else {
             starts.as_ref().map(|s| vec![1; s.len()])
         };
-        let (Some(axes), Some(starts), Some(ends), Some(steps)) = (axes.clone(), starts, ends, steps)
+        let (Some(axes), Some(starts), Some(ends), Some(steps)) =
+            (axes.clone(), starts, ends, steps)
         else {
             // Bounds unknown: the sliced axes (all of them if even those are unknown) get fresh sizes.
             let out = (0..r)
@@ -340,10 +339,10 @@ impl InferOp for Pad {
         let t = cx.tensor(0)?;
         let dtype = t.dtype;
         expect_int(cx, 1, "pads")?;
-        if let Some(v) = cx.opt_tensor(2)? {
-            if v.dtype != dtype {
-                infer_bail!("constant_value has dtype {}, data has {dtype}", v.dtype);
-            }
+        if let Some(v) = cx.opt_tensor(2)?
+            && v.dtype != dtype
+        {
+            infer_bail!("constant_value has dtype {}, data has {dtype}", v.dtype);
         }
         let Some(dims) = t.shape.clone() else {
             return Ok(vec![unranked(dtype)]);
@@ -351,7 +350,9 @@ impl InferOp for Pad {
         let r = dims.len();
         let axes: Option<Vec<usize>> = if cx.has_input(3) {
             expect_int(cx, 3, "axes")?;
-            cx.const_ints(3).map(|a| normalize_axes(&a, r)).transpose()?
+            cx.const_ints(3)
+                .map(|a| normalize_axes(&a, r))
+                .transpose()?
         } else {
             Some((0..r).collect())
         };
@@ -428,10 +429,10 @@ impl InferOp for Col2Im {
         expect_int(cx, 1, "image_shape")?;
         expect_int(cx, 2, "block_shape")?;
         let dims = t.shape.clone();
-        if let Some(d) = &dims {
-            if d.len() != 3 {
-                infer_bail!("Col2Im takes a rank-3 input, got rank {}", d.len());
-            }
+        if let Some(d) = &dims
+            && d.len() != 3
+        {
+            infer_bail!("Col2Im takes a rank-3 input, got rank {}", d.len());
         }
         let image = cx.const_ints(1);
         let block = cx.const_ints(2);
@@ -440,16 +441,15 @@ impl InferOp for Col2Im {
             (None, Some(n)) => n,
             (None, None) => return Ok(vec![unranked(dtype)]),
         };
-        let batch = dims.as_ref().map_or_else(|| cx.fresh("batch"), |d| d[0].clone());
+        let batch = dims
+            .as_ref()
+            .map_or_else(|| cx.fresh("batch"), |d| d[0].clone());
         let channels = match (&dims, &block) {
             (Some(d), Some(b)) => {
-                let k: i64 = b.iter().try_fold(1i64, |a, &x| {
-                    if x <= 0 {
-                        None
-                    } else {
-                        a.checked_mul(x)
-                    }
-                }).ok_or_else(|| InferError::new(format!("bad block_shape {b:?}")))?;
+                let k: i64 = b
+                    .iter()
+                    .try_fold(1i64, |a, &x| if x <= 0 { None } else { a.checked_mul(x) })
+                    .ok_or_else(|| InferError::new(format!("bad block_shape {b:?}")))?;
                 divide(cx, &d[1], k as usize, "channels")?
             }
             _ => cx.fresh("channels"),
@@ -465,10 +465,10 @@ impl InferOp for Col2Im {
 
 impl InferOp for Trilu {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
-        if let Some(r) = cx.tensor(0)?.rank() {
-            if r < 2 {
-                infer_bail!("Trilu takes a rank >= 2 input, got rank {r}");
-            }
+        if let Some(r) = cx.tensor(0)?.rank()
+            && r < 2
+        {
+            infer_bail!("Trilu takes a rank >= 2 input, got rank {r}");
         }
         if cx.has_input(1) {
             expect_int(cx, 1, "k")?;

@@ -96,10 +96,10 @@ fn check_count(input: Option<&[Dim]>, out: &[Dim]) -> Result<(), InferError> {
             .map(|d| d.known().map(|n| n as u128))
             .try_fold(1u128, |a, b| b.map(|b| a.saturating_mul(b)))
     };
-    if let (Some(a), Some(b)) = (input.and_then(count), count(out)) {
-        if a != b {
-            infer_bail!("cannot reshape {a} elements into {b}");
-        }
+    if let (Some(a), Some(b)) = (input.and_then(count), count(out))
+        && a != b
+    {
+        infer_bail!("cannot reshape {a} elements into {b}");
     }
     Ok(())
 }
@@ -138,7 +138,7 @@ fn infer_minus_one(cx: &mut InferCx<'_>, input: &[Dim], others: &[Dim]) -> Resul
         return Ok(cx.fresh("reshape"));
     }
     if syms.is_empty() {
-        if num % den != 0 {
+        if !num.is_multiple_of(den) {
             infer_bail!("cannot reshape {num} elements into a multiple of {den}");
         }
         return Ok(Dim::Known((num / den) as usize));
@@ -178,7 +178,11 @@ impl InferOp for Flatten {
         if self.axis < -r || self.axis > r {
             infer_bail!("axis {} is out of range for rank {r}", self.axis);
         }
-        let axis = if self.axis < 0 { self.axis + r } else { self.axis } as usize;
+        let axis = if self.axis < 0 {
+            self.axis + r
+        } else {
+            self.axis
+        } as usize;
         let outer = product(cx, &dims[..axis], "flatten");
         let inner = product(cx, &dims[axis..], "flatten");
         Ok(vec![tensor(dtype, vec![outer, inner])])
@@ -197,24 +201,29 @@ impl InferOp for Squeeze {
                 // A symbol may be 1 at run time: even the rank is unknown.
                 return Ok(vec![unranked(dtype)]);
             }
-            let out = dims.iter().filter(|d| **d != Dim::Known(1)).cloned().collect();
+            let out = dims
+                .iter()
+                .filter(|d| **d != Dim::Known(1))
+                .cloned()
+                .collect();
             return Ok(vec![tensor(dtype, out)]);
         }
         super::expect_int(cx, 1, "axes")?;
         let Some(axes) = cx.const_ints(1) else {
             return Ok(vec![match vector_len(cx, 1)? {
-                Some(n) if n <= dims.len() => {
-                    tensor(dtype, (0..dims.len() - n).map(|_| cx.fresh("squeeze")).collect())
-                }
+                Some(n) if n <= dims.len() => tensor(
+                    dtype,
+                    (0..dims.len() - n).map(|_| cx.fresh("squeeze")).collect(),
+                ),
                 _ => unranked(dtype),
             }]);
         };
         let axes = normalize_axes(&axes, dims.len())?;
         for &a in &axes {
-            if let Dim::Known(n) = dims[a] {
-                if n != 1 {
-                    infer_bail!("cannot squeeze axis {a} of size {n}");
-                }
+            if let Dim::Known(n) = dims[a]
+                && n != 1
+            {
+                infer_bail!("cannot squeeze axis {a} of size {n}");
             }
         }
         let out = dims
@@ -237,7 +246,10 @@ impl InferOp for Unsqueeze {
         };
         let Some(axes) = cx.const_ints(1) else {
             return Ok(vec![match vector_len(cx, 1)? {
-                Some(n) => tensor(dtype, (0..dims.len() + n).map(|_| cx.fresh("unsqueeze")).collect()),
+                Some(n) => tensor(
+                    dtype,
+                    (0..dims.len() + n).map(|_| cx.fresh("unsqueeze")).collect(),
+                ),
                 None => unranked(dtype),
             }]);
         };
@@ -265,7 +277,10 @@ impl InferOp for Expand {
         if let Some(shape) = cx.const_ints(1) {
             let target = Some(known_dims(&shape, "the shape")?);
             let out = crate::infer::broadcast_shapes(&[&t.shape, &target])?;
-            return Ok(vec![ValueType::Tensor(crate::TensorType { dtype, shape: out })]);
+            return Ok(vec![ValueType::Tensor(crate::TensorType {
+                dtype,
+                shape: out,
+            })]);
         }
         let (Some(dims), Some(n)) = (t.shape.as_deref(), vector_len(cx, 1)?) else {
             return Ok(vec![unranked(dtype)]);
@@ -287,10 +302,10 @@ impl InferOp for ConstantOfShape {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         super::expect_int(cx, 0, "shape")?;
         let dtype = self.value.as_ref().map_or(DType::F32, |v| v.dtype());
-        if let Some(v) = &self.value {
-            if v.len() != 1 {
-                infer_bail!("`value` should hold one element, it holds {}", v.len());
-            }
+        if let Some(v) = &self.value
+            && v.len() != 1
+        {
+            infer_bail!("`value` should hold one element, it holds {}", v.len());
         }
         if let Some(shape) = cx.const_ints(0) {
             return Ok(vec![tensor(dtype, known_dims(&shape, "the shape")?)]);
@@ -310,10 +325,10 @@ impl InferOp for EyeLike {
                 .ok_or_else(|| InferError::new(format!("unknown dtype code {code}")))?,
             None => t.dtype,
         };
-        if let Some(r) = t.rank() {
-            if r != 2 {
-                infer_bail!("EyeLike takes a rank-2 input, got rank {r}");
-            }
+        if let Some(r) = t.rank()
+            && r != 2
+        {
+            infer_bail!("EyeLike takes a rank-2 input, got rank {r}");
         }
         Ok(vec![ValueType::Tensor(crate::TensorType {
             dtype,

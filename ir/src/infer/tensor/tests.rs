@@ -129,21 +129,35 @@ fn flatten_squeeze_unsqueeze() {
     let x = || Ty(F, &["n", "3", "4", "5"]);
     assert_eq!(infer(Flatten::default(), vec![x()], 1), "f32[n,60]");
     assert_eq!(infer(Flatten { axis: 0 }, vec![x()], 1), "f32[1,flatten_0]");
-    assert_eq!(infer(Flatten { axis: -1 }, vec![x()], 1), "f32[flatten_0,5]");
+    assert_eq!(
+        infer(Flatten { axis: -1 }, vec![x()], 1),
+        "f32[flatten_0,5]"
+    );
     let y = || Ty(F, &["1", "3", "1"]);
     assert_eq!(infer(Squeeze::default(), vec![y()], 1), "f32[3]");
-    assert_eq!(infer(Squeeze::default(), vec![y(), Ints(vec![-1])], 1), "f32[1,3]");
+    assert_eq!(
+        infer(Squeeze::default(), vec![y(), Ints(vec![-1])], 1),
+        "f32[1,3]"
+    );
     assert_eq!(
         infer(Squeeze::default(), vec![y(), Ints(vec![1])], 1),
         "error: cannot squeeze axis 1 of size 3"
     );
     assert_eq!(infer(Squeeze::default(), vec![x()], 1), "f32[*]");
     assert_eq!(
-        infer(Unsqueeze::default(), vec![Ty(F, &["3", "4"]), Ints(vec![0, -1])], 1),
+        infer(
+            Unsqueeze::default(),
+            vec![Ty(F, &["3", "4"]), Ints(vec![0, -1])],
+            1
+        ),
         "f32[1,3,4,1]"
     );
     assert_eq!(
-        infer(Unsqueeze::default(), vec![Ty(F, &["3", "4"]), Ints(vec![2, 0])], 1),
+        infer(
+            Unsqueeze::default(),
+            vec![Ty(F, &["3", "4"]), Ints(vec![2, 0])],
+            1
+        ),
         "f32[1,3,1,4]"
     );
 }
@@ -151,11 +165,19 @@ fn flatten_squeeze_unsqueeze() {
 #[test]
 fn expand_constant_eye_identity() {
     assert_eq!(
-        infer(Expand::default(), vec![Ty(F, &["3", "1"]), Ints(vec![2, 1, 6])], 1),
+        infer(
+            Expand::default(),
+            vec![Ty(F, &["3", "1"]), Ints(vec![2, 1, 6])],
+            1
+        ),
         "f32[2,3,6]"
     );
     assert_eq!(
-        infer(Expand::default(), vec![Ty(F, &["3", "1"]), Ty(I, &["3"])], 1),
+        infer(
+            Expand::default(),
+            vec![Ty(F, &["3", "1"]), Ty(I, &["3"])],
+            1
+        ),
         "f32[expand_0,3,expand_1]"
     );
     let c = ConstantOfShape {
@@ -206,7 +228,11 @@ fn transpose_depth_space_tile() {
         "f32[1,8,2,3]"
     );
     assert_eq!(
-        infer(Tile::default(), vec![Ty(F, &["n", "3"]), Ints(vec![1, 2])], 1),
+        infer(
+            Tile::default(),
+            vec![Ty(F, &["n", "3"]), Ints(vec![1, 2])],
+            1
+        ),
         "f32[n,6]"
     );
 }
@@ -252,7 +278,13 @@ fn slice() {
     assert_eq!(
         infer(
             sl(),
-            vec![x(), Ints(vec![-1]), Ints(vec![i64::MIN]), Ints(vec![0]), Ints(vec![-1])],
+            vec![
+                x(),
+                Ints(vec![-1]),
+                Ints(vec![i64::MIN]),
+                Ints(vec![0]),
+                Ints(vec![-1])
+            ],
             1
         ),
         "f32[20,10,s]"
@@ -260,17 +292,31 @@ fn slice() {
     assert_eq!(
         infer(
             sl(),
-            vec![x(), Ints(vec![1, 0]), Ints(vec![1000, 1000]), Ints(vec![1, 2]), Ints(vec![3, 1])],
+            vec![
+                x(),
+                Ints(vec![1, 0]),
+                Ints(vec![1000, 1000]),
+                Ints(vec![1, 2]),
+                Ints(vec![3, 1])
+            ],
             1
         ),
         "f32[20,3,slice_0]"
     );
     assert_eq!(
-        infer(sl(), vec![x(), Ints(vec![0]), Ints(vec![i64::MAX]), Ints(vec![-1])], 1),
+        infer(
+            sl(),
+            vec![x(), Ints(vec![0]), Ints(vec![i64::MAX]), Ints(vec![-1])],
+            1
+        ),
         "f32[20,10,s]"
     );
     assert_eq!(
-        infer(sl(), vec![x(), Ty(I, &["1"]), Ty(I, &["1"]), Ints(vec![1])], 1),
+        infer(
+            sl(),
+            vec![x(), Ty(I, &["1"]), Ty(I, &["1"]), Ints(vec![1])],
+            1
+        ),
         "f32[20,slice_0,s]"
     );
 }
@@ -279,7 +325,11 @@ fn slice() {
 fn pad_and_crop() {
     let x = || Ty(F, &["1", "3", "4", "5"]);
     assert_eq!(
-        infer(Pad::default(), vec![x(), Ints(vec![0, 0, 1, 2, 0, 0, 3, -1])], 1),
+        infer(
+            Pad::default(),
+            vec![x(), Ints(vec![0, 0, 1, 2, 0, 0, 3, -1])],
+            1
+        ),
         "f32[1,3,8,6]"
     );
     assert_eq!(
@@ -297,14 +347,15 @@ fn pad_and_crop() {
     let c = CenterCropPad {
         axes: Some(vec![-2, -1]),
     };
-    assert_eq!(
-        infer(c, vec![x(), Ints(vec![2, 9])], 1),
-        "f32[1,3,2,9]"
-    );
+    assert_eq!(infer(c, vec![x(), Ints(vec![2, 9])], 1), "f32[1,3,2,9]");
     assert_eq!(
         infer(
             Col2Im::default(),
-            vec![Ty(F, &["1", "10", "12"]), Ints(vec![5, 5]), Ints(vec![1, 5])],
+            vec![
+                Ty(F, &["1", "10", "12"]),
+                Ints(vec![5, 5]),
+                Ints(vec![1, 5])
+            ],
             1
         ),
         "f32[1,2,5,5]"
@@ -318,13 +369,24 @@ fn gathers() {
         infer(Gather { axis: 1 }, vec![x(), Ty(I, &["2", "7"])], 1),
         "f32[5,2,7,3]"
     );
-    assert_eq!(infer(Gather { axis: 0 }, vec![x(), Ty(I, &[])], 1), "f32[4,3]");
     assert_eq!(
-        infer(GatherElements { axis: 1 }, vec![x(), Ty(I, &["5", "1", "3"])], 1),
+        infer(Gather { axis: 0 }, vec![x(), Ty(I, &[])], 1),
+        "f32[4,3]"
+    );
+    assert_eq!(
+        infer(
+            GatherElements { axis: 1 },
+            vec![x(), Ty(I, &["5", "1", "3"])],
+            1
+        ),
         "f32[5,1,3]"
     );
     assert_eq!(
-        infer(GatherND { batch_dims: 1 }, vec![x(), Ty(I, &["5", "6", "1"])], 1),
+        infer(
+            GatherND { batch_dims: 1 },
+            vec![x(), Ty(I, &["5", "6", "1"])],
+            1
+        ),
         "f32[5,6,3]"
     );
     assert_eq!(
@@ -357,23 +419,43 @@ fn data_dependent_sizes() {
         "f32[2,compress_0]"
     );
     assert_eq!(
-        infer(Range::default(), vec![Ints(vec![1]), Ints(vec![10]), Ints(vec![3])], 1),
+        infer(
+            Range::default(),
+            vec![Ints(vec![1]), Ints(vec![10]), Ints(vec![3])],
+            1
+        ),
         "i64[3]"
     );
     assert_eq!(
-        infer(Range::default(), vec![Ints(vec![10]), Ints(vec![1]), Ints(vec![-3])], 1),
+        infer(
+            Range::default(),
+            vec![Ints(vec![10]), Ints(vec![1]), Ints(vec![-3])],
+            1
+        ),
         "i64[3]"
     );
     assert_eq!(
-        infer(Range::default(), vec![Ints(vec![1]), Ints(vec![10]), Ints(vec![0])], 1),
+        infer(
+            Range::default(),
+            vec![Ints(vec![1]), Ints(vec![10]), Ints(vec![0])],
+            1
+        ),
         "error: Range delta is 0"
     );
     assert_eq!(
-        infer(Range::default(), vec![Ty(I, &[]), Ty(I, &[]), Ty(I, &[])], 1),
+        infer(
+            Range::default(),
+            vec![Ty(I, &[]), Ty(I, &[]), Ty(I, &[])],
+            1
+        ),
         "i64[range_0]"
     );
     assert_eq!(
-        infer(OneHot::default(), vec![Ty(I, &["2", "3"]), Ints(vec![10]), Ty(F, &["2"])], 1),
+        infer(
+            OneHot::default(),
+            vec![Ty(I, &["2", "3"]), Ints(vec![10]), Ty(F, &["2"])],
+            1
+        ),
         "f32[2,3,10]"
     );
 }

@@ -112,9 +112,7 @@ pub(crate) fn overwrite(
             match (target, piece) {
                 (Some(t), Some(p)) => t.clone_from_slice(p),
                 _ => {
-                    return Err(EvalError::new(
-                        "internal: write out of range".to_string(),
-                    ));
+                    return Err(EvalError::new("internal: write out of range".to_string()));
                 }
             }
         }
@@ -256,8 +254,7 @@ fn sizes(values: &[i64], what: &str) -> Result<Vec<usize>, EvalError> {
     values
         .iter()
         .map(|&v| {
-            usize::try_from(v)
-                .map_err(|_| EvalError::new(format!("{what} has negative entry {v}")))
+            usize::try_from(v).map_err(|_| EvalError::new(format!("{what} has negative entry {v}")))
         })
         .collect()
 }
@@ -282,9 +279,7 @@ fn scalar_of(dtype: DType, v: f64) -> Result<Tensor, EvalError> {
         DType::C64 => Tensor::from_data(DType::C64, vec![], Data::C64(vec![v as f32, 0.0]))?,
         DType::C128 => Tensor::from_data(DType::C128, vec![], Data::C128(vec![v, 0.0]))?,
         d => {
-            return Err(EvalError::new(format!(
-                "cannot make a {d} constant {v}"
-            )));
+            return Err(EvalError::new(format!("cannot make a {d} constant {v}")));
         }
     })
 }

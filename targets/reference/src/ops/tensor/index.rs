@@ -29,18 +29,32 @@ impl EvalOp for Gather {
         shape.extend_from_slice(ind.shape());
         shape.extend_from_slice(&t.shape()[a + 1..]);
         checked_numel(&shape, t.dtype())?;
-        let runs = (0..outer).flat_map(|o| idx.iter().map(move |&i| (0, (o * dim + i) * inner, inner)));
+        let runs =
+            (0..outer).flat_map(|o| idx.iter().map(move |&i| (0, (o * dim + i) * inner, inner)));
         one(copy_runs(&[t], shape, runs)?)
     }
 }
 
 /// For every position of `indices` (same rank as `data`), the flat offset in `data` it addresses along `axis`.
-fn element_offsets(data: &[usize], ind_shape: &[usize], ind: &[i64], a: usize) -> Result<Vec<usize>, EvalError> {
+fn element_offsets(
+    data: &[usize],
+    ind_shape: &[usize],
+    ind: &[i64],
+    a: usize,
+) -> Result<Vec<usize>, EvalError> {
     if data.len() != ind_shape.len() {
-        eval_bail!("indices have rank {}, data rank {}", ind_shape.len(), data.len());
+        eval_bail!(
+            "indices have rank {}, data rank {}",
+            ind_shape.len(),
+            data.len()
+        );
     }
     if let Some(j) = (0..data.len()).find(|&j| j != a && ind_shape[j] > data[j]) {
-        eval_bail!("indices dim {j} ({}) is larger than the data's ({})", ind_shape[j], data[j]);
+        eval_bail!(
+            "indices dim {j} ({}) is larger than the data's ({})",
+            ind_shape[j],
+            data[j]
+        );
     }
     let st = strides(data);
     let mut out = Vec::with_capacity(ind.len());
@@ -48,7 +62,11 @@ fn element_offsets(data: &[usize], ind_shape: &[usize], ind: &[i64], a: usize) -
     super::for_each_index(ind_shape, |i| {
         let mut off = 0;
         for (j, &x) in i.iter().enumerate() {
-            let x = if j == a { wrap_index(ind[k], data[a], "index")? } else { x };
+            let x = if j == a {
+                wrap_index(ind[k], data[a], "index")?
+            } else {
+                x
+            };
             off += x * st[j];
         }
         out.push(off);
@@ -64,7 +82,11 @@ impl EvalOp for GatherElements {
         let ind = cx.tensor(1)?;
         let a = axis(self.axis, t.rank())?;
         let offs = element_offsets(t.shape(), ind.shape(), &cx.ints(1)?, a)?;
-        one(copy_runs(&[t], ind.shape().to_vec(), offs.into_iter().map(|o| (0, o, 1)))?)
+        one(copy_runs(
+            &[t],
+            ind.shape().to_vec(),
+            offs.into_iter().map(|o| (0, o, 1)),
+        )?)
     }
 }
 
@@ -77,7 +99,12 @@ struct Tuples {
     inner: usize,
 }
 
-fn tuples(data: &[usize], ind_shape: &[usize], ind: &[i64], batch: usize) -> Result<Tuples, EvalError> {
+fn tuples(
+    data: &[usize],
+    ind_shape: &[usize],
+    ind: &[i64],
+    batch: usize,
+) -> Result<Tuples, EvalError> {
     let q = ind_shape.len();
     let Some(&k) = ind_shape.last() else {
         eval_bail!("indices should have rank >= 1");
@@ -89,7 +116,11 @@ fn tuples(data: &[usize], ind_shape: &[usize], ind: &[i64], batch: usize) -> Res
         );
     }
     if data[..batch] != ind_shape[..batch] {
-        eval_bail!("batch dims differ: data {:?}, indices {:?}", data, ind_shape);
+        eval_bail!(
+            "batch dims differ: data {:?}, indices {:?}",
+            data,
+            ind_shape
+        );
     }
     let st = strides(data);
     let inner: usize = data[batch + k..].iter().product();
@@ -121,19 +152,38 @@ impl EvalOp for GatherND {
         let mut shape = ind.shape()[..q - 1].to_vec();
         shape.extend_from_slice(&t.shape()[b + k..]);
         let inner = tp.inner;
-        one(copy_runs(&[t], shape, tp.offsets.into_iter().map(|o| (0, o, inner)))?)
+        one(copy_runs(
+            &[t],
+            shape,
+            tp.offsets.into_iter().map(|o| (0, o, inner)),
+        )?)
     }
 }
 
 /// Applies scatter `writes` `(dst, src, len)` of `updates` into a copy of `data` with `reduction`.
-fn scatter(data: &Tensor, updates: &Tensor, writes: Vec<(usize, usize, usize)>, reduction: &str) -> Result<Tensor, EvalError> {
+fn scatter(
+    data: &Tensor,
+    updates: &Tensor,
+    writes: Vec<(usize, usize, usize)>,
+    reduction: &str,
+) -> Result<Tensor, EvalError> {
     if reduction == "none" {
         return overwrite(data, updates, writes);
     }
     if data.dtype() != updates.dtype() {
-        eval_bail!("updates have dtype {}, data has {}", updates.dtype(), data.dtype());
+        eval_bail!(
+            "updates have dtype {}, data has {}",
+            updates.dtype(),
+            data.dtype()
+        );
     }
-    fn go<T: Num>(d: &[T], u: &Tensor, writes: &[(usize, usize, usize)], f: fn(T, T) -> T, shape: Vec<usize>) -> Result<Tensor, EvalError> {
+    fn go<T: Num>(
+        d: &[T],
+        u: &Tensor,
+        writes: &[(usize, usize, usize)],
+        f: fn(T, T) -> T,
+        shape: Vec<usize>,
+    ) -> Result<Tensor, EvalError> {
         let u = u.as_slice::<T>()?;
         let mut out = d.to_vec();
         for &(at, from, len) in writes {
@@ -150,8 +200,20 @@ fn scatter(data: &Tensor, updates: &Tensor, writes: Vec<(usize, usize, usize)>, 
         Ok(match r {
             "add" => |x: T, y: T| x.add(y),
             "mul" => |x: T, y: T| x.mul(y),
-            "max" => |x: T, y: T| if x.is_nan() || (!y.is_nan() && x >= y) { x } else { y },
-            "min" => |x: T, y: T| if x.is_nan() || (!y.is_nan() && x <= y) { x } else { y },
+            "max" => |x: T, y: T| {
+                if x.is_nan() || (!y.is_nan() && x >= y) {
+                    x
+                } else {
+                    y
+                }
+            },
+            "min" => |x: T, y: T| {
+                if x.is_nan() || (!y.is_nan() && x <= y) {
+                    x
+                } else {
+                    y
+                }
+            },
             r => eval_bail!("unknown reduction `{r}`"),
         })
     }
@@ -166,11 +228,19 @@ impl EvalOp for ScatterElements {
         let ind = cx.tensor(1)?;
         let upd = cx.tensor(2)?;
         if ind.shape() != upd.shape() {
-            eval_bail!("indices have shape {:?}, updates {:?}", ind.shape(), upd.shape());
+            eval_bail!(
+                "indices have shape {:?}, updates {:?}",
+                ind.shape(),
+                upd.shape()
+            );
         }
         let a = axis(self.axis, t.rank())?;
         let offs = element_offsets(t.shape(), ind.shape(), &cx.ints(1)?, a)?;
-        let writes = offs.into_iter().enumerate().map(|(j, o)| (o, j, 1)).collect();
+        let writes = offs
+            .into_iter()
+            .enumerate()
+            .map(|(j, o)| (o, j, 1))
+            .collect();
         one(scatter(t, upd, writes, &self.reduction)?)
     }
 }
@@ -189,7 +259,12 @@ impl EvalOp for ScatterND {
             eval_bail!("updates have shape {:?}, expected {want:?}", upd.shape());
         }
         let inner = tp.inner;
-        let writes = tp.offsets.into_iter().enumerate().map(|(j, o)| (o, j * inner, inner)).collect();
+        let writes = tp
+            .offsets
+            .into_iter()
+            .enumerate()
+            .map(|(j, o)| (o, j * inner, inner))
+            .collect();
         one(scatter(t, upd, writes, &self.reduction)?)
     }
 }
@@ -204,9 +279,19 @@ impl EvalOp for TensorScatter {
             eval_bail!("the sequence axis cannot be the batch axis 0");
         }
         if upd.rank() != r
-            || (0..r).any(|i| if i == a { upd.shape()[i] > past.shape()[i] } else { upd.shape()[i] != past.shape()[i] })
+            || (0..r).any(|i| {
+                if i == a {
+                    upd.shape()[i] > past.shape()[i]
+                } else {
+                    upd.shape()[i] != past.shape()[i]
+                }
+            })
         {
-            eval_bail!("update shape {:?} does not fit cache shape {:?}", upd.shape(), past.shape());
+            eval_bail!(
+                "update shape {:?} does not fit cache shape {:?}",
+                upd.shape(),
+                past.shape()
+            );
         }
         let nb = past.shape()[0];
         let wi = match cx.opt_ints(2)? {
@@ -227,12 +312,22 @@ impl EvalOp for TensorScatter {
         for p in 0..prefix {
             let w = wi[p / per_batch.max(1)];
             for s in 0..len {
-                let pos = w.checked_add(s as i64).ok_or_else(|| EvalError::new("write index overflows"))?;
-                let pos = if circular && max > 0 { pos.rem_euclid(max as i64) } else { pos };
+                let pos = w
+                    .checked_add(s as i64)
+                    .ok_or_else(|| EvalError::new("write index overflows"))?;
+                let pos = if circular && max > 0 {
+                    pos.rem_euclid(max as i64)
+                } else {
+                    pos
+                };
                 if pos < 0 || pos >= max as i64 {
                     eval_bail!("write position {pos} is out of range for a cache of length {max}");
                 }
-                writes.push(((p * max + pos as usize) * inner, (p * len + s) * inner, inner));
+                writes.push((
+                    (p * max + pos as usize) * inner,
+                    (p * len + s) * inner,
+                    inner,
+                ));
             }
         }
         one(overwrite(past, upd, writes)?)
@@ -242,22 +337,29 @@ impl EvalOp for TensorScatter {
 impl EvalOp for OneHot {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let ind = cx.tensor(0)?;
-        let idx = ind
-            .to_f64_vec()
-            .ok_or_else(|| EvalError::new(format!("indices of dtype {} are not numeric", ind.dtype())))?;
+        let idx = ind.to_f64_vec().ok_or_else(|| {
+            EvalError::new(format!("indices of dtype {} are not numeric", ind.dtype()))
+        })?;
         let depth = match cx.tensor(1)?.to_f64_vec().as_deref() {
             Some([d]) if d.trunc() >= 1.0 && *d < 1e15 => d.trunc() as usize,
             other => eval_bail!("depth {other:?} should be one positive number"),
         };
         let values = cx.tensor(2)?;
         if values.len() != 2 {
-            eval_bail!("values should hold [off, on], it holds {} elements", values.len());
+            eval_bail!(
+                "values should hold [off, on], it holds {} elements",
+                values.len()
+            );
         }
         let r = ind.rank() as i64;
         if self.axis < -r - 1 || self.axis > r {
             eval_bail!("axis {} is out of range for rank {}", self.axis, r + 1);
         }
-        let a = if self.axis < 0 { self.axis + r + 1 } else { self.axis } as usize;
+        let a = if self.axis < 0 {
+            self.axis + r + 1
+        } else {
+            self.axis
+        } as usize;
         let mut shape = ind.shape().to_vec();
         shape.insert(a, depth);
         let inner: usize = ind.shape()[a..].iter().product();
@@ -324,7 +426,11 @@ impl EvalOp for Compress {
         let inner: usize = shape[a + 1..].iter().product();
         let mut out_shape = shape.clone();
         out_shape[a] = picked.len();
-        let runs = (0..outer).flat_map(|o| picked.iter().map(move |&i| (0, (o * dim + i) * inner, inner)));
+        let runs = (0..outer).flat_map(|o| {
+            picked
+                .iter()
+                .map(move |&i| (0, (o * dim + i) * inner, inner))
+        });
         one(copy_runs(&[t], out_shape, runs)?)
     }
 }
@@ -399,7 +505,11 @@ impl EvalOp for Unique {
         let n = groups.len();
         let mut y_shape = shape.clone();
         y_shape[a] = n;
-        let runs = (0..outer).flat_map(|o| groups.iter().map(move |&(f, _)| (0, (o * k + f) * inner, inner)));
+        let runs = (0..outer).flat_map(|o| {
+            groups
+                .iter()
+                .map(move |&(f, _)| (0, (o * k + f) * inner, inner))
+        });
         let y = copy_runs(&[t], y_shape, runs)?;
         let first: Vec<i64> = groups.iter().map(|g| g.0 as i64).collect();
         let inverse: Vec<i64> = group_of.iter().map(|&g| rank[g] as i64).collect();
@@ -425,27 +535,47 @@ impl EvalOp for Range {
         if dtype.is_int() {
             let v: Vec<i64> = ts
                 .iter()
-                .map(|t| t.to_i64_vec().and_then(|v| v.first().copied()).ok_or_else(|| EvalError::new("bad range input")))
+                .map(|t| {
+                    t.to_i64_vec()
+                        .and_then(|v| v.first().copied())
+                        .ok_or_else(|| EvalError::new("bad range input"))
+                })
                 .collect::<Result<_, _>>()?;
             let (s, d) = (v[0], v[2]);
             if d == 0 {
                 eval_bail!("Range delta is 0");
             }
             let (span, step) = (v[1] as i128 - s as i128, d as i128);
-            let (span, step) = if step < 0 { (-span, -step) } else { (span, step) };
+            let (span, step) = if step < 0 {
+                (-span, -step)
+            } else {
+                (span, step)
+            };
             let n = (span + step - 1).div_euclid(step).max(0);
             let n = usize::try_from(n).map_err(|_| EvalError::new("range too long"))?;
             checked_numel(&[n], dtype)?;
-            let vals: Vec<i64> = (0..n as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect();
+            let vals: Vec<i64> = (0..n as i64)
+                .map(|i| s.wrapping_add(i.wrapping_mul(d)))
+                .collect();
             fn cast<T: Num>(v: &[i64]) -> Tensor {
-                Tensor::vector(v.iter().map(|&x| T::from_i64_wrapping(x)).collect::<Vec<T>>())
+                Tensor::vector(
+                    v.iter()
+                        .map(|&x| T::from_i64_wrapping(x))
+                        .collect::<Vec<T>>(),
+                )
             }
             let proto = &ts[0];
-            return one(dispatch_numeric!(proto, |_v: &[T]| cast::<T>(&vals), _ => eval_bail!("Range does not support {dtype}")));
+            return one(
+                dispatch_numeric!(proto, |_v: &[T]| cast::<T>(&vals), _ => eval_bail!("Range does not support {dtype}")),
+            );
         }
         let v: Vec<f64> = ts
             .iter()
-            .map(|t| t.to_f64_vec().and_then(|v| v.first().copied()).ok_or_else(|| EvalError::new(format!("Range does not support {dtype}"))))
+            .map(|t| {
+                t.to_f64_vec()
+                    .and_then(|v| v.first().copied())
+                    .ok_or_else(|| EvalError::new(format!("Range does not support {dtype}")))
+            })
             .collect::<Result<_, _>>()?;
         let (s, l, d) = (v[0], v[1], v[2]);
         if d == 0.0 {
@@ -472,6 +602,8 @@ impl EvalOp for Range {
             Tensor::vector(v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>())
         }
         let proto = &ts[0];
-        one(dispatch_numeric!(proto, |_v: &[T]| cast::<T>(&vals), _ => eval_bail!("Range does not support {dtype}")))
+        one(
+            dispatch_numeric!(proto, |_v: &[T]| cast::<T>(&vals), _ => eval_bail!("Range does not support {dtype}")),
+        )
     }
 }

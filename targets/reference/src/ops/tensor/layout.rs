@@ -45,7 +45,12 @@ fn block_input(t: &Tensor, blocksize: i64) -> Result<([usize; 4], usize), EvalEr
 }
 
 /// Reshapes `t` to `tmp`, transposes by `perm` and reshapes to `out`.
-fn shuffle(t: &Tensor, tmp: Vec<usize>, perm: &[usize], out: Vec<usize>) -> Result<Tensor, EvalError> {
+fn shuffle(
+    t: &Tensor,
+    tmp: Vec<usize>,
+    perm: &[usize],
+    out: Vec<usize>,
+) -> Result<Tensor, EvalError> {
     let r = t.clone().reshape(tmp)?;
     Ok(transpose(&r, perm)?.reshape(out)?)
 }
@@ -99,7 +104,10 @@ impl EvalOp for Tile {
         for (k, (&r, &d)) in reps.iter().zip(t.shape()).enumerate() {
             shape.extend([r, d]);
             steps.extend([0, st[k]]);
-            out.push(r.checked_mul(d).ok_or_else(|| EvalError::new("tiled shape overflows"))?);
+            out.push(
+                r.checked_mul(d)
+                    .ok_or_else(|| EvalError::new("tiled shape overflows"))?,
+            );
         }
         checked_numel(&out, t.dtype())?;
         one(view(t, shape, &steps, 0)?.reshape(out)?)
@@ -109,7 +117,9 @@ impl EvalOp for Tile {
 impl EvalOp for Concat {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let n = cx.num_inputs();
-        let ts: Vec<&Tensor> = (0..n).map(|i| cx.tensor(i).map(|t| t.as_ref())).collect::<Result<_, _>>()?;
+        let ts: Vec<&Tensor> = (0..n)
+            .map(|i| cx.tensor(i).map(|t| t.as_ref()))
+            .collect::<Result<_, _>>()?;
         let Some(first) = ts.first() else {
             eval_bail!("Concat needs at least one input");
         };
@@ -118,10 +128,13 @@ impl EvalOp for Concat {
         let mut shape = first.shape().to_vec();
         shape[a] = 0;
         for (i, t) in ts.iter().enumerate() {
-            let ok = t.rank() == r
-                && (0..r).all(|j| j == a || t.shape()[j] == first.shape()[j]);
+            let ok = t.rank() == r && (0..r).all(|j| j == a || t.shape()[j] == first.shape()[j]);
             if !ok {
-                eval_bail!("input {i} has shape {:?}, input 0 has {:?}", t.shape(), first.shape());
+                eval_bail!(
+                    "input {i} has shape {:?}, input 0 has {:?}",
+                    t.shape(),
+                    first.shape()
+                );
             }
             shape[a] += t.shape()[a];
         }
@@ -250,7 +263,11 @@ impl EvalOp for Slice {
                 base += first * st[a] as usize;
             }
             // With one element or none the step is never taken (and may be too large to multiply).
-            steps_out[a] = if count > 1 { st[a] * steps[k] as isize } else { 0 };
+            steps_out[a] = if count > 1 {
+                st[a] * steps[k] as isize
+            } else {
+                0
+            };
         }
         one(view(t, shape, &steps_out, base)?)
     }
@@ -261,7 +278,12 @@ type AxisMap = Vec<Option<usize>>;
 
 /// Builds a tensor of shape `shape` whose element at `i` is `src` at `(map[0][i0], map[1][i1], ...)`, or `fill`
 /// (a one-element tensor) where any map gives `None`.
-fn remap(src: &Tensor, fill: &Tensor, shape: Vec<usize>, maps: &[AxisMap]) -> Result<Tensor, EvalError> {
+fn remap(
+    src: &Tensor,
+    fill: &Tensor,
+    shape: Vec<usize>,
+    maps: &[AxisMap],
+) -> Result<Tensor, EvalError> {
     let st = strides(src.shape());
     build(&[src, fill], shape, |i| {
         let mut off = 0;
@@ -307,7 +329,8 @@ impl EvalOp for Pad {
             if size < 0 {
                 eval_bail!("pads remove more than the {d} elements of axis {a}");
             }
-            let size = usize::try_from(size).map_err(|_| EvalError::new("padded size overflows"))?;
+            let size =
+                usize::try_from(size).map_err(|_| EvalError::new("padded size overflows"))?;
             checked_numel(&[size], t.dtype())?;
             let map: AxisMap = (0..size as i64)
                 .map(|j| {
@@ -387,7 +410,11 @@ impl EvalOp for Col2Im {
         let image = sizes(&cx.ints(1)?, "image_shape")?;
         let block = sizes(&cx.ints(2)?, "block_shape")?;
         let nd = image.len();
-        let attr = |v: &Option<Vec<i64>>, len: usize, default: usize, what: &str| -> Result<Vec<usize>, EvalError> {
+        let attr = |v: &Option<Vec<i64>>,
+                    len: usize,
+                    default: usize,
+                    what: &str|
+         -> Result<Vec<usize>, EvalError> {
             match v {
                 Some(v) if v.len() == len => sizes(v, what),
                 Some(v) => eval_bail!("{what} has {} entries, expected {len}", v.len()),
@@ -445,7 +472,15 @@ impl EvalOp for Col2Im {
                 Ok(())
             })
         })?;
-        fn go<T: Num>(v: &[T], shape: Vec<usize>, n: usize, c: usize, kl: usize, img: usize, targets: &[Option<usize>]) -> Result<Tensor, EvalError> {
+        fn go<T: Num>(
+            v: &[T],
+            shape: Vec<usize>,
+            n: usize,
+            c: usize,
+            kl: usize,
+            img: usize,
+            targets: &[Option<usize>],
+        ) -> Result<Tensor, EvalError> {
             let mut out = vec![T::zero(); n * c * img];
             for b in 0..n * c {
                 let src = &v[b * kl..(b + 1) * kl];
@@ -459,8 +494,10 @@ impl EvalOp for Col2Im {
             Ok(Tensor::from_vec(shape, out)?)
         }
         let kl = k * l;
-        one(dispatch_numeric!(t, |v: &[T]| go::<T>(v, shape, n, c, kl, img_size, &targets)?,
-            _ => eval_bail!("Col2Im does not support {}", t.dtype())))
+        one(
+            dispatch_numeric!(t, |v: &[T]| go::<T>(v, shape, n, c, kl, img_size, &targets)?,
+            _ => eval_bail!("Col2Im does not support {}", t.dtype())),
+        )
     }
 }
 
@@ -502,13 +539,18 @@ impl EvalOp for ReverseSequence {
         }
         let (nb, nt) = (t.shape()[b], t.shape()[ti]);
         if lens.len() != nb {
-            eval_bail!("sequence_lens has {} entries for batch size {nb}", lens.len());
+            eval_bail!(
+                "sequence_lens has {} entries for batch size {nb}",
+                lens.len()
+            );
         }
         let lens: Vec<usize> = lens
             .iter()
             .map(|&l| match usize::try_from(l) {
                 Ok(l) if l <= nt => Ok(l),
-                _ => Err(EvalError::new(format!("sequence length {l} is not in 0..={nt}"))),
+                _ => Err(EvalError::new(format!(
+                    "sequence length {l} is not in 0..={nt}"
+                ))),
             })
             .collect::<Result<_, _>>()?;
         let st = strides(t.shape());

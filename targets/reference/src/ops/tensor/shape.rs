@@ -96,7 +96,11 @@ impl EvalOp for Flatten {
         if self.axis < -r || self.axis > r {
             eval_bail!("axis {} is out of range for rank {r}", self.axis);
         }
-        let axis = if self.axis < 0 { self.axis + r } else { self.axis } as usize;
+        let axis = if self.axis < 0 {
+            self.axis + r
+        } else {
+            self.axis
+        } as usize;
         let outer: usize = t.shape()[..axis].iter().product();
         let inner: usize = t.shape()[axis..].iter().product();
         reshaped(t, vec![outer, inner])
