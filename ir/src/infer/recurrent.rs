@@ -1,13 +1,120 @@
 //! Sequence models: recurrent cells (RNN, GRU, LSTM), attention, rotary embeddings, causal convolution with state.
+//!
+//! Dims follow the ONNX operator specifications; a dim computed from unknown (symbolic) dims becomes a fresh
+//! symbol, except where it is a plain copy of an input dim.
 
-use super::not_yet_inferred;
+use super::{InferCx, InferError, InferOp, not_yet_inferred};
+use crate::ops::*;
+use crate::{DType, Dim, TensorType, ValueType};
 
 not_yet_inferred!(
-    Attention,
     CausalConvWithState,
     GRU,
     LSTM,
     LinearAttention,
     RNN,
-    RotaryEmbedding,
+    RotaryEmbedding
 );
+
+/// `a + b`, or a fresh symbol when either is unknown (`a` itself when `b` is a known 0).
+pub(crate) fn dim_add(cx: &mut InferCx<'_>, a: &Dim, b: &Dim, hint: &str) -> Dim {
+    match (a, b) {
+        (Dim::Known(x), Dim::Known(y)) => Dim::Known(x + y),
+        (a, Dim::Known(0)) => a.clone(),
+        (Dim::Known(0), b) => b.clone(),
+        _ => cx.fresh(hint),
+    }
+}
+
+/// `a * n / d` for a known ratio, or a fresh symbol when `a` is unknown or the division is not exact.
+pub(crate) fn dim_scale(cx: &mut InferCx<'_>, a: &Dim, n: usize, d: usize, hint: &str) -> Dim {
+    match a {
+        Dim::Known(x) if d > 0 && (x * n).is_multiple_of(d) => Dim::Known(x * n / d),
+        Dim::Sym(_) if n == d => a.clone(),
+        _ => cx.fresh(hint),
+    }
+}
+
+/// The type of a float tensor with `dims`.
+pub(crate) fn tensor_of(dtype: DType, dims: Vec<Dim>) -> ValueType {
+    ValueType::Tensor(TensorType::new(dtype, dims))
+}
+
+/// Checks that input `i` is a float tensor and returns its dtype.
+pub(crate) fn float_input(cx: &InferCx<'_>, i: usize) -> Result<DType, InferError> {
+    let d = cx.tensor(i)?.dtype;
+    if !d.is_float() {
+        crate::infer_bail!("input {i} should be a float tensor, got {d}");
+    }
+    Ok(d)
+}
+
+/// A positive head-count attribute.
+fn heads_attr(v: Option<i64>, name: &str) -> Result<usize, InferError> {
+    match v {
+        Some(h) if h > 0 => Ok(h as usize),
+        _ => crate::infer_bail!("3-D inputs need a positive `{name}` attribute"),
+    }
+}
+
+impl InferOp for Attention {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = float_input(cx, 0)?;
+        for i in [1, 2] {
+            if cx.tensor(i)?.dtype != dtype {
+                crate::infer_bail!("Q, K and V must share a dtype");
+            }
+        }
+        let (q, k, v) = (cx.dims(0)?, cx.dims(1)?, cx.dims(2)?);
+        let past = cx.dims(4).ok().flatten();
+        let (Some(q), Some(k), Some(v)) = (q, k, v) else {
+            let t = ValueType::Tensor(TensorType::unranked(dtype));
+            return Ok(vec![t; cx.num_outputs.max(1)]);
+        };
+        if q.len() != k.len() || q.len() != v.len() || !(q.len() == 3 || q.len() == 4) {
+            crate::infer_bail!("Q, K and V must all be 3-D or all 4-D");
+        }
+        // [batch, heads, seq, head_size] of Q, K and V.
+        let (batch, hq, sq, hkv, skv, dk, dv);
+        if q.len() == 4 {
+            (batch, hq, sq) = (q[0].clone(), q[1].clone(), q[2].clone());
+            (hkv, skv, dk) = (k[1].clone(), k[2].clone(), k[3].clone());
+            dv = v[3].clone();
+        } else {
+            let nq = heads_attr(self.q_num_heads, "q_num_heads")?;
+            let nkv = heads_attr(self.kv_num_heads, "kv_num_heads")?;
+            (batch, sq) = (q[0].clone(), q[1].clone());
+            hq = Dim::Known(nq);
+            hkv = Dim::Known(nkv);
+            skv = k[1].clone();
+            dk = dim_scale(cx, &k[2], 1, nkv, "head_size");
+            dv = dim_scale(cx, &v[2], 1, nkv, "v_head_size");
+        }
+        let total = match past.and_then(|p| p.get(2)) {
+            Some(p) => dim_add(cx, p, &skv, "total_seq"),
+            None if cx.has_input(4) => cx.fresh("total_seq"),
+            None => skv,
+        };
+        let y = if q.len() == 4 {
+            vec![batch.clone(), hq.clone(), sq.clone(), dv.clone()]
+        } else {
+            let hidden = match (&hq, &dv) {
+                (Dim::Known(h), Dim::Known(d)) => Dim::Known(h * d),
+                _ => cx.fresh("hidden"),
+            };
+            vec![batch.clone(), sq.clone(), hidden]
+        };
+        let mut out = vec![tensor_of(dtype, y)];
+        out.push(tensor_of(
+            dtype,
+            vec![batch.clone(), hkv.clone(), total.clone(), dk],
+        ));
+        out.push(tensor_of(
+            dtype,
+            vec![batch.clone(), hkv, total.clone(), dv],
+        ));
+        out.push(tensor_of(dtype, vec![batch, hq, sq, total]));
+        out.truncate(cx.num_outputs.max(1));
+        Ok(out)
+    }
+}
