@@ -7,9 +7,7 @@ use super::{InferCx, InferError, InferOp, normalize_axis, not_yet_inferred};
 use crate::ops::*;
 use crate::{Dim, TensorType, ValueType};
 
-not_yet_inferred!(
-    AffineGrid, DeformConv, GridSample, MaxRoiPool, MaxUnpool, RoiAlign
-);
+not_yet_inferred!(AffineGrid, DeformConv, MaxRoiPool, MaxUnpool, RoiAlign);
 
 /// The constant value of optional input `i` as f64s, if it is a non-empty constant.
 fn const_reals(cx: &InferCx<'_>, i: usize) -> Option<Vec<f64>> {
@@ -107,6 +105,22 @@ impl InferOp for Resize {
         } else {
             crate::infer_bail!("Resize needs scales or sizes");
         }
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, out))])
+    }
+}
+
+impl InferOp for GridSample {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let (x, grid) = (cx.dims(0)?, cx.dims(1)?);
+        let (Some(x), Some(grid)) = (x, grid) else {
+            return Ok(vec![ValueType::Tensor(TensorType::unranked(dtype))]);
+        };
+        if x.len() < 3 || grid.len() != x.len() {
+            crate::infer_bail!("X and grid must have the same rank, at least 3");
+        }
+        let mut out = vec![x[0].clone(), x[1].clone()];
+        out.extend(grid[1..grid.len() - 1].iter().cloned());
         Ok(vec![ValueType::Tensor(TensorType::new(dtype, out))])
     }
 }

@@ -9,11 +9,10 @@ use jiuzhou_ir::{DType, Tensor};
 use crate::EvalError;
 use crate::interp::not_yet_evaluated;
 
+mod grid_sample;
 mod resize;
 
-not_yet_evaluated!(
-    AffineGrid, DeformConv, GridSample, MaxRoiPool, MaxUnpool, RoiAlign,
-);
+not_yet_evaluated!(AffineGrid, DeformConv, MaxRoiPool, MaxUnpool, RoiAlign,);
 
 /// The elements of a real numeric tensor as f64, or an error naming the input.
 pub(crate) fn reals(t: &Tensor, what: &str) -> Result<Vec<f64>, EvalError> {
