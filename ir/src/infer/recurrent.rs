@@ -7,14 +7,7 @@ use super::{InferCx, InferError, InferOp, not_yet_inferred};
 use crate::ops::*;
 use crate::{DType, Dim, TensorType, ValueType};
 
-not_yet_inferred!(
-    CausalConvWithState,
-    GRU,
-    LSTM,
-    LinearAttention,
-    RNN,
-    RotaryEmbedding
-);
+not_yet_inferred!(CausalConvWithState, LinearAttention, RotaryEmbedding);
 
 /// `a + b`, or a fresh symbol when either is unknown (`a` itself when `b` is a known 0).
 pub(crate) fn dim_add(cx: &mut InferCx<'_>, a: &Dim, b: &Dim, hint: &str) -> Dim {
@@ -116,5 +109,74 @@ impl InferOp for Attention {
         out.push(tensor_of(dtype, vec![batch, hq, sq, total]));
         out.truncate(cx.num_outputs.max(1));
         Ok(out)
+    }
+}
+
+/// Output types of RNN, GRU and LSTM: `Y`, `Y_h` and (LSTM) `Y_c`.
+fn infer_recurrent(
+    cx: &mut InferCx<'_>,
+    gates: usize,
+    direction: &str,
+    hidden_size: Option<i64>,
+    layout: i64,
+) -> Result<Vec<ValueType>, InferError> {
+    let dtype = float_input(cx, 0)?;
+    let dirs = match direction {
+        "forward" | "reverse" => 1,
+        "bidirectional" => 2,
+        d => crate::infer_bail!("unknown direction `{d}`"),
+    };
+    let hidden = match hidden_size {
+        Some(h) if h > 0 => Dim::Known(h as usize),
+        Some(h) => crate::infer_bail!("hidden_size {h} must be positive"),
+        None => match (cx.dims(2)?, cx.dims(1)?) {
+            (Some([_, _, h]), _) => h.clone(),
+            (_, Some([_, gh, _])) => dim_scale(cx, &gh.clone(), 1, gates, "hidden"),
+            _ => cx.fresh("hidden"),
+        },
+    };
+    let Some(x) = cx.dims(0)? else {
+        let t = ValueType::Tensor(TensorType::unranked(dtype));
+        return Ok(vec![t; cx.num_outputs.max(1)]);
+    };
+    let [a, b, _] = x else {
+        crate::infer_bail!("X must be 3-D, got rank {}", x.len());
+    };
+    let dirs = Dim::Known(dirs);
+    let (y, state) = if layout == 0 {
+        (
+            vec![a.clone(), dirs.clone(), b.clone(), hidden.clone()],
+            vec![dirs, b.clone(), hidden],
+        )
+    } else {
+        (
+            vec![a.clone(), b.clone(), dirs.clone(), hidden.clone()],
+            vec![a.clone(), dirs, hidden],
+        )
+    };
+    let mut out = vec![tensor_of(dtype, y)];
+    out.push(tensor_of(dtype, state.clone()));
+    if gates == 4 {
+        out.push(tensor_of(dtype, state));
+    }
+    out.truncate(cx.num_outputs.max(1));
+    Ok(out)
+}
+
+impl InferOp for RNN {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        infer_recurrent(cx, 1, &self.direction, self.hidden_size, self.layout)
+    }
+}
+
+impl InferOp for GRU {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        infer_recurrent(cx, 3, &self.direction, self.hidden_size, self.layout)
+    }
+}
+
+impl InferOp for LSTM {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        infer_recurrent(cx, 4, &self.direction, self.hidden_size, self.layout)
     }
 }

@@ -9,15 +9,9 @@ use crate::EvalError;
 use crate::interp::not_yet_evaluated;
 
 mod attention;
+mod rnn;
 
-not_yet_evaluated!(
-    CausalConvWithState,
-    GRU,
-    LSTM,
-    LinearAttention,
-    RNN,
-    RotaryEmbedding,
-);
+not_yet_evaluated!(CausalConvWithState, LinearAttention, RotaryEmbedding);
 
 /// The elements of a float tensor as f64, or an error naming the input.
 pub(crate) fn floats(t: &Tensor, what: &str) -> Result<Vec<f64>, EvalError> {
