@@ -7,7 +7,7 @@ use super::{InferCx, InferError, InferOp, not_yet_inferred};
 use crate::ops::*;
 use crate::{DType, Dim, TensorType, ValueType};
 
-not_yet_inferred!(CausalConvWithState, LinearAttention, RotaryEmbedding);
+not_yet_inferred!(CausalConvWithState, LinearAttention);
 
 /// `a + b`, or a fresh symbol when either is unknown (`a` itself when `b` is a known 0).
 pub(crate) fn dim_add(cx: &mut InferCx<'_>, a: &Dim, b: &Dim, hint: &str) -> Dim {
@@ -178,5 +178,17 @@ impl InferOp for GRU {
 impl InferOp for LSTM {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         infer_recurrent(cx, 4, &self.direction, self.hidden_size, self.layout)
+    }
+}
+
+impl InferOp for RotaryEmbedding {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        float_input(cx, 0)?;
+        if let Some(r) = cx.tensor(0)?.rank() {
+            if r != 3 && r != 4 {
+                crate::infer_bail!("input must be 3-D or 4-D, got rank {r}");
+            }
+        }
+        super::same_as_input(cx, 0)
     }
 }
