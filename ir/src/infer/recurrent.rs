@@ -3,11 +3,9 @@
 //! Dims follow the ONNX operator specifications; a dim computed from unknown (symbolic) dims becomes a fresh
 //! symbol, except where it is a plain copy of an input dim.
 
-use super::{InferCx, InferError, InferOp, not_yet_inferred};
+use super::{InferCx, InferError, InferOp};
 use crate::ops::*;
 use crate::{DType, Dim, TensorType, ValueType};
-
-not_yet_inferred!(CausalConvWithState, LinearAttention);
 
 /// `a + b`, or a fresh symbol when either is unknown (`a` itself when `b` is a known 0).
 pub(crate) fn dim_add(cx: &mut InferCx<'_>, a: &Dim, b: &Dim, hint: &str) -> Dim {
@@ -184,11 +182,67 @@ impl InferOp for LSTM {
 impl InferOp for RotaryEmbedding {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         float_input(cx, 0)?;
-        if let Some(r) = cx.tensor(0)?.rank() {
-            if r != 3 && r != 4 {
-                crate::infer_bail!("input must be 3-D or 4-D, got rank {r}");
-            }
+        if let Some(r) = cx.tensor(0)?.rank().filter(|&r| r != 3 && r != 4) {
+            crate::infer_bail!("input must be 3-D or 4-D, got rank {r}");
         }
         super::same_as_input(cx, 0)
+    }
+}
+
+impl InferOp for LinearAttention {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = float_input(cx, 0)?;
+        let (hq, hkv) = (self.q_num_heads, self.kv_num_heads);
+        if hq <= 0 || hkv <= 0 || hq % hkv != 0 {
+            crate::infer_bail!(
+                "q_num_heads ({hq}) must be a positive multiple of kv_num_heads ({hkv})"
+            );
+        }
+        let (hq, hkv) = (hq as usize, hkv as usize);
+        let state_dtype = cx.opt_tensor(3)?.map_or(dtype, |t| t.dtype);
+        let (q, v) = (
+            cx.dims(0)?.map(<[Dim]>::to_vec),
+            cx.dims(2)?.map(<[Dim]>::to_vec),
+        );
+        let (Some(q), Some(v)) = (q, v) else {
+            return Ok(vec![
+                ValueType::Tensor(TensorType::unranked(dtype)),
+                ValueType::Tensor(TensorType::unranked(state_dtype)),
+            ]);
+        };
+        let ([b, t, qh], [_, _, vh]) = (&q[..], &v[..]) else {
+            crate::infer_bail!("query, key and value must be 3-D");
+        };
+        let dk = dim_scale(cx, qh, 1, hq, "d_k");
+        let dv = dim_scale(cx, vh, 1, hkv, "d_v");
+        let out_h = dim_scale(cx, vh, hq, hkv, "hidden");
+        Ok(vec![
+            tensor_of(dtype, vec![b.clone(), t.clone(), out_h]),
+            tensor_of(state_dtype, vec![b.clone(), Dim::Known(hkv), dk, dv]),
+        ])
+    }
+}
+
+impl InferOp for CausalConvWithState {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = float_input(cx, 0)?;
+        let x = cx.dims(0)?.map(<[Dim]>::to_vec);
+        let w = cx.dims(1)?.map(<[Dim]>::to_vec);
+        let Some(x) = x else {
+            let t = ValueType::Tensor(TensorType::unranked(dtype));
+            return Ok(vec![t.clone(), t]);
+        };
+        let [b, c, _] = &x[..] else {
+            crate::infer_bail!("input must be 3-D, got rank {}", x.len());
+        };
+        let state_len = match w.as_deref() {
+            Some([_, _, Dim::Known(k)]) if *k > 0 => Dim::Known(k - 1),
+            Some([_, _, _]) | None => cx.fresh("state_len"),
+            Some(w) => crate::infer_bail!("weight must be 3-D, got rank {}", w.len()),
+        };
+        Ok(vec![
+            tensor_of(dtype, x.clone()),
+            tensor_of(dtype, vec![b.clone(), c.clone(), state_len]),
+        ])
     }
 }
