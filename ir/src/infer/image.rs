@@ -3,11 +3,9 @@
 //! Output dims are exact when the inputs that decide them are known (constant `scales`/`sizes`, known input
 //! dims); otherwise they are fresh symbols.
 
-use super::{InferCx, InferError, InferOp, normalize_axis, not_yet_inferred};
+use super::{InferCx, InferError, InferOp, normalize_axis};
 use crate::ops::*;
 use crate::{Dim, TensorType, ValueType};
-
-not_yet_inferred!(AffineGrid, DeformConv, MaxRoiPool, MaxUnpool, RoiAlign);
 
 /// The constant value of optional input `i` as f64s, if it is a non-empty constant.
 fn const_reals(cx: &InferCx<'_>, i: usize) -> Option<Vec<f64>> {
@@ -122,5 +120,157 @@ impl InferOp for GridSample {
         let mut out = vec![x[0].clone(), x[1].clone()];
         out.extend(grid[1..grid.len() - 1].iter().cloned());
         Ok(vec![ValueType::Tensor(TensorType::new(dtype, out))])
+    }
+}
+
+/// An unranked result of input 0's dtype.
+fn unranked(cx: &InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+    Ok(vec![ValueType::Tensor(TensorType::unranked(
+        cx.tensor(0)?.dtype,
+    ))])
+}
+
+/// Dim `k` of input `i`, or a fresh symbol when the rank is unknown or too small.
+fn dim_or_fresh(cx: &mut InferCx<'_>, i: usize, k: usize, hint: &str) -> Result<Dim, InferError> {
+    match cx.dims(i)?.and_then(|d| d.get(k)) {
+        Some(d) => Ok(d.clone()),
+        None => Ok(cx.fresh(hint)),
+    }
+}
+
+impl InferOp for AffineGrid {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let dims = match cx.const_ints(1) {
+            Some(size) => {
+                if !(size.len() == 4 || size.len() == 5) || size.iter().any(|&s| s < 0) {
+                    crate::infer_bail!("size {size:?} must be 4 or 5 non-negative values");
+                }
+                let mut d: Vec<Dim> = vec![Dim::Known(size[0] as usize)];
+                d.extend(size[2..].iter().map(|&s| Dim::Known(s as usize)));
+                d.push(Dim::Known(size.len() - 2));
+                d
+            }
+            None => match cx.dims(1)? {
+                Some([Dim::Known(r)]) if *r == 4 || *r == 5 => {
+                    let r = *r;
+                    let mut d = vec![dim_or_fresh(cx, 0, 0, "batch")?];
+                    for _ in 2..r {
+                        d.push(cx.fresh("grid"));
+                    }
+                    d.push(Dim::Known(r - 2));
+                    d
+                }
+                _ => return unranked(cx),
+            },
+        };
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
+    }
+}
+
+impl InferOp for DeformConv {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let Some(off) = cx.dims(2)?.map(<[Dim]>::to_vec) else {
+            return unranked(cx);
+        };
+        if off.len() < 3 {
+            crate::infer_bail!("offset must have rank 3 or more");
+        }
+        let mut dims = vec![
+            dim_or_fresh(cx, 0, 0, "batch")?,
+            dim_or_fresh(cx, 1, 0, "channels")?,
+        ];
+        dims.extend(off[2..].iter().cloned());
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
+    }
+}
+
+impl InferOp for MaxUnpool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        if cx.has_input(2) {
+            if let Some(s) = cx.const_ints(2) {
+                if s.iter().any(|&v| v < 0) {
+                    crate::infer_bail!("output_shape {s:?} must be non-negative");
+                }
+                return Ok(vec![ValueType::Tensor(TensorType::known(
+                    dtype,
+                    &s.iter().map(|&v| v as usize).collect::<Vec<_>>(),
+                ))]);
+            }
+            let r = cx.tensor(0)?.rank();
+            return match r {
+                Some(r) => {
+                    let dims = (0..r).map(|_| cx.fresh("unpool")).collect::<Vec<_>>();
+                    Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
+                }
+                None => unranked(cx),
+            };
+        }
+        let Some(x) = cx.dims(0)?.map(<[Dim]>::to_vec) else {
+            return unranked(cx);
+        };
+        let k = self.kernel_shape.len();
+        if x.len() != k + 2 {
+            crate::infer_bail!("X has rank {}, kernel_shape has {k} dims", x.len());
+        }
+        let strides = self.strides.clone().unwrap_or_else(|| vec![1; k]);
+        let pads = self.pads.clone().unwrap_or_else(|| vec![0; 2 * k]);
+        if strides.len() != k || pads.len() != 2 * k {
+            crate::infer_bail!("strides and pads do not fit {k} spatial dims");
+        }
+        let mut dims = vec![x[0].clone(), x[1].clone()];
+        for d in 0..k {
+            dims.push(match x[d + 2] {
+                Dim::Known(n) => {
+                    let v = (n as i64 - 1)
+                        .saturating_mul(strides[d])
+                        .saturating_sub(pads[d].saturating_add(pads[k + d]))
+                        .saturating_add(self.kernel_shape[d]);
+                    if v < 0 {
+                        crate::infer_bail!("unpooled dim {d} would be negative");
+                    }
+                    Dim::Known(v as usize)
+                }
+                Dim::Sym(_) => cx.fresh("unpool"),
+            });
+        }
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
+    }
+}
+
+impl InferOp for RoiAlign {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        if self.output_height <= 0 || self.output_width <= 0 {
+            crate::infer_bail!("output_height and output_width must be positive");
+        }
+        let dims = vec![
+            dim_or_fresh(cx, 1, 0, "num_rois")?,
+            dim_or_fresh(cx, 0, 1, "channels")?,
+            Dim::Known(self.output_height as usize),
+            Dim::Known(self.output_width as usize),
+        ];
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
+    }
+}
+
+impl InferOp for MaxRoiPool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let [h, w] = self.pooled_shape[..] else {
+            crate::infer_bail!("pooled_shape must have 2 values");
+        };
+        if h <= 0 || w <= 0 {
+            crate::infer_bail!("pooled_shape must be positive");
+        }
+        let dims = vec![
+            dim_or_fresh(cx, 1, 0, "num_rois")?,
+            dim_or_fresh(cx, 0, 1, "channels")?,
+            Dim::Known(h as usize),
+            Dim::Known(w as usize),
+        ];
+        Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
     }
 }

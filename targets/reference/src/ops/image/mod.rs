@@ -7,12 +7,11 @@ use jiuzhou_ir::num::Num;
 use jiuzhou_ir::{DType, Tensor};
 
 use crate::EvalError;
-use crate::interp::not_yet_evaluated;
 
+mod geometry;
 mod grid_sample;
 mod resize;
-
-not_yet_evaluated!(AffineGrid, DeformConv, MaxRoiPool, MaxUnpool, RoiAlign,);
+mod roi;
 
 /// The elements of a real numeric tensor as f64, or an error naming the input.
 pub(crate) fn reals(t: &Tensor, what: &str) -> Result<Vec<f64>, EvalError> {
