@@ -274,3 +274,102 @@ impl InferOp for MaxRoiPool {
         Ok(vec![ValueType::Tensor(TensorType::new(dtype, dims))])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::recurrent::tests::{check, ty};
+    use crate::{DType, Tensor};
+
+    #[test]
+    fn resize_shapes() {
+        let f = DType::F32;
+        let x = ty(f, &["n", "3", "10", "20"]);
+        let scales = Tensor::vector(vec![1.0f32, 1.0, 2.0, 0.5]);
+        let out = check(
+            &Resize::default(),
+            &[x.clone(), None, ty(f, &["4"])],
+            &[None, None, Some(scales)],
+            1,
+        );
+        assert_eq!(out.unwrap(), ["f32[n,3,20,10]"]);
+        let sizes = Tensor::vector(vec![7i64, 8]);
+        let policy = Resize {
+            axes: Some(vec![2, 3]),
+            keep_aspect_ratio_policy: "not_larger".into(),
+            ..Default::default()
+        };
+        let inputs = [x.clone(), None, None, ty(DType::I64, &["2"])];
+        let out = check(&policy, &inputs, &[None, None, None, Some(sizes)], 1);
+        assert_eq!(out.unwrap(), ["f32[n,3,4,8]"]);
+        // Run-time scales: the resized dims are fresh symbols.
+        let out = check(&Resize::default(), &[x, None, ty(f, &["4"])], &[], 1).unwrap();
+        assert_eq!(out, ["f32[resize_0,resize_1,resize_2,resize_3]"]);
+    }
+
+    #[test]
+    fn sampling_and_pooling_shapes() {
+        let f = DType::F32;
+        let gs = check(
+            &GridSample::default(),
+            &[ty(f, &["n", "c", "8", "8"]), ty(f, &["n", "5", "6", "2"])],
+            &[],
+            1,
+        );
+        assert_eq!(gs.unwrap(), ["f32[n,c,5,6]"]);
+        let size = Tensor::vector(vec![2i64, 3, 4, 5, 6]);
+        let ag = check(
+            &AffineGrid::default(),
+            &[ty(f, &["2", "3", "4"]), ty(DType::I64, &["5"])],
+            &[None, Some(size)],
+            1,
+        );
+        assert_eq!(ag.unwrap(), ["f32[2,4,5,6,3]"]);
+        let roi = RoiAlign {
+            output_height: 3,
+            output_width: 2,
+            ..Default::default()
+        };
+        let inputs = [
+            ty(f, &["n", "c", "h", "w"]),
+            ty(f, &["r", "4"]),
+            ty(DType::I64, &["r"]),
+        ];
+        assert_eq!(check(&roi, &inputs, &[], 1).unwrap(), ["f32[r,c,3,2]"]);
+        let unpool = MaxUnpool {
+            kernel_shape: vec![2, 2],
+            strides: Some(vec![2, 2]),
+            ..Default::default()
+        };
+        let inputs = [
+            ty(f, &["1", "3", "4", "s"]),
+            ty(DType::I64, &["1", "3", "4", "s"]),
+        ];
+        assert_eq!(
+            check(&unpool, &inputs, &[], 1).unwrap(),
+            ["f32[1,3,8,unpool_0]"]
+        );
+        let deform = [
+            ty(f, &["n", "4", "9", "9"]),
+            ty(f, &["6", "4", "3", "3"]),
+            ty(f, &["n", "18", "7", "7"]),
+        ];
+        assert_eq!(
+            check(&DeformConv::default(), &deform, &[], 1).unwrap(),
+            ["f32[n,6,7,7]"]
+        );
+        let pool = MaxRoiPool {
+            pooled_shape: vec![0, 2],
+            ..Default::default()
+        };
+        assert!(
+            check(
+                &pool,
+                &[ty(f, &["n", "c", "h", "w"]), ty(f, &["r", "5"])],
+                &[],
+                1
+            )
+            .is_err()
+        );
+    }
+}

@@ -246,3 +246,157 @@ impl InferOp for CausalConvWithState {
         ])
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::infer::SymGen;
+    use crate::{Tensor, TensorType};
+
+    /// Runs `op`'s inference on typed inputs (`None` = absent) and constants; outputs as text (`f32[2,n_0]`).
+    pub(crate) fn check(
+        op: &impl InferOp,
+        inputs: &[Option<TensorType>],
+        consts: &[Option<Tensor>],
+        n: usize,
+    ) -> Result<Vec<String>, InferError> {
+        let inputs: Vec<Option<ValueType>> = inputs
+            .iter()
+            .map(|t| t.clone().map(ValueType::Tensor))
+            .collect();
+        let mut consts: Vec<Option<Arc<Tensor>>> =
+            consts.iter().map(|t| t.clone().map(Arc::new)).collect();
+        consts.resize(inputs.len(), None);
+        let mut syms = SymGen::default();
+        let mut cx = InferCx {
+            inputs: &inputs,
+            consts: &consts,
+            num_outputs: n,
+            syms: &mut syms,
+        };
+        Ok(op.infer(&mut cx)?.iter().map(|t| t.to_string()).collect())
+    }
+
+    /// A tensor type from dims written as text: numbers are known, anything else a symbol.
+    pub(crate) fn ty(dtype: DType, dims: &[&str]) -> Option<TensorType> {
+        Some(TensorType::new(
+            dtype,
+            dims.iter().map(|d| {
+                d.parse::<usize>()
+                    .map_or_else(|_| Dim::from(*d), Dim::Known)
+            }),
+        ))
+    }
+
+    #[test]
+    fn attention_shapes() {
+        let f = DType::F32;
+        let op = Attention::default();
+        let four = [
+            ty(f, &["b", "8", "5", "16"]),
+            ty(f, &["b", "2", "7", "16"]),
+            ty(f, &["b", "2", "7", "32"]),
+        ];
+        assert_eq!(
+            check(&op, &four, &[], 4).unwrap(),
+            [
+                "f32[b,8,5,32]",
+                "f32[b,2,7,16]",
+                "f32[b,2,7,32]",
+                "f32[b,8,5,7]"
+            ]
+        );
+        let mut cached = four.to_vec();
+        cached.extend([
+            None,
+            ty(f, &["b", "2", "3", "16"]),
+            ty(f, &["b", "2", "3", "32"]),
+        ]);
+        assert_eq!(
+            check(&op, &cached, &[], 2).unwrap(),
+            ["f32[b,8,5,32]", "f32[b,2,10,16]"]
+        );
+        let op3 = Attention {
+            q_num_heads: Some(4),
+            kv_num_heads: Some(2),
+            ..Default::default()
+        };
+        let three = [
+            ty(f, &["1", "s", "64"]),
+            ty(f, &["1", "t", "32"]),
+            ty(f, &["1", "t", "48"]),
+        ];
+        assert_eq!(check(&op3, &three, &[], 1).unwrap(), ["f32[1,s,96]"]);
+        assert!(check(&op, &three, &[], 1).is_err());
+    }
+
+    #[test]
+    fn recurrent_shapes() {
+        let f = DType::F32;
+        let lstm = LSTM {
+            direction: "bidirectional".into(),
+            hidden_size: Some(5),
+            ..Default::default()
+        };
+        let inputs = [
+            ty(f, &["s", "b", "3"]),
+            ty(f, &["2", "20", "3"]),
+            ty(f, &["2", "20", "5"]),
+        ];
+        assert_eq!(
+            check(&lstm, &inputs, &[], 3).unwrap(),
+            ["f32[s,2,b,5]", "f32[2,b,5]", "f32[2,b,5]"]
+        );
+        let gru = GRU {
+            layout: 1,
+            ..Default::default()
+        };
+        let inputs = [
+            ty(f, &["b", "s", "3"]),
+            ty(f, &["1", "12", "3"]),
+            ty(f, &["1", "12", "4"]),
+        ];
+        assert_eq!(
+            check(&gru, &inputs, &[], 2).unwrap(),
+            ["f32[b,s,1,4]", "f32[b,1,4]"]
+        );
+        let bad = RNN {
+            direction: "sideways".into(),
+            ..Default::default()
+        };
+        assert!(check(&bad, &inputs, &[], 1).is_err());
+    }
+
+    #[test]
+    fn state_space_shapes() {
+        let f = DType::F16;
+        let la = LinearAttention {
+            q_num_heads: 4,
+            kv_num_heads: 2,
+            ..Default::default()
+        };
+        let inputs = [
+            ty(f, &["b", "t", "32"]),
+            ty(f, &["b", "t", "16"]),
+            ty(f, &["b", "t", "24"]),
+        ];
+        assert_eq!(
+            check(&la, &inputs, &[], 2).unwrap(),
+            ["f16[b,t,48]", "f16[b,2,8,12]"]
+        );
+        let conv = CausalConvWithState::default();
+        let inputs = [ty(f, &["b", "c", "l"]), ty(f, &["c", "1", "4"])];
+        assert_eq!(
+            check(&conv, &inputs, &[], 2).unwrap(),
+            ["f16[b,c,l]", "f16[b,c,3]"]
+        );
+        let rot = RotaryEmbedding::default();
+        assert_eq!(
+            check(&rot, &[ty(f, &["b", "s", "8"])], &[], 1).unwrap(),
+            ["f16[b,s,8]"]
+        );
+        assert!(check(&rot, &[ty(f, &["8"])], &[], 1).is_err());
+    }
+}

@@ -284,3 +284,78 @@ impl EvalOp for MaxUnpool {
         Ok(vec![Value::from(to_dtype(xt.dtype(), out_shape, out)?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::{AffineGrid, DeformConv, MaxUnpool};
+
+    use crate::ops::recurrent::test_util::{close, f, i, run};
+
+    #[test]
+    fn identity_affine_grid() {
+        let op = AffineGrid { align_corners: 1 };
+        let out = run(
+            op,
+            vec![
+                f(&[1, 2, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+                i(&[4], &[1, 1, 2, 2]),
+            ],
+            1,
+        )
+        .unwrap();
+        close(
+            &out[0],
+            &[1, 2, 2, 2],
+            &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0],
+        );
+    }
+
+    #[test]
+    fn deform_conv_with_zero_offsets_is_a_convolution() {
+        let x = f(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let w = f(&[1, 1, 1, 1], &[2.0]);
+        let offset = f(&[1, 2, 2, 2], &[0.0; 8]);
+        let out = run(
+            DeformConv::default(),
+            vec![x.clone(), w.clone(), offset, f(&[1], &[1.0])],
+            1,
+        )
+        .unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[3.0, 5.0, 7.0, 9.0]);
+        // Shifting every tap half a pixel right averages horizontal neighbours (zero outside).
+        let shifted = f(&[1, 2, 2, 2], &[0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5]);
+        let out = run(DeformConv::default(), vec![x, w, shifted], 1).unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[3.0, 2.0, 7.0, 4.0]);
+    }
+
+    #[test]
+    fn max_unpool_scatters() {
+        let op = MaxUnpool {
+            kernel_shape: vec![2, 2],
+            strides: Some(vec![2, 2]),
+            ..Default::default()
+        };
+        let inputs = vec![f(&[1, 1, 1, 1], &[5.0]), i(&[1, 1, 1, 1], &[3])];
+        let out = run(op.clone(), inputs, 1).unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[0.0, 0.0, 0.0, 5.0]);
+        let with_shape = vec![
+            f(&[1, 1, 1, 1], &[5.0]),
+            i(&[1, 1, 1, 1], &[3]),
+            i(&[4], &[1, 1, 3, 3]),
+        ];
+        let out = run(op.clone(), with_shape, 1).unwrap();
+        close(
+            &out[0],
+            &[1, 1, 3, 3],
+            &[0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0],
+        );
+        assert!(
+            run(
+                op,
+                vec![f(&[1, 1, 1, 1], &[5.0]), i(&[1, 1, 1, 1], &[4])],
+                1
+            )
+            .is_err()
+        );
+    }
+}

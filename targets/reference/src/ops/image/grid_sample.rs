@@ -202,3 +202,45 @@ impl EvalOp for GridSample {
         Ok(vec![Value::from(to_dtype(x.dtype(), out_shape, out)?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::GridSample;
+
+    use crate::ops::recurrent::test_util::{close, f, run};
+
+    #[test]
+    fn corners_and_padding() {
+        // A 2x2 image sampled at its four corners (align_corners) and at the centre.
+        let x = f(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let grid = f(
+            &[1, 1, 5, 2],
+            &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+        );
+        let op = GridSample {
+            align_corners: 1,
+            ..Default::default()
+        };
+        let out = run(op, vec![x.clone(), grid], 1).unwrap();
+        close(&out[0], &[1, 1, 1, 5], &[1.0, 2.0, 3.0, 4.0, 2.5]);
+        // Far outside: zeros padding gives 0, border padding the nearest edge pixel.
+        let outside = f(&[1, 1, 1, 2], &[3.0, 3.0]);
+        let out = run(GridSample::default(), vec![x.clone(), outside.clone()], 1).unwrap();
+        close(&out[0], &[1, 1, 1, 1], &[0.0]);
+        let border = GridSample {
+            padding_mode: "border".into(),
+            ..Default::default()
+        };
+        let out = run(border, vec![x.clone(), outside], 1).unwrap();
+        close(&out[0], &[1, 1, 1, 1], &[4.0]);
+        // A grid whose last dim is not the spatial rank is an error.
+        assert!(
+            run(
+                GridSample::default(),
+                vec![x, f(&[1, 1, 1, 3], &[0.0; 3])],
+                1
+            )
+            .is_err()
+        );
+    }
+}

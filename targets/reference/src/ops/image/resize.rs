@@ -411,3 +411,59 @@ impl EvalOp for Resize {
         Ok(vec![Value::from(to_dtype(x.dtype(), cur, data)?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::Resize;
+
+    use crate::ops::recurrent::test_util::{close, f, i, run};
+
+    #[test]
+    fn nearest_and_linear() {
+        let up = vec![f(&[1, 2], &[1.0, 2.0]), None, f(&[2], &[1.0, 2.0])];
+        let out = run(Resize::default(), up.clone(), 1).unwrap();
+        close(&out[0], &[1, 4], &[1.0, 1.0, 2.0, 2.0]);
+        let linear = Resize {
+            mode: "linear".into(),
+            coordinate_transformation_mode: "align_corners".into(),
+            ..Default::default()
+        };
+        let sizes = vec![f(&[1, 2], &[0.0, 3.0]), None, None, i(&[2], &[1, 4])];
+        let out = run(linear.clone(), sizes, 1).unwrap();
+        close(&out[0], &[1, 4], &[0.0, 1.0, 2.0, 3.0]);
+        // Half-pixel linear downsampling by 2 averages neighbours.
+        let down = vec![f(&[4], &[0.0, 2.0, 4.0, 6.0]), None, f(&[1], &[0.5])];
+        let half = Resize {
+            mode: "linear".into(),
+            ..Default::default()
+        };
+        let out = run(half, down, 1).unwrap();
+        close(&out[0], &[2], &[1.0, 5.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        // Wrong number of scales, and neither scales nor sizes.
+        assert!(
+            run(
+                Resize::default(),
+                vec![f(&[2], &[1.0, 2.0]), None, f(&[2], &[1.0, 2.0])],
+                1
+            )
+            .is_err()
+        );
+        assert!(run(Resize::default(), vec![f(&[2], &[1.0, 2.0])], 1).is_err());
+        let antialias_nearest = Resize {
+            antialias: 1,
+            ..Default::default()
+        };
+        assert!(
+            run(
+                antialias_nearest,
+                vec![f(&[2], &[1.0, 2.0]), None, f(&[1], &[2.0])],
+                1
+            )
+            .is_err()
+        );
+    }
+}

@@ -226,3 +226,48 @@ impl EvalOp for MaxRoiPool {
         Ok(vec![Value::from(to_dtype(xt.dtype(), out_shape, out)?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::{MaxRoiPool, RoiAlign};
+
+    use crate::ops::recurrent::test_util::{close, f, i, run};
+
+    #[test]
+    fn roi_align_of_a_constant_image_is_constant() {
+        let op = RoiAlign {
+            output_height: 2,
+            output_width: 2,
+            ..Default::default()
+        };
+        let inputs = vec![
+            f(&[1, 1, 4, 4], &[3.0; 16]),
+            f(&[1, 4], &[0.5, 0.5, 3.5, 3.5]),
+            i(&[1], &[0]),
+        ];
+        let out = run(op.clone(), inputs, 1).unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[3.0; 4]);
+        let bad_batch = vec![
+            f(&[1, 1, 4, 4], &[3.0; 16]),
+            f(&[1, 4], &[0.0; 4]),
+            i(&[1], &[3]),
+        ];
+        assert!(run(op, bad_batch, 1).is_err());
+    }
+
+    #[test]
+    fn max_roi_pool_takes_bin_maxima() {
+        let op = MaxRoiPool {
+            pooled_shape: vec![1, 2],
+            ..Default::default()
+        };
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let out = run(
+            op,
+            vec![f(&[1, 1, 4, 4], &x), f(&[1, 5], &[0.0, 0.0, 0.0, 3.0, 1.0])],
+            1,
+        )
+        .unwrap();
+        close(&out[0], &[1, 1, 1, 2], &[5.0, 7.0]);
+    }
+}

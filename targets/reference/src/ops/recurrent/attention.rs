@@ -411,3 +411,103 @@ impl EvalOp for Attention {
         Ok(outs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::Tensor;
+    use jiuzhou_ir::ops::Attention;
+
+    use crate::ops::recurrent::test_util::{close, f, run};
+
+    /// One head, two positions, head size 1: Q = K = [1, 2], V = [10, 20], scale 1.
+    fn qkv() -> Vec<Option<Tensor>> {
+        vec![
+            f(&[1, 1, 2, 1], &[1.0, 2.0]),
+            f(&[1, 1, 2, 1], &[1.0, 2.0]),
+            f(&[1, 1, 2, 1], &[10.0, 20.0]),
+        ]
+    }
+
+    fn softmax2(a: f32, b: f32) -> (f32, f32) {
+        let (ea, eb) = (a.exp(), b.exp());
+        (ea / (ea + eb), eb / (ea + eb))
+    }
+
+    #[test]
+    fn plain_and_causal() {
+        let op = Attention {
+            scale: Some(1.0),
+            ..Default::default()
+        };
+        let y = run(op.clone(), qkv(), 1).unwrap();
+        let (p0, p1) = softmax2(1.0, 2.0);
+        let (r0, r1) = softmax2(2.0, 4.0);
+        close(
+            &y[0],
+            &[1, 1, 2, 1],
+            &[10.0 * p0 + 20.0 * p1, 10.0 * r0 + 20.0 * r1],
+        );
+        let causal = Attention { is_causal: 1, ..op };
+        let y = run(causal, qkv(), 1).unwrap();
+        close(&y[0], &[1, 1, 2, 1], &[10.0, 10.0 * r0 + 20.0 * r1]);
+    }
+
+    #[test]
+    fn cache_mask_and_outputs() {
+        let op = Attention {
+            scale: Some(1.0),
+            qk_matmul_output_mode: 0,
+            ..Default::default()
+        };
+        // The past holds the first position; the new step is the second.
+        let inputs = vec![
+            f(&[1, 1, 1, 1], &[2.0]),
+            f(&[1, 1, 1, 1], &[2.0]),
+            f(&[1, 1, 1, 1], &[20.0]),
+            Some(Tensor::from_vec(vec![1, 1], vec![false]).unwrap()),
+            f(&[1, 1, 1, 1], &[1.0]),
+            f(&[1, 1, 1, 1], &[10.0]),
+        ];
+        let out = run(op, inputs, 4).unwrap();
+        // The mask covers only key 0 (masked); key 1 is padded as masked too, so the row is fully masked: Y = 0.
+        close(&out[0], &[1, 1, 1, 1], &[0.0]);
+        close(&out[1], &[1, 1, 2, 1], &[1.0, 2.0]);
+        close(&out[2], &[1, 1, 2, 1], &[10.0, 20.0]);
+        close(&out[3], &[1, 1, 1, 2], &[2.0, 4.0]);
+    }
+
+    #[test]
+    fn grouped_heads_in_3d() {
+        // Two query heads share one key/value head; hidden sizes 2 (Q) and 1 (K, V).
+        let op = Attention {
+            q_num_heads: Some(2),
+            kv_num_heads: Some(1),
+            ..Default::default()
+        };
+        let y = run(
+            op,
+            vec![
+                f(&[1, 1, 2], &[1.0, 2.0]),
+                f(&[1, 1, 1], &[3.0]),
+                f(&[1, 1, 1], &[7.0]),
+            ],
+            1,
+        )
+        .unwrap();
+        close(&y[0], &[1, 1, 2], &[7.0, 7.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let op = Attention::default();
+        // 3-D inputs without head counts.
+        assert!(run(op.clone(), vec![f(&[1, 1, 2], &[1.0, 2.0]); 3], 1).is_err());
+        // Mismatched head sizes.
+        let bad = vec![
+            f(&[1, 1, 1, 2], &[1.0, 2.0]),
+            f(&[1, 1, 1, 1], &[1.0]),
+            f(&[1, 1, 1, 1], &[1.0]),
+        ];
+        assert!(run(op, bad, 1).is_err());
+    }
+}

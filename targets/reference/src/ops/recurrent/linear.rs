@@ -216,3 +216,49 @@ impl EvalOp for CausalConvWithState {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::{CausalConvWithState, LinearAttention};
+
+    use crate::ops::recurrent::test_util::{close, f, run};
+
+    #[test]
+    fn linear_rule_accumulates_outer_products() {
+        let op = LinearAttention {
+            q_num_heads: 1,
+            kv_num_heads: 1,
+            scale: 1.0,
+            update_rule: "linear".into(),
+            ..Default::default()
+        };
+        // Step 0: S = 1 * 2; o = 1 * S = 2. Step 1: S = 2 + 1 * 3 = 5; o = 2 * 5 = 10.
+        let inputs = vec![
+            f(&[1, 2, 1], &[1.0, 2.0]),
+            f(&[1, 2, 1], &[1.0, 1.0]),
+            f(&[1, 2, 1], &[2.0, 3.0]),
+        ];
+        let out = run(op.clone(), inputs.clone(), 2).unwrap();
+        close(&out[0], &[1, 2, 1], &[2.0, 10.0]);
+        close(&out[1], &[1, 1, 1, 1], &[5.0]);
+        // The gated rule needs a decay input.
+        let gated = LinearAttention {
+            update_rule: "gated".into(),
+            ..op
+        };
+        assert!(run(gated, inputs, 2).is_err());
+    }
+
+    #[test]
+    fn causal_conv_uses_the_state_as_left_padding() {
+        let inputs = vec![
+            f(&[1, 1, 3], &[1.0, 2.0, 3.0]),
+            f(&[1, 1, 2], &[1.0, 1.0]),
+            f(&[1], &[0.5]),
+            f(&[1, 1, 1], &[10.0]),
+        ];
+        let out = run(CausalConvWithState::default(), inputs, 2).unwrap();
+        close(&out[0], &[1, 1, 3], &[11.5, 3.5, 5.5]);
+        close(&out[1], &[1, 1, 1], &[3.0]);
+    }
+}

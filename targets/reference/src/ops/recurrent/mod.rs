@@ -44,3 +44,61 @@ pub(crate) fn float_tensor(
 pub(crate) fn val(t: Tensor) -> Value {
     Value::from(t)
 }
+
+/// Helpers for the unit tests of this family and of `image`: run one op through inference and the interpreter.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::sync::Arc;
+
+    use jiuzhou_ir::{GraphBuilder, Op, Tensor, TensorType, Value, ValueType};
+
+    use crate::Interpreter;
+
+    /// Runs `op` on `inputs` (`None` = absent) as graph inputs, returning `n` outputs or the error text.
+    pub(crate) fn run(
+        op: impl Into<Op>,
+        inputs: Vec<Option<Tensor>>,
+        n: usize,
+    ) -> Result<Vec<Tensor>, String> {
+        let mut b = GraphBuilder::new("t");
+        let mut ids = vec![];
+        let mut vals = vec![];
+        for (k, t) in inputs.into_iter().enumerate() {
+            ids.push(t.map(|t| {
+                let ty = ValueType::Tensor(TensorType::known(t.dtype(), t.shape()));
+                vals.push(Value::Tensor(Arc::new(t)));
+                b.input(&format!("i{k}"), ty)
+            }));
+        }
+        let outs = b.node_opt(op, &ids, n).map_err(|e| e.to_string())?;
+        outs.iter().for_each(|&o| b.output(o));
+        let g = b.finish().map_err(|e| e.to_string())?;
+        let got = Interpreter::default()
+            .run(&g, vals)
+            .map_err(|e| e.to_string())?;
+        Ok(got
+            .into_iter()
+            .map(|v| (**v.as_tensor().expect("tensor output")).clone())
+            .collect())
+    }
+
+    /// An f32 tensor.
+    pub(crate) fn f(shape: &[usize], v: &[f32]) -> Option<Tensor> {
+        Some(Tensor::from_vec(shape.to_vec(), v.to_vec()).expect("element count"))
+    }
+
+    /// An i64 tensor.
+    pub(crate) fn i(shape: &[usize], v: &[i64]) -> Option<Tensor> {
+        Some(Tensor::from_vec(shape.to_vec(), v.to_vec()).expect("element count"))
+    }
+
+    /// Asserts `t` is f32 with `shape` and values within 1e-5 of `want`.
+    pub(crate) fn close(t: &Tensor, shape: &[usize], want: &[f32]) {
+        assert_eq!(t.shape(), shape);
+        let got = t.as_slice::<f32>().expect("f32 output");
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-5, "got {got:?}, want {want:?}");
+        }
+    }
+}

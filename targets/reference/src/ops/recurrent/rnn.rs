@@ -423,3 +423,81 @@ impl EvalOp for LSTM {
         run(cell, common, cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::{GRU, LSTM, RNN};
+
+    use crate::ops::recurrent::test_util::{close, f, i, run};
+
+    #[test]
+    fn rnn_bias_only_and_sequence_lens() {
+        // Zero weights: every step gives tanh(Wb + Rb). Batch 1 runs 1 of 2 steps.
+        let op = RNN {
+            hidden_size: Some(1),
+            ..Default::default()
+        };
+        let inputs = vec![
+            f(&[2, 2, 1], &[1.0, 1.0, 1.0, 1.0]),
+            f(&[1, 1, 1], &[0.0]),
+            f(&[1, 1, 1], &[0.0]),
+            f(&[1, 2], &[0.25, 0.25]),
+            i(&[2], &[2, 1]),
+        ];
+        let out = run(op, inputs, 2).unwrap();
+        let t = 0.5f32.tanh();
+        close(&out[0], &[2, 1, 2, 1], &[t, t, t, 0.0]);
+        close(&out[1], &[1, 2, 1], &[t, t]);
+    }
+
+    #[test]
+    fn gru_and_lstm_with_zero_weights() {
+        // GRU: z = r = 0.5 and the candidate is tanh(0) = 0, so H = 0.5 * H0.
+        let gru = GRU::default();
+        let inputs = vec![
+            f(&[1, 1, 1], &[3.0]),
+            f(&[1, 3, 1], &[0.0; 3]),
+            f(&[1, 3, 1], &[0.0; 3]),
+            None,
+            None,
+            f(&[1, 1, 1], &[0.8]),
+        ];
+        let out = run(gru, inputs, 2).unwrap();
+        close(&out[1], &[1, 1, 1], &[0.4]);
+        // LSTM: i = f = o = 0.5 and the candidate is 0, so C = 0.5 * C0 and H = 0.5 * tanh(C).
+        let lstm = LSTM {
+            layout: 1,
+            ..Default::default()
+        };
+        let inputs = vec![
+            f(&[1, 1, 1], &[3.0]),
+            f(&[1, 4, 1], &[0.0; 4]),
+            f(&[1, 4, 1], &[0.0; 4]),
+            None,
+            None,
+            None,
+            f(&[1, 1, 1], &[2.0]),
+        ];
+        let out = run(lstm, inputs, 3).unwrap();
+        close(&out[0], &[1, 1, 1, 1], &[0.5 * 1.0f32.tanh()]);
+        close(&out[2], &[1, 1, 1], &[1.0]);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let inputs = vec![
+            f(&[1, 1, 1], &[3.0]),
+            f(&[1, 2, 1], &[0.0; 2]),
+            f(&[1, 3, 1], &[0.0; 3]),
+        ];
+        assert!(run(GRU::default(), inputs, 1).is_err());
+        let lens = vec![
+            f(&[1, 1, 1], &[3.0]),
+            f(&[1, 1, 1], &[0.0]),
+            f(&[1, 1, 1], &[0.0]),
+            None,
+            i(&[1], &[5]),
+        ];
+        assert!(run(RNN::default(), lens, 1).is_err());
+    }
+}

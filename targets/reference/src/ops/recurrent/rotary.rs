@@ -122,3 +122,32 @@ impl EvalOp for RotaryEmbedding {
         Ok(vec![val(float_tensor(dtype, xs, out)?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiuzhou_ir::ops::RotaryEmbedding;
+
+    use crate::ops::recurrent::test_util::{close, f, i, run};
+
+    #[test]
+    fn quarter_turn_with_position_ids() {
+        // Position 1 has angle 90 degrees: (x1, x2) -> (-x2, x1); position 0 is the identity.
+        let inputs = vec![
+            f(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            f(&[2, 1], &[1.0, 0.0]),
+            f(&[2, 1], &[0.0, 1.0]),
+            i(&[1, 2], &[0, 1]),
+        ];
+        let out = run(RotaryEmbedding::default(), inputs.clone(), 1).unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[1.0, 2.0, -4.0, 3.0]);
+        let interleaved = RotaryEmbedding {
+            interleaved: 1,
+            ..Default::default()
+        };
+        let out = run(interleaved, inputs.clone(), 1).unwrap();
+        close(&out[0], &[1, 1, 2, 2], &[1.0, 2.0, -4.0, 3.0]);
+        let mut bad = inputs;
+        bad[3] = i(&[1, 2], &[0, 7]);
+        assert!(run(RotaryEmbedding::default(), bad, 1).is_err());
+    }
+}
