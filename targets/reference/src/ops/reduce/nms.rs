@@ -1,0 +1,5 @@
+//! NonMaxSuppression.
+
+use crate::interp::not_yet_evaluated;
+
+not_yet_evaluated!(NonMaxSuppression);

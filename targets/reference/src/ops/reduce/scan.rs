@@ -1,0 +1,5 @@
+//! Cumulative sums and products.
+
+use crate::interp::not_yet_evaluated;
+
+not_yet_evaluated!(CumSum, CumProd);

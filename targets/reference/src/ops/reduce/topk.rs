@@ -1,0 +1,5 @@
+//! TopK.
+
+use crate::interp::not_yet_evaluated;
+
+not_yet_evaluated!(TopK);
