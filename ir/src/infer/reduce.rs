@@ -117,7 +117,9 @@ fn infer_reduce(
                 Some(out)
             } else {
                 match count {
-                    Some(k) if k <= rank => Some((0..rank - k).map(|_| cx.fresh("reduce")).collect()),
+                    Some(k) if k <= rank => {
+                        Some((0..rank - k).map(|_| cx.fresh("reduce")).collect())
+                    }
                     Some(k) => infer_bail!("{k} axes for a rank-{rank} input"),
                     None => None,
                 }
@@ -166,11 +168,13 @@ fn infer_arg(cx: &InferCx<'_>, axis: i64, keepdims: i64) -> Result<Vec<ValueType
             Some(out)
         }
     };
-    Ok(vec![TensorType {
-        dtype: DType::I64,
-        shape,
-    }
-    .into()])
+    Ok(vec![
+        TensorType {
+            dtype: DType::I64,
+            shape,
+        }
+        .into(),
+    ])
 }
 
 impl InferOp for ArgMax {
@@ -290,7 +294,9 @@ impl InferOp for DFT {
         };
         let rank = dims.len();
         if rank < 2 {
-            infer_bail!("DFT needs rank >= 2 (the last dim holds real/imaginary parts), got {rank}");
+            infer_bail!(
+                "DFT needs rank >= 2 (the last dim holds real/imaginary parts), got {rank}"
+            );
         }
         if let Some(c) = dims[rank - 1].known() {
             if c != 1 && c != 2 {
@@ -350,7 +356,10 @@ impl InferOp for STFT {
         let dims = cx.dims(0)?.map(|d| d.to_vec());
         if let Some(d) = &dims {
             if d.len() != 3 {
-                infer_bail!("the STFT signal must be [batch, length, 1 or 2], got rank {}", d.len());
+                infer_bail!(
+                    "the STFT signal must be [batch, length, 1 or 2], got rank {}",
+                    d.len()
+                );
             }
         }
         let step = const_scalar(cx, 1);
@@ -387,7 +396,9 @@ impl InferOp for STFT {
             Some(d) => d[0].clone(),
             None => cx.fresh("batch"),
         };
-        Ok(vec![TensorType::new(dtype, [batch, frames, bins, Dim::Known(2)]).into()])
+        Ok(vec![
+            TensorType::new(dtype, [batch, frames, bins, Dim::Known(2)]).into(),
+        ])
     }
 }
 
@@ -476,11 +487,13 @@ fn infer_loss(cx: &InferCx<'_>, reduction: &str) -> Result<Vec<ValueType>, Infer
     };
     let mut out = vec![loss.into()];
     if cx.num_outputs > 1 {
-        out.push(TensorType {
-            dtype,
-            shape: cx.tensor(0)?.shape.clone(),
-        }
-        .into());
+        out.push(
+            TensorType {
+                dtype,
+                shape: cx.tensor(0)?.shape.clone(),
+            }
+            .into(),
+        );
     }
     Ok(out)
 }
@@ -615,10 +628,7 @@ mod tests {
         assert_eq!(check(argmax(1, 1), vec![x()], 1), "i64[2,1,4]");
         assert_eq!(check(argmax(-1, 0), vec![x()], 1), "i64[2,3]");
         let axis = Some(c(Tensor::scalar(1i32)));
-        assert_eq!(
-            check(CumSum::default(), vec![x(), axis], 1),
-            "f32[2,3,4]"
-        );
+        assert_eq!(check(CumSum::default(), vec![x(), axis], 1), "f32[2,3,4]");
         let axis = Some(c(Tensor::scalar(3i64)));
         assert_eq!(
             check(CumProd::default(), vec![x(), axis], 1),
@@ -645,7 +655,10 @@ mod tests {
         );
         let nms = check(
             NonMaxSuppression::default(),
-            vec![Some(t(DType::F32, &[1, 6, 4])), Some(t(DType::F32, &[1, 1, 6]))],
+            vec![
+                Some(t(DType::F32, &[1, 6, 4])),
+                Some(t(DType::F32, &[1, 1, 6])),
+            ],
             1,
         );
         assert_eq!(nms, "i64[nms_0,3]");

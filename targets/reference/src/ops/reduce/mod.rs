@@ -7,7 +7,7 @@
 //! Semantics follow ONNX's numpy reference (`onnx/reference/ops`), which is what the node tests are generated from.
 
 use half::{bf16, f16};
-use jiuzhou_ir::num::{Num, ToF64};
+use jiuzhou_ir::num::Num;
 use jiuzhou_ir::{DType, Tensor};
 
 use crate::{EvalError, eval_bail};
@@ -135,14 +135,24 @@ pub(crate) mod tests {
     /// Formats a tensor as `dtype[shape] [values]` (floats in their shortest form, bools as 0/1).
     pub(crate) fn fmt_tensor(t: &Tensor) -> String {
         let values: Vec<String> = match t.dtype() {
-            DType::F64 => t.to_f64_vec().unwrap_or_default().iter().map(|x| x.to_string()).collect(),
+            DType::F64 => t
+                .to_f64_vec()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
             DType::F32 | DType::F16 | DType::BF16 => t
                 .to_f64_vec()
                 .unwrap_or_default()
                 .iter()
                 .map(|&x| (x as f32).to_string())
                 .collect(),
-            _ => t.to_i64_vec().unwrap_or_default().iter().map(|x| x.to_string()).collect(),
+            _ => t
+                .to_i64_vec()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
         };
         format!("{}{:?} [{}]", t.dtype(), t.shape(), values.join(", "))
     }
@@ -151,16 +161,19 @@ pub(crate) mod tests {
     /// `num_outputs` outputs and formats the outputs, separated by ` | `, or the error as `error: ...`.
     ///
     /// Each output is also checked against the type inference gave it: a known dim that differs is reported.
-    pub(crate) fn run_n(op: impl Into<Op>, inputs: Vec<Option<Tensor>>, num_outputs: usize) -> String {
+    pub(crate) fn run_n(
+        op: impl Into<Op>,
+        inputs: Vec<Option<Tensor>>,
+        num_outputs: usize,
+    ) -> String {
         let op = op.into();
         let mut b = GraphBuilder::new("test");
         let ids: Vec<_> = inputs
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                t.as_ref().map(|t| {
-                    b.input(&format!("x{i}"), TensorType::known(t.dtype(), t.shape()))
-                })
+                t.as_ref()
+                    .map(|t| b.input(&format!("x{i}"), TensorType::known(t.dtype(), t.shape())))
             })
             .collect();
         let outs = match b.node_opt(op, &ids, num_outputs) {
@@ -190,13 +203,19 @@ pub(crate) mod tests {
                                     .zip(t.shape())
                                     .all(|(d, &n)| d.known().is_none_or(|k| k == n))
                         });
-                    if agrees { s } else { format!("{s} (inferred {ty}, got {got})") }
+                    if agrees {
+                        s
+                    } else {
+                        format!("{s} (inferred {ty}, got {got})")
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(" | "),
             Err(e) => {
                 let msg = e.0;
-                let msg = msg.split_once("): ").map_or(msg.clone(), |(_, m)| m.to_string());
+                let msg = msg
+                    .split_once("): ")
+                    .map_or(msg.clone(), |(_, m)| m.to_string());
                 format!("error: {msg}")
             }
         }

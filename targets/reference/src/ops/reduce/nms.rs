@@ -92,7 +92,10 @@ fn select<F: Num>(
                 if selected.len() >= max_per_class {
                     break;
                 }
-                if selected.iter().all(|&j| !suppresses(extents[i], extents[j], iou)) {
+                if selected
+                    .iter()
+                    .all(|&j| !suppresses(extents[i], extents[j], iou))
+                {
                     selected.push(i);
                     out.push([b as i64, c as i64, i as i64]);
                 }
@@ -139,8 +142,24 @@ impl EvalOp for NonMaxSuppression {
         let dims = (batches, classes, n);
         let center = self.center_point_box != 0;
         let picked = match boxes.data() {
-            Data::F64(_) => select::<f64>(&bv, &sv, dims, max_per_class, iou_threshold, score_threshold, center),
-            _ => select::<f32>(&bv, &sv, dims, max_per_class, iou_threshold, score_threshold, center),
+            Data::F64(_) => select::<f64>(
+                &bv,
+                &sv,
+                dims,
+                max_per_class,
+                iou_threshold,
+                score_threshold,
+                center,
+            ),
+            _ => select::<f32>(
+                &bv,
+                &sv,
+                dims,
+                max_per_class,
+                iou_threshold,
+                score_threshold,
+                center,
+            ),
         };
         let flat: Vec<i64> = picked.iter().flatten().copied().collect();
         Ok(vec![Tensor::from_vec(vec![picked.len(), 3], flat)?.into()])
@@ -183,14 +202,23 @@ mod tests {
                 ],
             )
         };
-        assert_eq!(nms(3, 0.5, Some(0.0)), "i64[3, 3] [0, 0, 3, 0, 0, 0, 0, 0, 5]");
+        assert_eq!(
+            nms(3, 0.5, Some(0.0)),
+            "i64[3, 3] [0, 0, 3, 0, 0, 0, 0, 0, 5]"
+        );
         assert_eq!(nms(2, 0.5, Some(0.0)), "i64[2, 3] [0, 0, 3, 0, 0, 0]");
         assert_eq!(nms(3, 0.5, Some(0.4)), "i64[2, 3] [0, 0, 3, 0, 0, 0]");
         assert_eq!(nms(0, 0.5, None), "i64[0, 3] []");
         let bad = run(
             NonMaxSuppression::default(),
-            vec![Some(boxes()), Some(Tensor::from_vec(vec![1, 1, 5], vec![0f32; 5]).unwrap())],
+            vec![
+                Some(boxes()),
+                Some(Tensor::from_vec(vec![1, 1, 5], vec![0f32; 5]).unwrap()),
+            ],
         );
-        assert_eq!(bad, "error: boxes [1, 6, 4] and scores [1, 1, 5] do not agree");
+        assert_eq!(
+            bad,
+            "error: boxes [1, 6, 4] and scores [1, 1, 5] do not agree"
+        );
     }
 }

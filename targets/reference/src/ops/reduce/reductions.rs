@@ -115,15 +115,30 @@ pub fn reduce_group<T: Accum>(kind: Kind, vals: impl Iterator<Item = T> + Clone)
             T::from_acc(sum_of(|a| a).div(T::Acc::from_f64(n as f64)))
         }
         Kind::Prod => T::from_acc(vals.fold(T::Acc::one(), |p, x| p.mul(x.to_acc()))),
-        Kind::Max => vals.fold(T::min_value(), |m, x| if x.is_nan() || x > m { x } else { m }),
-        Kind::Min => vals.fold(T::max_value(), |m, x| if x.is_nan() || x < m { x } else { m }),
-        Kind::L1 => T::from_acc(sum_of(|a| if a < T::Acc::zero() { T::Acc::zero().sub(a) } else { a })),
+        Kind::Max => vals.fold(
+            T::min_value(),
+            |m, x| if x.is_nan() || x > m { x } else { m },
+        ),
+        Kind::Min => vals.fold(
+            T::max_value(),
+            |m, x| if x.is_nan() || x < m { x } else { m },
+        ),
+        Kind::L1 => T::from_acc(sum_of(|a| {
+            if a < T::Acc::zero() {
+                T::Acc::zero().sub(a)
+            } else {
+                a
+            }
+        })),
         Kind::SumSquare => T::from_acc(sum_of(|a| a.mul(a))),
         Kind::L2 => T::from_acc(via_f64(sum_of(|a| a.mul(a)), f64::sqrt)),
         Kind::LogSum => T::from_acc(via_f64(sum_of(|a| a), f64::ln)),
         Kind::LogSumExp => {
             // Shift by the largest finite value so exp never overflows; infinities pass through exp unchanged.
-            let finite = vals.clone().map(|x| x.to_acc()).filter(|a| a.to_f64().is_finite());
+            let finite = vals
+                .clone()
+                .map(|x| x.to_acc())
+                .filter(|a| a.to_f64().is_finite());
             let mx = finite.fold(None, |m: Option<T::Acc>, a| match m {
                 Some(m) if m >= a => Some(m),
                 _ => Some(a),
@@ -287,7 +302,10 @@ mod tests {
         macro_rules! check {
             ($op:ident, $keep:expr, $axes:expr, $want:expr) => {
                 let (keepdims, noop_with_empty_axes) = k($keep);
-                let op = $op { keepdims, noop_with_empty_axes };
+                let op = $op {
+                    keepdims,
+                    noop_with_empty_axes,
+                };
                 assert_eq!(reduce(op, x(), $axes), $want, stringify!($op));
             };
         }
@@ -299,18 +317,39 @@ mod tests {
         check!(ReduceMax, 0, axes(vec![1]), "f32[2] [3, 5]");
         check!(ReduceMin, 0, axes(vec![1]), "f32[2] [-2, -6]");
         check!(ReduceL1, 0, axes(vec![1]), "f32[2] [6, 15]");
-        check!(ReduceL2, 0, axes(vec![0]), "f32[3] [4.1231055, 5.3851647, 6.708204]");
+        check!(
+            ReduceL2,
+            0,
+            axes(vec![0]),
+            "f32[3] [4.1231055, 5.3851647, 6.708204]"
+        );
         check!(ReduceSumSquare, 0, axes(vec![1]), "f32[2] [14, 77]");
-        check!(ReduceLogSum, 0, axes(vec![0]), "f32[3] [1.609438, 1.0986123, NaN]");
-        check!(ReduceLogSumExp, 0, axes(vec![1]), "f32[2] [3.1328452, 5.313274]");
+        check!(
+            ReduceLogSum,
+            0,
+            axes(vec![0]),
+            "f32[3] [1.609438, 1.0986123, NaN]"
+        );
+        check!(
+            ReduceLogSumExp,
+            0,
+            axes(vec![1]),
+            "f32[2] [3.1328452, 5.313274]"
+        );
     }
 
     #[test]
     fn empty_sets_reduce_to_the_identity() {
         let empty = || Tensor::from_vec(vec![2, 0, 2], Vec::<f32>::new()).unwrap();
         let keep = |op| reduce(op, empty(), axes(vec![1]));
-        assert_eq!(keep(Op::ReduceSum(ReduceSum::default())), "f32[2, 1, 2] [0, 0, 0, 0]");
-        assert_eq!(keep(Op::ReduceProd(ReduceProd::default())), "f32[2, 1, 2] [1, 1, 1, 1]");
+        assert_eq!(
+            keep(Op::ReduceSum(ReduceSum::default())),
+            "f32[2, 1, 2] [0, 0, 0, 0]"
+        );
+        assert_eq!(
+            keep(Op::ReduceProd(ReduceProd::default())),
+            "f32[2, 1, 2] [1, 1, 1, 1]"
+        );
         assert_eq!(
             keep(Op::ReduceMax(ReduceMax::default())),
             "f32[2, 1, 2] [-inf, -inf, -inf, -inf]"
@@ -325,7 +364,10 @@ mod tests {
             "i32[1, 2] [2147483647, 2147483647]"
         );
         // A non-reduced zero dim leaves nothing to compute.
-        assert_eq!(reduce(ReduceSum::default(), empty(), axes(vec![2])), "f32[2, 0, 1] []");
+        assert_eq!(
+            reduce(ReduceSum::default(), empty(), axes(vec![2])),
+            "f32[2, 0, 1] []"
+        );
     }
 
     #[test]
@@ -354,7 +396,10 @@ mod tests {
         // 4096 + 1 + 1 + ... is exact when accumulated in f32, not when rounded to f16 at every step.
         let mut v = vec![half::f16::from_f32(4096.0)];
         v.extend(std::iter::repeat_n(half::f16::from_f32(1.0), 8));
-        assert_eq!(reduce(ReduceSum::default(), Tensor::vector(v), None), "f16[1] [4104]");
+        assert_eq!(
+            reduce(ReduceSum::default(), Tensor::vector(v), None),
+            "f16[1] [4104]"
+        );
         let nan = Tensor::vector(vec![1.0f64, f64::NAN, 3.0]);
         assert_eq!(reduce(ReduceMax::default(), nan, None), "f64[1] [NaN]");
     }

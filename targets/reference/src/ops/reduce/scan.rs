@@ -98,7 +98,12 @@ mod tests {
         assert_eq!(prod(0, 0), "f64[5] [1, 2, 6, 24, 120]");
         assert_eq!(prod(1, 1), "f64[5] [120, 60, 20, 5, 1]");
         let m = Tensor::from_vec(vec![2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap();
-        let along = |a: i64| run(CumSum::default(), vec![Some(m.clone()), Some(Tensor::vector(vec![a]))]);
+        let along = |a: i64| {
+            run(
+                CumSum::default(),
+                vec![Some(m.clone()), Some(Tensor::vector(vec![a]))],
+            )
+        };
         assert_eq!(along(0), "i32[2, 3] [1, 2, 3, 5, 7, 9]");
         assert_eq!(along(-1), "i32[2, 3] [1, 3, 6, 4, 9, 15]");
         assert_eq!(along(2), "error: axis 2 is out of range for rank 2");

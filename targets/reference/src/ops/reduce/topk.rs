@@ -92,7 +92,13 @@ mod tests {
     #[test]
     fn largest_and_smallest_with_ties() {
         let x = || {
-            Some(Tensor::from_vec(vec![2, 4], vec![3.0f32, 1.0, 3.0, f32::NAN, 0.0, 2.0, 2.0, 1.0]).unwrap())
+            Some(
+                Tensor::from_vec(
+                    vec![2, 4],
+                    vec![3.0f32, 1.0, 3.0, f32::NAN, 0.0, 2.0, 2.0, 1.0],
+                )
+                .unwrap(),
+            )
         };
         let k = |k: i64| Some(Tensor::vector(vec![k]));
         let largest = TopK::default();
