@@ -223,10 +223,10 @@ impl InferOp for TopK {
             None => None,
             Some(mut dims) => {
                 let ax = normalize_axis(self.axis, dims.len())?;
-                if let (Some(k), Some(n)) = (k, dims[ax].known()) {
-                    if k < 0 || k as usize > n {
-                        infer_bail!("k = {k} is out of range for an axis of size {n}");
-                    }
+                if let (Some(k), Some(n)) = (k, dims[ax].known())
+                    && (k < 0 || k as usize > n)
+                {
+                    infer_bail!("k = {k} is out of range for an axis of size {n}");
                 }
                 dims[ax] = dim_or_fresh(cx, k, "topk")?;
                 Some(dims)
@@ -251,15 +251,15 @@ impl InferOp for NonMaxSuppression {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         float_dtype(cx, 0)?;
         float_dtype(cx, 1)?;
-        if let Some(d) = cx.dims(0)? {
-            if d.len() != 3 {
-                infer_bail!("boxes must have rank 3, got {}", d.len());
-            }
+        if let Some(d) = cx.dims(0)?
+            && d.len() != 3
+        {
+            infer_bail!("boxes must have rank 3, got {}", d.len());
         }
-        if let Some(d) = cx.dims(1)? {
-            if d.len() != 3 {
-                infer_bail!("scores must have rank 3, got {}", d.len());
-            }
+        if let Some(d) = cx.dims(1)?
+            && d.len() != 3
+        {
+            infer_bail!("scores must have rank 3, got {}", d.len());
         }
         let n = cx.fresh("nms");
         Ok(vec![TensorType::new(DType::I64, [n, Dim::Known(3)]).into()])
@@ -274,10 +274,10 @@ impl InferOp for Det {
             Some(d) if d.len() < 2 => infer_bail!("Det needs rank >= 2, got {}", d.len()),
             Some(d) => {
                 let (m, n) = (&d[d.len() - 2], &d[d.len() - 1]);
-                if let (Some(m), Some(n)) = (m.known(), n.known()) {
-                    if m != n {
-                        infer_bail!("Det needs square matrices, got {m}x{n}");
-                    }
+                if let (Some(m), Some(n)) = (m.known(), n.known())
+                    && m != n
+                {
+                    infer_bail!("Det needs square matrices, got {m}x{n}");
                 }
                 Some(d[..d.len() - 2].to_vec())
             }
@@ -298,10 +298,11 @@ impl InferOp for DFT {
                 "DFT needs rank >= 2 (the last dim holds real/imaginary parts), got {rank}"
             );
         }
-        if let Some(c) = dims[rank - 1].known() {
-            if c != 1 && c != 2 {
-                infer_bail!("the last dim of a DFT input must be 1 or 2, got {c}");
-            }
+        if let Some(c) = dims[rank - 1].known()
+            && c != 1
+            && c != 2
+        {
+            infer_bail!("the last dim of a DFT input must be 1 or 2, got {c}");
         }
         let axis = if cx.has_input(2) {
             const_scalar(cx, 2)
@@ -354,13 +355,13 @@ impl InferOp for STFT {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         let dtype = float_dtype(cx, 0)?;
         let dims = cx.dims(0)?.map(|d| d.to_vec());
-        if let Some(d) = &dims {
-            if d.len() != 3 {
-                infer_bail!(
-                    "the STFT signal must be [batch, length, 1 or 2], got rank {}",
-                    d.len()
-                );
-            }
+        if let Some(d) = &dims
+            && d.len() != 3
+        {
+            infer_bail!(
+                "the STFT signal must be [batch, length, 1 or 2], got rank {}",
+                d.len()
+            );
         }
         let step = const_scalar(cx, 1);
         let window_len = match cx.opt_tensor(2)? {
@@ -461,10 +462,10 @@ fn infer_loss(cx: &InferCx<'_>, reduction: &str) -> Result<Vec<ValueType>, Infer
         if d.len() < 2 {
             infer_bail!("the input must be [N, C, ...], got rank {}", d.len());
         }
-        if let Some(t) = &target.shape {
-            if t.len() + 1 != d.len() {
-                infer_bail!("the target must have rank {}, got {}", d.len() - 1, t.len());
-            }
+        if let Some(t) = &target.shape
+            && t.len() + 1 != d.len()
+        {
+            infer_bail!("the target must have rank {}, got {}", d.len() - 1, t.len());
         }
     }
     if cx.has_input(2) && cx.tensor(2)?.dtype != dtype {

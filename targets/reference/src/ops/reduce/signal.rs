@@ -8,7 +8,7 @@ use std::f64::consts::PI;
 
 use jiuzhou_ir::ops::{BlackmanWindow, DFT, HammingWindow, HannWindow, MelWeightMatrix, STFT};
 use jiuzhou_ir::tensor::checked_numel;
-use jiuzhou_ir::{DType, Tensor, Value};
+use jiuzhou_ir::{DType, Value};
 
 use super::{float_values, scalar_int, tensor_from_f64};
 use crate::kernels::axis as norm_axis;
@@ -19,7 +19,7 @@ type Complex = (f64, f64);
 
 /// `(sin, cos)` of the angle `2π·q/n`, exact at quarter turns (so transforms of small integer signals are exact).
 fn twiddle(q: usize, n: usize) -> (f64, f64) {
-    if (4 * q as u128) % n as u128 == 0 {
+    if (4 * q as u128).is_multiple_of(n as u128) {
         match (4 * q as u128) / n as u128 {
             0 => (0.0, 1.0),
             1 => (1.0, 0.0),
@@ -340,6 +340,8 @@ impl EvalOp for MelWeightMatrix {
 
 #[cfg(test)]
 mod tests {
+    use jiuzhou_ir::Tensor;
+
     use super::*;
     use crate::ops::reduce::tests::run;
 
