@@ -331,7 +331,9 @@ impl InferOp for DFT {
                 let n_in = dims[ax].known();
                 let n = match length {
                     Some(Some(n)) => Some(n),
-                    Some(None) if inverse && onesided => n_in.map(|m| 2 * m.saturating_sub(1)),
+                    Some(None) if inverse && onesided => {
+                        n_in.map(|m| m.saturating_sub(1).saturating_mul(2))
+                    }
                     Some(None) => n_in,
                     None => None,
                 };

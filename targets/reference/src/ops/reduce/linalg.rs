@@ -3,6 +3,7 @@
 
 use jiuzhou_ir::Value;
 use jiuzhou_ir::ops::Det;
+use jiuzhou_ir::tensor::checked_numel;
 
 use super::{float_values, tensor_from_f64};
 use crate::{EvalCx, EvalError, EvalOp, eval_bail};
@@ -53,7 +54,7 @@ impl EvalOp for Det {
         let v = float_values(x, "the input")?;
         let out: Vec<f64> = if n == 0 {
             // The determinant of an empty matrix is 1.
-            vec![1.0; shape[..r - 2].iter().product()]
+            vec![1.0; checked_numel(&shape[..r - 2], x.dtype())?]
         } else {
             v.chunks_exact(n * n)
                 .map(|m| determinant(&mut m.to_vec(), n))

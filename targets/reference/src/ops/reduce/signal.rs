@@ -309,7 +309,7 @@ impl EvalOp for MelWeightMatrix {
             .map(|i| {
                 let mel = i as f64 * step + low;
                 let hz = 700.0 * (mel / 2595.0 * 10f64.ln()).exp_m1();
-                ((dft_length + 1) as f64 * hz / sample_rate as f64).floor() as i64
+                ((dft_length as f64 + 1.0) * hz / sample_rate as f64).floor() as i64
             })
             .collect();
         let mut set = |row: i64, col: usize, v: f64| -> Result<(), EvalError> {
