@@ -93,6 +93,8 @@ pub(crate) struct Importer<'a> {
     unnamed: usize,
     /// Names handed out by [`UpgradeCx::fresh_name`], not yet defined.
     reserved: HashSet<String>,
+    /// How many If branches enclose the graph being imported.
+    if_depth: usize,
 }
 
 fn node_err(node: &str, op_type: &str, why: impl Into<String>) -> ImportError {
@@ -114,6 +116,7 @@ impl<'a> Importer<'a> {
             stack: Vec::new(),
             unnamed: 0,
             reserved: HashSet::new(),
+            if_depth: 0,
         }
     }
 
@@ -548,7 +551,11 @@ impl<'a> Importer<'a> {
                 let g =
                     a.g.as_ref()
                         .ok_or_else(|| ImportError::Invalid("the graph is missing".into()))?;
-                Attr::Graph(Arc::new(self.import_graph(g, hints)?))
+                let branch = matches!(a.name.as_str(), "then_branch" | "else_branch");
+                self.if_depth += usize::from(branch);
+                let g = self.import_graph(g, hints);
+                self.if_depth -= usize::from(branch);
+                Attr::Graph(Arc::new(g?))
             }
             AttributeType::Graphs => Attr::Graphs(
                 a.graphs
@@ -621,7 +628,28 @@ impl<'a> Importer<'a> {
             op: op.name(),
             why,
         };
-        let out_tys = op.infer(&mut cx).map_err(|e| infer_err(e.0))?;
+        let out_tys = match op.infer(&mut cx) {
+            Ok(t) => t,
+            // Which If branch runs is only known at run time, and exporters emit branches that are invalid for
+            // the shapes at hand but never taken (a Split into 4 of a 5-element shape in the 3-D branch of
+            // AffineGrid). Such a node gets outputs of unknown rank with its first input's dtype; it fails at run
+            // time if the branch is ever taken.
+            Err(e) if self.if_depth > 0 => {
+                let dtype = tys
+                    .iter()
+                    .flatten()
+                    .find_map(|t| t.dtype())
+                    .ok_or_else(|| infer_err(e.0.clone()))?;
+                tracing::warn!(
+                    "node `{}` ({}) in an If branch: {}; its outputs get unknown shapes",
+                    n.name,
+                    op.name(),
+                    e.0
+                );
+                vec![TensorType::unranked(dtype).into(); n.outputs.len()]
+            }
+            Err(e) => return Err(infer_err(e.0)),
+        };
         if out_tys.len() < n.outputs.len() {
             return Err(infer_err(format!(
                 "the op gives {} outputs but the node names {}",

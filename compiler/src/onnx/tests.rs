@@ -477,6 +477,59 @@ fn inference_errors_name_the_node() {
     assert!(e.starts_with("error: node `add` (Add): "), "{e}");
 }
 
+#[test]
+fn invalid_nodes_in_if_branches_get_unknown_shapes() {
+    // The then branch adds shapes [2] and [3]: invalid, but only known to matter if the branch runs.
+    let then_g = GraphProto {
+        name: "then_g".into(),
+        ..graph(
+            vec![node("Add", "bad_add", &["x", "z"], &["t"], vec![])],
+            vec![],
+            vec![ValueInfoProto {
+                name: "t".into(),
+                ..Default::default()
+            }],
+            vec![],
+        )
+    };
+    let else_g = GraphProto {
+        name: "else_g".into(),
+        ..graph(
+            vec![node("Neg", "neg", &["x"], &["e"], vec![])],
+            vec![],
+            vec![ValueInfoProto {
+                name: "e".into(),
+                ..Default::default()
+            }],
+            vec![],
+        )
+    };
+    let m = model(
+        16,
+        graph(
+            vec![node(
+                "If",
+                "if",
+                &["c"],
+                &["y"],
+                vec![
+                    attr("then_branch", AttributeType::Graph, |a| a.g = Some(then_g)),
+                    attr("else_branch", AttributeType::Graph, |a| a.g = Some(else_g)),
+                ],
+            )],
+            vec![
+                vi("c", tt(DType::Bool, Some(&[]))),
+                f32s("x", &["2"]),
+                f32s("z", &["3"]),
+            ],
+            vec![vi("y", tt(DType::F32, None))],
+            vec![],
+        ),
+    );
+    let text = import_text(&m);
+    assert!(text.contains("%t: f32[*] = Add(%x, %z) @bad_add"), "{text}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Attributes and subgraphs
 // ---------------------------------------------------------------------------------------------------------------
