@@ -19,13 +19,17 @@ use jiuzhou_ir::{
     Attr, Attrs, DType, Dim, Graph, Node, Op, Tensor, TensorType, ValueId, ValueType,
 };
 
+use super::function::{self, FunctionKey};
 use super::proto::{self, attribute_proto::AttributeType, type_proto};
 use super::tensor::{sparse_to_dense, tensor_from_proto};
 use super::upgrade::{self, OnnxNode, UpgradeCx};
 use super::{ImportError, UnsupportedOp};
 
-/// How deep subgraphs may nest.
+/// How deep subgraphs (and function calls) may nest.
 const MAX_DEPTH: usize = 64;
+
+/// The model's local functions by key.
+pub(crate) type Functions<'a> = HashMap<FunctionKey, &'a proto::FunctionProto>;
 
 /// Whether `domain` is the default ONNX domain.
 pub(crate) fn is_default_domain(domain: &str) -> bool {
@@ -34,15 +38,20 @@ pub(crate) fn is_default_domain(domain: &str) -> bool {
 
 /// Every node (subgraphs included) whose op the importer cannot turn into an IR op.
 pub(crate) fn unsupported_ops(
-    graph: &proto::GraphProto,
+    nodes: &[proto::NodeProto],
     opsets: &HashMap<String, i64>,
+    functions: &Functions<'_>,
     out: &mut Vec<UnsupportedOp>,
     depth: usize,
 ) {
     if depth > MAX_DEPTH {
         return;
     }
-    for node in &graph.node {
+    for node in nodes {
+        if let Some(f) = functions.get(&function::call_key(node)) {
+            unsupported_ops(&f.node, opsets, functions, out, depth + 1);
+            continue;
+        }
         let default = is_default_domain(&node.domain);
         let known = default
             && (node.op_type == "Constant"
@@ -63,7 +72,7 @@ pub(crate) fn unsupported_ops(
         }
         for a in &node.attribute {
             for g in a.g.iter().chain(&a.graphs) {
-                unsupported_ops(g, opsets, out, depth + 1);
+                unsupported_ops(&g.node, opsets, functions, out, depth + 1);
             }
         }
     }
@@ -95,6 +104,10 @@ pub(crate) struct Importer<'a> {
     reserved: HashSet<String>,
     /// How many If branches enclose the graph being imported.
     if_depth: usize,
+    /// The model's local functions.
+    functions: Functions<'a>,
+    /// How many function calls are being expanded.
+    call_depth: usize,
 }
 
 fn node_err(node: &str, op_type: &str, why: impl Into<String>) -> ImportError {
@@ -117,6 +130,8 @@ impl<'a> Importer<'a> {
             unnamed: 0,
             reserved: HashSet::new(),
             if_depth: 0,
+            functions: HashMap::new(),
+            call_depth: 0,
         }
     }
 
@@ -134,6 +149,12 @@ impl<'a> Importer<'a> {
                 return candidate;
             }
         }
+    }
+
+    /// Makes the model's local functions callable.
+    pub(crate) fn with_functions(mut self, functions: Functions<'a>) -> Importer<'a> {
+        self.functions = functions;
+        self
     }
 
     fn top(&mut self) -> &mut GraphState {
@@ -377,6 +398,9 @@ impl<'a> Importer<'a> {
             n.name.clone()
         };
         let op_type = n.op_type.as_str();
+        if let Some(&f) = self.functions.get(&function::call_key(n)) {
+            return self.import_call(n, f, &name);
+        }
         if op_type == "Constant" {
             return self.import_constant(n, &name);
         }
@@ -402,6 +426,32 @@ impl<'a> Importer<'a> {
             self.build_node(node)?;
         }
         Ok(())
+    }
+
+    /// Expands a call of a model-local function and imports the body's nodes.
+    fn import_call(
+        &mut self,
+        n: &proto::NodeProto,
+        f: &'a proto::FunctionProto,
+        name: &str,
+    ) -> Result<(), ImportError> {
+        if self.call_depth >= MAX_DEPTH {
+            return Err(node_err(
+                name,
+                &n.op_type,
+                format!("function calls nest deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        let prefix = self.unique(&format!("{name}/"));
+        let body =
+            function::expand_call(f, n, &prefix).map_err(|why| node_err(name, &n.op_type, why))?;
+        let saved = self.opset;
+        self.opset = function::function_opset(f).unwrap_or(saved);
+        self.call_depth += 1;
+        let result = body.iter().try_for_each(|b| self.import_node(b));
+        self.call_depth -= 1;
+        self.opset = saved;
+        result
     }
 
     /// Types for the inputs of the subgraphs of `n`, for subgraph inputs that declare none.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub mod external;
+pub mod function;
 mod import;
 pub mod proto;
 pub mod tensor;
@@ -175,8 +176,13 @@ pub fn import_model(
         by_domain.insert(domain.clone(), o.version);
         opsets.push((domain, o.version));
     }
+    let functions: import::Functions<'_> = model
+        .functions
+        .iter()
+        .map(|f| (function::function_key(f), f))
+        .collect();
     let mut unsupported = Vec::new();
-    import::unsupported_ops(graph, &by_domain, &mut unsupported, 0);
+    import::unsupported_ops(&graph.node, &by_domain, &functions, &mut unsupported, 0);
     if !unsupported.is_empty() {
         return Err(ImportError::UnsupportedOps(unsupported));
     }
@@ -190,7 +196,7 @@ pub fn import_model(
             ));
         }
     };
-    let mut importer = import::Importer::new(base_dir, opset);
+    let mut importer = import::Importer::new(base_dir, opset).with_functions(functions);
     let graph = importer.import_main(graph)?;
     graph.verify()?;
     let producer = [

@@ -530,6 +530,62 @@ fn invalid_nodes_in_if_branches_get_unknown_shapes() {
     assert!(text.contains("%t: f32[*] = Add(%x, %z) @bad_add"), "{text}");
 }
 
+#[test]
+fn local_functions_are_inlined() {
+    let alpha_ref = AttributeProto {
+        name: "alpha".into(),
+        ref_attr_name: "a".into(),
+        r#type: AttributeType::Float as i32,
+        ..Default::default()
+    };
+    let f = proto::FunctionProto {
+        name: "Act".into(),
+        domain: "custom".into(),
+        input: vec!["X".into()],
+        output: vec!["Y".into()],
+        attribute: vec!["a".into()],
+        node: vec![
+            node("LeakyRelu", "lr", &["X"], &["T"], vec![alpha_ref]),
+            node("Neg", "neg", &["T"], &["Y"], vec![]),
+        ],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 16,
+        }],
+        ..Default::default()
+    };
+    let call = |name: &str, i: &str, o: &str, a: f32| NodeProto {
+        domain: "custom".into(),
+        ..node("Act", name, &[i], &[o], vec![float_attr("a", a)])
+    };
+    let mut m = model(
+        16,
+        graph(
+            vec![call("c1", "x", "h", 0.5), call("c2", "h", "y", 0.25)],
+            vec![f32s("x", &["2"])],
+            vec![f32s("y", &["2"])],
+            vec![],
+        ),
+    );
+    m.opset_import.push(OperatorSetIdProto {
+        domain: "custom".into(),
+        version: 1,
+    });
+    m.functions.push(f);
+    let expected = "\
+graph g(%x: f32[2]) -> (%y) {
+  %\"c1/T\": f32[2] = LeakyRelu[alpha=0.5](%x) @\"c1/lr\"
+  %h: f32[2] = Neg(%\"c1/T\") @\"c1/neg\"
+  %\"c2/T\": f32[2] = LeakyRelu[alpha=0.25](%h) @\"c2/lr\"
+  %y: f32[2] = Neg(%\"c2/T\") @\"c2/neg\"
+}
+";
+    assert_eq!(import_text(&m), expected);
+    // Unsupported ops inside a function body are reported.
+    m.functions[0].node[1].op_type = "NoSuchOp".into();
+    assert!(import_text(&m).contains("NoSuchOp"), "{}", import_text(&m));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Attributes and subgraphs
 // ---------------------------------------------------------------------------------------------------------------
