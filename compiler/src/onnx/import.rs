@@ -359,11 +359,16 @@ impl<'a> Importer<'a> {
                 continue;
             }
             let what = format!("input `{}` of graph `{gname}`", vi.name);
+            let hint = hints.get(k).cloned().flatten();
             let declared = match &vi.r#type {
-                Some(t) if t.value.is_some() => Some(self.convert_type(t, &what)?),
+                Some(t) if t.value.is_some() => match self.convert_type(t, &what) {
+                    Ok(d) => Some(d),
+                    // A subgraph input whose declared type is incomplete (no element type) takes the owner's.
+                    Err(_) if hint.is_some() => None,
+                    Err(e) => return Err(e),
+                },
                 _ => None,
             };
-            let hint = hints.get(k).cloned().flatten();
             let ty = match (declared, hint) {
                 (Some(d), Some(h)) => refine(&h, &d, &vi.name),
                 (Some(d), None) => d,

@@ -768,10 +768,14 @@ fn subgraph_inputs_take_types_from_the_owner() {
                 name: "c".into(),
                 ..Default::default()
             },
-            ValueInfoProto {
-                name: "v".into(),
-                ..Default::default()
-            },
+            // An undefined element type (0) counts as no type.
+            vi("v", {
+                let mut t = tt(DType::F32, None);
+                if let Some(type_proto::Value::TensorType(tt)) = &mut t.value {
+                    tt.elem_type = 0;
+                }
+                t
+            }),
         ],
         vec![
             vi("c", tt(DType::Bool, Some(&[]))),
