@@ -111,10 +111,15 @@ pub struct UnsupportedOp {
 
 impl fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let node = if self.node.is_empty() {
+            "<unnamed>"
+        } else {
+            &self.node
+        };
         write!(
             f,
-            "{} (node `{}`, domain {}, opset {})",
-            self.op_type, self.node, self.domain, self.opset
+            "{} (node `{node}`, domain {}, opset {})",
+            self.op_type, self.domain, self.opset
         )
     }
 }
