@@ -1341,6 +1341,25 @@ fn upgrades_scan_8_with_a_batch_of_one() {
 }
 
 #[test]
+fn upgrades_tile_1() {
+    let mut cx = MockCx::default();
+    cx.types.insert("x".into(), f32_type(&[2, 3]));
+    cx.constants.insert("t".into(), Tensor::scalar(4i64));
+    cx.constants.insert("a".into(), Tensor::scalar(-1i64));
+    let nodes = upgrade(onnx_node("Tile", &["x", "t", "a"], &["y"], &[]), 1, &mut cx).unwrap();
+    assert_eq!(
+        nodes[0].inputs,
+        vec![Some("x".into()), Some("n_repeats".into())]
+    );
+    assert_eq!(
+        cx.constants["n_repeats"].as_slice::<i64>().unwrap(),
+        &[1, 4]
+    );
+    let mut cx = MockCx::default();
+    assert!(upgrade(onnx_node("Tile", &["x", "t", "a"], &["y"], &[]), 5, &mut cx).is_err());
+}
+
+#[test]
 fn upgrades_legacy_broadcast_and_group_norm() {
     let mut cx = MockCx::default();
     cx.types.insert("a".into(), f32_type(&[2, 3, 4, 5]));

@@ -292,6 +292,7 @@ pub fn upgrade(
             node.attrs.remove("output_sequence");
         }
         "Scan" if opset < 9 => return scan_8(node, cx),
+        "Tile" if opset < 6 => tile_1(&mut node, cx)?,
         _ => {}
     }
     before.push(node);
@@ -647,4 +648,32 @@ fn scan_8(mut node: OnnxNode, cx: &mut dyn UpgradeCx) -> Result<Vec<OnnxNode>, S
     nodes.push(node);
     nodes.extend(unsqueezes);
     Ok(nodes)
+}
+
+/// Tile before opset 6 took a scalar count `tiles` and a scalar `axis` as inputs; now `repeats` gives a count per
+/// axis. Constant `tiles` and `axis` on an input of known rank become a constant `repeats`.
+fn tile_1(node: &mut OnnxNode, cx: &mut dyn UpgradeCx) -> Result<(), String> {
+    let scalar = |i: usize| -> Option<i64> {
+        let t = cx.constant_value(node.input(i)?)?;
+        match t.to_i64_vec()?.as_slice() {
+            [v] => Some(*v),
+            _ => None,
+        }
+    };
+    let (Some(tiles), Some(axis)) = (scalar(1), scalar(2)) else {
+        return Err("Tile before opset 6 needs constant scalar `tiles` and `axis`".into());
+    };
+    let rank = input_dims(node, cx, 0)
+        .ok_or("Tile before opset 6 needs an input of known rank")?
+        .len();
+    let axis = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < rank)
+        .ok_or_else(|| format!("Tile axis {axis} is out of range for rank {rank}"))?;
+    let mut repeats = vec![1i64; rank];
+    repeats[axis] = tiles;
+    let name = cx.constant(&format!("{}_repeats", node.name), Tensor::vector(repeats));
+    node.inputs.truncate(1);
+    node.set_input(1, Some(name));
+    Ok(())
 }
