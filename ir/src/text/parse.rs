@@ -280,6 +280,36 @@ fn error_at(src: &str, pos: usize, message: String) -> ParseError {
     }
 }
 
+/// Gives value `order[k]` the id `k`; `order` is a permutation of the graph's value ids.
+fn renumber(g: &mut Graph, order: &[ValueId]) {
+    let mut new_id = vec![ValueId(0); g.values.len()];
+    for (k, old) in order.iter().enumerate() {
+        if let Some(slot) = new_id.get_mut(old.index()) {
+            *slot = ValueId(k as u32);
+        }
+    }
+    let mut old_values: Vec<Option<ValueInfo>> = std::mem::take(&mut g.values)
+        .into_iter()
+        .map(Some)
+        .collect();
+    g.values = order
+        .iter()
+        .filter_map(|old| old_values.get_mut(old.index()).and_then(Option::take))
+        .collect();
+    let map = |id: &mut ValueId| {
+        if let Some(&n) = new_id.get(id.index()) {
+            *id = n;
+        }
+    };
+    for node in &mut g.nodes {
+        node.inputs.iter_mut().flatten().for_each(map);
+        node.outputs.iter_mut().for_each(map);
+    }
+    g.inputs.iter_mut().for_each(map);
+    g.outputs.iter_mut().for_each(map);
+    g.captures.iter_mut().for_each(map);
+}
+
 /// A float literal before it is given a width.
 enum FloatLit<'a> {
     /// A decimal number, `inf` or `-inf`.
@@ -531,10 +561,26 @@ impl<'a> Parser<'a> {
             Ok(())
         })?;
         self.expect('{', "to open the graph's body")?;
+        let header_inputs = g.values.len();
+        // `input %x` markers: the input and how many values were defined before it.
+        let mut markers: Vec<(ValueId, usize)> = Vec::new();
         loop {
             let t = self.next()?;
             match t.tok {
                 Tok::Punct('}') => break,
+                Tok::Ident("input") => {
+                    let (pos, name) = self.value_name("the input placed here")?;
+                    let id = self.resolve(&scope, pos, &name)?;
+                    if id.index() >= header_inputs {
+                        return Err(
+                            self.error(pos, format!("`%{name}` is not an input of this graph"))
+                        );
+                    }
+                    if markers.iter().any(|&(m, _)| m == id) {
+                        return Err(self.error(pos, format!("input `%{name}` is placed twice")));
+                    }
+                    markers.push((id, g.values.len()));
+                }
                 Tok::Ident("capture") => {
                     let (pos, name) = self.value_name("the captured value")?;
                     self.expect(':', "before the capture's type")?;
@@ -613,6 +659,22 @@ impl<'a> Parser<'a> {
         for (pos, name) in outputs {
             let id = self.resolve(&scope, pos, &name)?;
             g.outputs.push(id);
+        }
+        if !markers.is_empty() {
+            // Number the values in the order the text defines them, inputs where their markers stand.
+            let mut order: Vec<ValueId> = (0..header_inputs as u32)
+                .map(ValueId)
+                .filter(|id| !markers.iter().any(|&(m, _)| m == *id))
+                .collect();
+            let mut pending = markers.iter().peekable();
+            for v in header_inputs..g.values.len() {
+                while let Some(&(id, _)) = pending.next_if(|&&(_, at)| at <= v) {
+                    order.push(id);
+                }
+                order.push(ValueId(v as u32));
+            }
+            order.extend(pending.map(|&(id, _)| id));
+            renumber(&mut g, &order);
         }
         g.verify().map_err(|e| self.error(start, e.to_string()))?;
         self.depth -= 1;

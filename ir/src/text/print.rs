@@ -41,6 +41,36 @@ pub fn print_with(graph: &Graph, options: PrintOptions) -> String {
     p.out
 }
 
+/// The kind of a statement that defines one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Capture,
+    Const,
+    Input,
+}
+
+/// Whether the graph's inputs are its first values, in order, so that its header alone gives them their ids (no
+/// `input` markers needed). Only values the text defines count: a value nothing defines is not printed.
+fn inputs_come_first(g: &Graph) -> bool {
+    let increasing = g.inputs.windows(2).all(|w| w[0] < w[1]);
+    let Some(&last) = g.inputs.last() else {
+        return true;
+    };
+    let others = g
+        .captures
+        .iter()
+        .copied()
+        .chain(g.nodes.iter().flat_map(|n| n.outputs.iter().copied()))
+        .chain(
+            g.values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.constant.is_some())
+                .map(|(i, _)| ValueId(i as u32)),
+        );
+    increasing && others.into_iter().all(|id| id > last)
+}
+
 struct Printer {
     out: String,
     options: PrintOptions,
@@ -73,27 +103,51 @@ impl Printer {
             self.value_ref(g, id);
         }
         self.out.push_str(") {\n");
-        for &id in &g.captures {
-            self.indent(level + 1);
-            self.out.push_str("capture ");
-            self.typed_value(g, id);
-            self.out.push('\n');
+        // Statements that define one value (captures, constants, and `input` markers when the inputs are not the
+        // first values) are printed in value order between the nodes, so that the parser, which numbers values in
+        // the order the text defines them, gives every value its id back.
+        let mut side: Vec<(ValueId, Side)> =
+            g.captures.iter().map(|&id| (id, Side::Capture)).collect();
+        side.extend(
+            g.values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.constant.is_some())
+                .map(|(i, _)| (ValueId(i as u32), Side::Const)),
+        );
+        if !inputs_come_first(g) {
+            side.extend(g.inputs.iter().map(|&id| (id, Side::Input)));
         }
-        for (i, v) in g.values.iter().enumerate() {
-            let Some(t) = &v.constant else { continue };
-            self.indent(level + 1);
-            self.out.push_str("const ");
-            self.typed_value(g, ValueId(i as u32));
-            self.out.push_str(" = ");
-            let exact = ValueType::Tensor(TensorType::known(t.dtype(), t.shape()));
-            if v.ty == exact {
-                self.data(t);
-            } else {
-                self.tensor(t);
+        side.sort_by_key(|&(id, _)| id);
+        let mut side_of: Vec<Option<usize>> = vec![None; g.values.len()];
+        for (k, &(id, kind)) in side.iter().enumerate() {
+            if kind != Side::Input
+                && let Some(slot) = side_of.get_mut(id.index())
+            {
+                *slot = Some(k);
             }
-            self.out.push('\n');
         }
+        let mut printed = vec![false; side.len()];
+        let mut next = 0;
         for node in &g.nodes {
+            if let Some(key) = node.outputs.iter().min() {
+                while next < side.len() && side[next].0 < *key {
+                    if !printed[next] {
+                        self.side(g, side[next], level + 1);
+                        printed[next] = true;
+                    }
+                    next += 1;
+                }
+            }
+            // A constant or capture read before its place in value order is printed just before its first use.
+            for id in node.inputs.iter().flatten() {
+                if let Some(k) = side_of.get(id.index()).copied().flatten()
+                    && !printed[k]
+                {
+                    self.side(g, side[k], level + 1);
+                    printed[k] = true;
+                }
+            }
             self.indent(level + 1);
             for (i, &id) in node.outputs.iter().enumerate() {
                 if i > 0 {
@@ -135,8 +189,44 @@ impl Printer {
             }
             self.out.push('\n');
         }
+        for (k, &statement) in side.iter().enumerate() {
+            if !printed[k] {
+                self.side(g, statement, level + 1);
+            }
+        }
         self.indent(level);
         self.out.push('}');
+    }
+
+    /// A statement that defines one value: `capture %x: T`, `const %x: T = ...` or `input %x`.
+    fn side(&mut self, g: &Graph, (id, kind): (ValueId, Side), level: usize) {
+        self.indent(level);
+        match kind {
+            Side::Capture => {
+                self.out.push_str("capture ");
+                self.typed_value(g, id);
+            }
+            Side::Input => {
+                self.out.push_str("input ");
+                self.value_ref(g, id);
+            }
+            Side::Const => {
+                self.out.push_str("const ");
+                self.typed_value(g, id);
+                if let Some(v) = g.values.get(id.index())
+                    && let Some(t) = &v.constant
+                {
+                    self.out.push_str(" = ");
+                    let exact = ValueType::Tensor(TensorType::known(t.dtype(), t.shape()));
+                    if v.ty == exact {
+                        self.data(t);
+                    } else {
+                        self.tensor(t);
+                    }
+                }
+            }
+        }
+        self.out.push('\n');
     }
 
     /// `%name`, or a placeholder for an id out of range (the printer accepts graphs that do not verify).
