@@ -564,6 +564,7 @@ impl<'a> Parser<'a> {
         let header_inputs = g.values.len();
         // `input %x` markers: the input and how many values were defined before it.
         let mut markers: Vec<(ValueId, usize)> = Vec::new();
+        let mut placed = vec![false; header_inputs];
         loop {
             let t = self.next()?;
             match t.tok {
@@ -576,7 +577,7 @@ impl<'a> Parser<'a> {
                             self.error(pos, format!("`%{name}` is not an input of this graph"))
                         );
                     }
-                    if markers.iter().any(|&(m, _)| m == id) {
+                    if std::mem::replace(&mut placed[id.index()], true) {
                         return Err(self.error(pos, format!("input `%{name}` is placed twice")));
                     }
                     markers.push((id, g.values.len()));
@@ -593,26 +594,7 @@ impl<'a> Parser<'a> {
                     self.expect(':', "before the constant's type")?;
                     let ty = self.ty()?;
                     self.expect('=', "before the constant's data")?;
-                    let tensor = match self.peek()?.tok {
-                        Tok::Ident("tensor") => {
-                            self.next()?;
-                            self.tensor()?
-                        }
-                        _ => {
-                            let at = self.peek()?.pos;
-                            let known = match &ty {
-                                ValueType::Tensor(t) => t.known_dims().map(|dims| (t.dtype, dims)),
-                                _ => None,
-                            };
-                            let Some((dtype, shape)) = known else {
-                                return Err(self.error(
-                                    at,
-                                    "a constant whose type has unknown dims needs `tensor TYPE [...]` data",
-                                ));
-                            };
-                            self.data(dtype, shape)?
-                        }
-                    };
+                    let tensor = self.constant_data(&ty)?;
                     let id = self.define(&mut g, &mut scope, pos, name, ty)?;
                     g.values[id.index()].constant = Some(Arc::new(tensor));
                 }
@@ -651,7 +633,7 @@ impl<'a> Parser<'a> {
                 other => {
                     return Err(self.error(
                         t.pos,
-                        format!("expected a statement (`capture`, `const`, a node) or `}}`, found {other}"),
+                        format!("expected a statement (`const`, `capture`, `input`, a node) or `}}`, found {other}"),
                     ));
                 }
             }
@@ -664,7 +646,7 @@ impl<'a> Parser<'a> {
             // Number the values in the order the text defines them, inputs where their markers stand.
             let mut order: Vec<ValueId> = (0..header_inputs as u32)
                 .map(ValueId)
-                .filter(|id| !markers.iter().any(|&(m, _)| m == *id))
+                .filter(|id| !placed[id.index()])
                 .collect();
             let mut pending = markers.iter().peekable();
             for v in header_inputs..g.values.len() {
@@ -679,6 +661,27 @@ impl<'a> Parser<'a> {
         g.verify().map_err(|e| self.error(start, e.to_string()))?;
         self.depth -= 1;
         Ok(g)
+    }
+
+    /// A constant's data after `=`: `[...]` shaped by the constant's type `ty`, or `tensor TYPE [...]`.
+    fn constant_data(&mut self, ty: &ValueType) -> Result<Tensor, ParseError> {
+        let t = self.peek()?;
+        let at = t.pos;
+        if t.tok == Tok::Ident("tensor") {
+            self.next()?;
+            return self.tensor();
+        }
+        let known = match ty {
+            ValueType::Tensor(t) => t.known_dims().map(|dims| (t.dtype, dims)),
+            _ => None,
+        };
+        let Some((dtype, shape)) = known else {
+            return Err(self.error(
+                at,
+                "a constant whose type has unknown dims needs `tensor TYPE [...]` data",
+            ));
+        };
+        self.data(dtype, shape)
     }
 
     /// Puts back the token just taken by [`Parser::next`].

@@ -7,7 +7,7 @@ use half::{bf16, f16};
 use super::{PrintOptions, is_plain_ident, is_plain_name};
 use crate::tensor::Data;
 use crate::types::Dim;
-use crate::{Attr, DType, Graph, Tensor, TensorType, ValueId, ValueType};
+use crate::{Attr, DType, Graph, Node, Tensor, TensorType, ValueId, ValueType};
 
 /// Writes formatted text to a `String`; writing to a `String` cannot fail.
 macro_rules! w {
@@ -56,7 +56,7 @@ fn inputs_come_first(g: &Graph) -> bool {
     let Some(&last) = g.inputs.last() else {
         return true;
     };
-    let others = g
+    let mut others = g
         .captures
         .iter()
         .copied()
@@ -68,7 +68,7 @@ fn inputs_come_first(g: &Graph) -> bool {
                 .filter(|(_, v)| v.constant.is_some())
                 .map(|(i, _)| ValueId(i as u32)),
         );
-    increasing && others.into_iter().all(|id| id > last)
+    increasing && others.all(|id| id > last)
 }
 
 struct Printer {
@@ -148,46 +148,7 @@ impl Printer {
                     printed[k] = true;
                 }
             }
-            self.indent(level + 1);
-            for (i, &id) in node.outputs.iter().enumerate() {
-                if i > 0 {
-                    self.out.push_str(", ");
-                }
-                self.typed_value(g, id);
-            }
-            if !node.outputs.is_empty() {
-                self.out.push_str(" = ");
-            }
-            self.out.push_str(node.op.name());
-            let attrs = node.op.attrs();
-            if !attrs.is_empty() {
-                self.out.push('[');
-                for (i, (name, attr)) in attrs.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    write_ident(&mut self.out, name);
-                    self.out.push('=');
-                    self.attr(attr, level + 1);
-                }
-                self.out.push(']');
-            }
-            self.out.push('(');
-            for (i, input) in node.inputs.iter().enumerate() {
-                if i > 0 {
-                    self.out.push_str(", ");
-                }
-                match input {
-                    Some(id) => self.value_ref(g, *id),
-                    None => self.out.push('_'),
-                }
-            }
-            self.out.push(')');
-            if !node.name.is_empty() {
-                self.out.push_str(" @");
-                write_name(&mut self.out, &node.name);
-            }
-            self.out.push('\n');
+            self.node(g, node, level + 1);
         }
         for (k, &statement) in side.iter().enumerate() {
             if !printed[k] {
@@ -196,6 +157,50 @@ impl Printer {
         }
         self.indent(level);
         self.out.push('}');
+    }
+
+    /// `%out: T, ... = Op[attrs](inputs) @name` at `level`.
+    fn node(&mut self, g: &Graph, node: &Node, level: usize) {
+        self.indent(level);
+        for (i, &id) in node.outputs.iter().enumerate() {
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            self.typed_value(g, id);
+        }
+        if !node.outputs.is_empty() {
+            self.out.push_str(" = ");
+        }
+        self.out.push_str(node.op.name());
+        let attrs = node.op.attrs();
+        if !attrs.is_empty() {
+            self.out.push('[');
+            for (i, (name, attr)) in attrs.iter().enumerate() {
+                if i > 0 {
+                    self.out.push_str(", ");
+                }
+                write_ident(&mut self.out, name);
+                self.out.push('=');
+                self.attr(attr, level);
+            }
+            self.out.push(']');
+        }
+        self.out.push('(');
+        for (i, input) in node.inputs.iter().enumerate() {
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            match input {
+                Some(id) => self.value_ref(g, *id),
+                None => self.out.push('_'),
+            }
+        }
+        self.out.push(')');
+        if !node.name.is_empty() {
+            self.out.push_str(" @");
+            write_name(&mut self.out, &node.name);
+        }
+        self.out.push('\n');
     }
 
     /// A statement that defines one value: `capture %x: T`, `const %x: T = ...` or `input %x`.

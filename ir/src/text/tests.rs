@@ -751,7 +751,7 @@ fn parse_errors_name_line_and_column() {
         ("", "1:1: expected `graph`, found the end of the text"),
         (
             "graph g() -> () {",
-            "1:18: expected a statement (`capture`, `const`, a node) or `}`, found the end of the text",
+            "1:18: expected a statement (`const`, `capture`, `input`, a node) or `}`, found the end of the text",
         ),
         (
             "graph g() -> () {}\nx",
