@@ -19,11 +19,13 @@
 //! ```
 //!
 //! - Statements: `capture %name: TYPE` (subgraphs only: a value of an enclosing graph, resolved by name),
+//!   `input %name` (where a header input's id falls, when the inputs are not the first values),
 //!   `const %name: TYPE = [DATA]` (the shape comes from the type; `const %name: TYPE = tensor TYPE2 [DATA]` when
 //!   the value's type is not exactly its tensor's), and nodes
 //!   `%out: TYPE, ... = Op[attr=value, ...](%in, _, ...) @node_name` (a node with no outputs starts with its op).
-//!   Captures are printed first, then constants, then nodes in order; the graph's inputs are in its header and its
-//!   outputs after `->`. `_` is an absent optional input; `# ...` is a comment.
+//!   Nodes are printed in their order; captures and constants are printed in value order between them (before
+//!   their first use). The graph's inputs are in its header and its outputs after `->`. `_` is an absent optional
+//!   input; `# ...` is a comment.
 //! - Names: `%name` for values and `@name` for nodes when the name is made of ASCII letters, digits, `_` and `.`;
 //!   otherwise quoted like a Rust string (`%"/conv1/Conv_output_0"`). Graph names and dim symbols are plain when
 //!   [`is_plain_ident`] says so, quoted otherwise.
@@ -39,10 +41,12 @@
 //!   `graph ...`, `type TYPE`, and lists of tensors, graphs and types. An empty list names its kind: `ints[]`,
 //!   `floats[]`, `strings[]`, `tensors[]`, `graphs[]`, `types[]`.
 //!
-//! Values are referred to by name, never by [`crate::ValueId`]: the parser numbers them in the order the text
-//! defines them (inputs, captures, constants, node outputs), so a graph built in that order parses back equal, and
-//! any graph prints the same after a round trip. A value that nothing defines (not an input, capture, constant or
-//! node output) is not printed.
+//! Values are referred to by name, never by [`crate::ValueId`]; the parser numbers them in the order the text
+//! defines them, so the printer defines them in id order. When the inputs are not the graph's first values (the
+//! importer puts initializers first), `input %x` markers in the body say where each input's id falls. A graph whose
+//! nodes are in value order (as the importer and [`crate::GraphBuilder`] make them) therefore parses back equal,
+//! ids included, and any graph prints the same after a round trip. A value that nothing defines (not an input,
+//! capture, constant or node output) is not printed.
 //!
 //! [`print_with`] can elide large constants for humans (`[1.0, 2.0, ... 143000000 elements]`); such text does
 //! not parse back. [`parse`] never panics: every problem is a [`ParseError`] with a line and column, and the parsed

@@ -280,6 +280,36 @@ fn error_at(src: &str, pos: usize, message: String) -> ParseError {
     }
 }
 
+/// Gives value `order[k]` the id `k`; `order` is a permutation of the graph's value ids.
+fn renumber(g: &mut Graph, order: &[ValueId]) {
+    let mut new_id = vec![ValueId(0); g.values.len()];
+    for (k, old) in order.iter().enumerate() {
+        if let Some(slot) = new_id.get_mut(old.index()) {
+            *slot = ValueId(k as u32);
+        }
+    }
+    let mut old_values: Vec<Option<ValueInfo>> = std::mem::take(&mut g.values)
+        .into_iter()
+        .map(Some)
+        .collect();
+    g.values = order
+        .iter()
+        .filter_map(|old| old_values.get_mut(old.index()).and_then(Option::take))
+        .collect();
+    let map = |id: &mut ValueId| {
+        if let Some(&n) = new_id.get(id.index()) {
+            *id = n;
+        }
+    };
+    for node in &mut g.nodes {
+        node.inputs.iter_mut().flatten().for_each(map);
+        node.outputs.iter_mut().for_each(map);
+    }
+    g.inputs.iter_mut().for_each(map);
+    g.outputs.iter_mut().for_each(map);
+    g.captures.iter_mut().for_each(map);
+}
+
 /// A float literal before it is given a width.
 enum FloatLit<'a> {
     /// A decimal number, `inf` or `-inf`.
@@ -531,10 +561,27 @@ impl<'a> Parser<'a> {
             Ok(())
         })?;
         self.expect('{', "to open the graph's body")?;
+        let header_inputs = g.values.len();
+        // `input %x` markers: the input and how many values were defined before it.
+        let mut markers: Vec<(ValueId, usize)> = Vec::new();
+        let mut placed = vec![false; header_inputs];
         loop {
             let t = self.next()?;
             match t.tok {
                 Tok::Punct('}') => break,
+                Tok::Ident("input") => {
+                    let (pos, name) = self.value_name("the input placed here")?;
+                    let id = self.resolve(&scope, pos, &name)?;
+                    if id.index() >= header_inputs {
+                        return Err(
+                            self.error(pos, format!("`%{name}` is not an input of this graph"))
+                        );
+                    }
+                    if std::mem::replace(&mut placed[id.index()], true) {
+                        return Err(self.error(pos, format!("input `%{name}` is placed twice")));
+                    }
+                    markers.push((id, g.values.len()));
+                }
                 Tok::Ident("capture") => {
                     let (pos, name) = self.value_name("the captured value")?;
                     self.expect(':', "before the capture's type")?;
@@ -547,26 +594,7 @@ impl<'a> Parser<'a> {
                     self.expect(':', "before the constant's type")?;
                     let ty = self.ty()?;
                     self.expect('=', "before the constant's data")?;
-                    let tensor = match self.peek()?.tok {
-                        Tok::Ident("tensor") => {
-                            self.next()?;
-                            self.tensor()?
-                        }
-                        _ => {
-                            let at = self.peek()?.pos;
-                            let known = match &ty {
-                                ValueType::Tensor(t) => t.known_dims().map(|dims| (t.dtype, dims)),
-                                _ => None,
-                            };
-                            let Some((dtype, shape)) = known else {
-                                return Err(self.error(
-                                    at,
-                                    "a constant whose type has unknown dims needs `tensor TYPE [...]` data",
-                                ));
-                            };
-                            self.data(dtype, shape)?
-                        }
-                    };
+                    let tensor = self.constant_data(&ty)?;
                     let id = self.define(&mut g, &mut scope, pos, name, ty)?;
                     g.values[id.index()].constant = Some(Arc::new(tensor));
                 }
@@ -605,7 +633,7 @@ impl<'a> Parser<'a> {
                 other => {
                     return Err(self.error(
                         t.pos,
-                        format!("expected a statement (`capture`, `const`, a node) or `}}`, found {other}"),
+                        format!("expected a statement (`const`, `capture`, `input`, a node) or `}}`, found {other}"),
                     ));
                 }
             }
@@ -614,9 +642,46 @@ impl<'a> Parser<'a> {
             let id = self.resolve(&scope, pos, &name)?;
             g.outputs.push(id);
         }
+        if !markers.is_empty() {
+            // Number the values in the order the text defines them, inputs where their markers stand.
+            let mut order: Vec<ValueId> = (0..header_inputs as u32)
+                .map(ValueId)
+                .filter(|id| !placed[id.index()])
+                .collect();
+            let mut pending = markers.iter().peekable();
+            for v in header_inputs..g.values.len() {
+                while let Some(&(id, _)) = pending.next_if(|&&(_, at)| at <= v) {
+                    order.push(id);
+                }
+                order.push(ValueId(v as u32));
+            }
+            order.extend(pending.map(|&(id, _)| id));
+            renumber(&mut g, &order);
+        }
         g.verify().map_err(|e| self.error(start, e.to_string()))?;
         self.depth -= 1;
         Ok(g)
+    }
+
+    /// A constant's data after `=`: `[...]` shaped by the constant's type `ty`, or `tensor TYPE [...]`.
+    fn constant_data(&mut self, ty: &ValueType) -> Result<Tensor, ParseError> {
+        let t = self.peek()?;
+        let at = t.pos;
+        if t.tok == Tok::Ident("tensor") {
+            self.next()?;
+            return self.tensor();
+        }
+        let known = match ty {
+            ValueType::Tensor(t) => t.known_dims().map(|dims| (t.dtype, dims)),
+            _ => None,
+        };
+        let Some((dtype, shape)) = known else {
+            return Err(self.error(
+                at,
+                "a constant whose type has unknown dims needs `tensor TYPE [...]` data",
+            ));
+        };
+        self.data(dtype, shape)
     }
 
     /// Puts back the token just taken by [`Parser::next`].

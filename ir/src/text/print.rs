@@ -7,7 +7,7 @@ use half::{bf16, f16};
 use super::{PrintOptions, is_plain_ident, is_plain_name};
 use crate::tensor::Data;
 use crate::types::Dim;
-use crate::{Attr, DType, Graph, Tensor, TensorType, ValueId, ValueType};
+use crate::{Attr, DType, Graph, Node, Tensor, TensorType, ValueId, ValueType};
 
 /// Writes formatted text to a `String`; writing to a `String` cannot fail.
 macro_rules! w {
@@ -39,6 +39,36 @@ pub fn print_with(graph: &Graph, options: PrintOptions) -> String {
     p.graph(graph, 0);
     p.out.push('\n');
     p.out
+}
+
+/// The kind of a statement that defines one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Capture,
+    Const,
+    Input,
+}
+
+/// Whether the graph's inputs are its first values, in order, so that its header alone gives them their ids (no
+/// `input` markers needed). Only values the text defines count: a value nothing defines is not printed.
+fn inputs_come_first(g: &Graph) -> bool {
+    let increasing = g.inputs.windows(2).all(|w| w[0] < w[1]);
+    let Some(&last) = g.inputs.last() else {
+        return true;
+    };
+    let mut others = g
+        .captures
+        .iter()
+        .copied()
+        .chain(g.nodes.iter().flat_map(|n| n.outputs.iter().copied()))
+        .chain(
+            g.values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.constant.is_some())
+                .map(|(i, _)| ValueId(i as u32)),
+        );
+    increasing && others.all(|id| id > last)
 }
 
 struct Printer {
@@ -73,70 +103,135 @@ impl Printer {
             self.value_ref(g, id);
         }
         self.out.push_str(") {\n");
-        for &id in &g.captures {
-            self.indent(level + 1);
-            self.out.push_str("capture ");
-            self.typed_value(g, id);
-            self.out.push('\n');
+        // Statements that define one value (captures, constants, and `input` markers when the inputs are not the
+        // first values) are printed in value order between the nodes, so that the parser, which numbers values in
+        // the order the text defines them, gives every value its id back.
+        let mut side: Vec<(ValueId, Side)> =
+            g.captures.iter().map(|&id| (id, Side::Capture)).collect();
+        side.extend(
+            g.values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.constant.is_some())
+                .map(|(i, _)| (ValueId(i as u32), Side::Const)),
+        );
+        if !inputs_come_first(g) {
+            side.extend(g.inputs.iter().map(|&id| (id, Side::Input)));
         }
-        for (i, v) in g.values.iter().enumerate() {
-            let Some(t) = &v.constant else { continue };
-            self.indent(level + 1);
-            self.out.push_str("const ");
-            self.typed_value(g, ValueId(i as u32));
-            self.out.push_str(" = ");
-            let exact = ValueType::Tensor(TensorType::known(t.dtype(), t.shape()));
-            if v.ty == exact {
-                self.data(t);
-            } else {
-                self.tensor(t);
+        side.sort_by_key(|&(id, _)| id);
+        let mut side_of: Vec<Option<usize>> = vec![None; g.values.len()];
+        for (k, &(id, kind)) in side.iter().enumerate() {
+            if kind != Side::Input
+                && let Some(slot) = side_of.get_mut(id.index())
+            {
+                *slot = Some(k);
             }
-            self.out.push('\n');
         }
+        let mut printed = vec![false; side.len()];
+        let mut next = 0;
         for node in &g.nodes {
-            self.indent(level + 1);
-            for (i, &id) in node.outputs.iter().enumerate() {
-                if i > 0 {
-                    self.out.push_str(", ");
-                }
-                self.typed_value(g, id);
-            }
-            if !node.outputs.is_empty() {
-                self.out.push_str(" = ");
-            }
-            self.out.push_str(node.op.name());
-            let attrs = node.op.attrs();
-            if !attrs.is_empty() {
-                self.out.push('[');
-                for (i, (name, attr)) in attrs.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
+            if let Some(key) = node.outputs.iter().min() {
+                while next < side.len() && side[next].0 < *key {
+                    if !printed[next] {
+                        self.side(g, side[next], level + 1);
+                        printed[next] = true;
                     }
-                    write_ident(&mut self.out, name);
-                    self.out.push('=');
-                    self.attr(attr, level + 1);
-                }
-                self.out.push(']');
-            }
-            self.out.push('(');
-            for (i, input) in node.inputs.iter().enumerate() {
-                if i > 0 {
-                    self.out.push_str(", ");
-                }
-                match input {
-                    Some(id) => self.value_ref(g, *id),
-                    None => self.out.push('_'),
+                    next += 1;
                 }
             }
-            self.out.push(')');
-            if !node.name.is_empty() {
-                self.out.push_str(" @");
-                write_name(&mut self.out, &node.name);
+            // A constant or capture read before its place in value order is printed just before its first use.
+            for id in node.inputs.iter().flatten() {
+                if let Some(k) = side_of.get(id.index()).copied().flatten()
+                    && !printed[k]
+                {
+                    self.side(g, side[k], level + 1);
+                    printed[k] = true;
+                }
             }
-            self.out.push('\n');
+            self.node(g, node, level + 1);
+        }
+        for (k, &statement) in side.iter().enumerate() {
+            if !printed[k] {
+                self.side(g, statement, level + 1);
+            }
         }
         self.indent(level);
         self.out.push('}');
+    }
+
+    /// `%out: T, ... = Op[attrs](inputs) @name` at `level`.
+    fn node(&mut self, g: &Graph, node: &Node, level: usize) {
+        self.indent(level);
+        for (i, &id) in node.outputs.iter().enumerate() {
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            self.typed_value(g, id);
+        }
+        if !node.outputs.is_empty() {
+            self.out.push_str(" = ");
+        }
+        self.out.push_str(node.op.name());
+        let attrs = node.op.attrs();
+        if !attrs.is_empty() {
+            self.out.push('[');
+            for (i, (name, attr)) in attrs.iter().enumerate() {
+                if i > 0 {
+                    self.out.push_str(", ");
+                }
+                write_ident(&mut self.out, name);
+                self.out.push('=');
+                self.attr(attr, level);
+            }
+            self.out.push(']');
+        }
+        self.out.push('(');
+        for (i, input) in node.inputs.iter().enumerate() {
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            match input {
+                Some(id) => self.value_ref(g, *id),
+                None => self.out.push('_'),
+            }
+        }
+        self.out.push(')');
+        if !node.name.is_empty() {
+            self.out.push_str(" @");
+            write_name(&mut self.out, &node.name);
+        }
+        self.out.push('\n');
+    }
+
+    /// A statement that defines one value: `capture %x: T`, `const %x: T = ...` or `input %x`.
+    fn side(&mut self, g: &Graph, (id, kind): (ValueId, Side), level: usize) {
+        self.indent(level);
+        match kind {
+            Side::Capture => {
+                self.out.push_str("capture ");
+                self.typed_value(g, id);
+            }
+            Side::Input => {
+                self.out.push_str("input ");
+                self.value_ref(g, id);
+            }
+            Side::Const => {
+                self.out.push_str("const ");
+                self.typed_value(g, id);
+                if let Some(v) = g.values.get(id.index())
+                    && let Some(t) = &v.constant
+                {
+                    self.out.push_str(" = ");
+                    let exact = ValueType::Tensor(TensorType::known(t.dtype(), t.shape()));
+                    if v.ty == exact {
+                        self.data(t);
+                    } else {
+                        self.tensor(t);
+                    }
+                }
+            }
+        }
+        self.out.push('\n');
     }
 
     /// `%name`, or a placeholder for an id out of range (the printer accepts graphs that do not verify).
