@@ -223,10 +223,10 @@ impl InferOp for Clip {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         let d = cx.tensor(0)?.dtype;
         for i in 1..3 {
-            if let Some(t) = cx.opt_tensor(i)? {
-                if t.dtype != d {
-                    infer_bail!("input {i} has dtype {}, input 0 has {d}", t.dtype);
-                }
+            if let Some(t) = cx.opt_tensor(i)?
+                && t.dtype != d
+            {
+                infer_bail!("input {i} has dtype {}, input 0 has {d}", t.dtype);
             }
         }
         same_as_input(cx, 0)
@@ -271,10 +271,10 @@ impl InferOp for SwiGLU {
         if a.dtype != b.dtype {
             infer_bail!("inputs have different dtypes ({} and {})", a.dtype, b.dtype);
         }
-        if let (Some(x), Some(y)) = (a.known_dims(), b.known_dims()) {
-            if x != y {
-                infer_bail!("inputs have different shapes {x:?} and {y:?}");
-            }
+        if let (Some(x), Some(y)) = (a.known_dims(), b.known_dims())
+            && x != y
+        {
+            infer_bail!("inputs have different shapes {x:?} and {y:?}");
         }
         same_as_input(cx, 0)
     }

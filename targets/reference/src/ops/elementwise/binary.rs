@@ -189,21 +189,34 @@ variadic! {
     Mean => |x, y| x.add(y), |acc, n| map_with::<T, T>(&acc, |&s| s.div(T::cast_f64(n)));
 }
 
+/// `cond ? x : y` with three-way broadcasting.
+fn select<T: jiuzhou_ir::Elem>(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor, EvalError> {
+    let cond = c.as_slice::<bool>()?;
+    let (xv, yv) = (x.as_slice::<T>()?, y.as_slice::<T>()?);
+    let (shape, offs) = broadcast_plan(&[c.shape(), x.shape(), y.shape()], x.dtype())?;
+    let out: Vec<T> = (0..offs[0].len())
+        .map(|k| {
+            if cond[offs[0][k]] {
+                xv[offs[1][k]].clone()
+            } else {
+                yv[offs[2][k]].clone()
+            }
+        })
+        .collect();
+    Ok(Tensor::from_vec(shape, out)?)
+}
+
 impl EvalOp for Where {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let (c, x, y) = (cx.tensor(0)?, cx.tensor(1)?, cx.tensor(2)?);
-        let cond = c.as_slice::<bool>().map_err(|_| {
-            EvalError::new(format!("Where: the condition is {}, not bool", c.dtype()))
-        })?;
+        if c.dtype() != DType::Bool {
+            eval_bail!("Where: the condition is {}, not bool", c.dtype());
+        }
         same_dtypes("Where", &[x, y])?;
-        one(jiuzhou_ir::dispatch_any!(x, |xv: &[T]| {
-            let yv = y.as_slice::<T>()?;
-            let (shape, offs) = broadcast_plan(&[c.shape(), x.shape(), y.shape()], x.dtype())?;
-            let out: Vec<T> = (0..offs[0].len())
-                .map(|k| if cond[offs[0][k]] { xv[offs[1][k]].clone() } else { yv[offs[2][k]].clone() })
-                .collect();
-            Tensor::from_vec(shape, out).map_err(EvalError::from)
-        }, _ => Err(bad_dtype("Where", x.dtype())))?)
+        one(
+            jiuzhou_ir::dispatch_any!(x, |_v: &[T]| select::<T>(c, x, y),
+            _ => Err(bad_dtype("Where", x.dtype())))?,
+        )
     }
 }
 

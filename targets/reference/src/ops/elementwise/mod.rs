@@ -47,7 +47,7 @@ fn f64_to_i32_x86(v: f64) -> i32 {
 
 /// The x86 conversion of a float to i64: truncation, or `i64::MIN` when NaN or out of range.
 fn f64_to_i64_x86(v: f64) -> i64 {
-    if v.is_nan() || v < -9.223_372_036_854_776e18 || v >= 9.223_372_036_854_776e18 {
+    if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
         i64::MIN
     } else {
         v as i64
