@@ -28,11 +28,16 @@ impl InferOp for Transpose {
     }
 }
 
+/// The largest block size accepted (so that `blocksize^2` cannot overflow).
+const MAX_BLOCK: usize = 1 << 16;
+
 /// Checks a `blocksize` attribute and returns it.
 fn blocksize(b: i64) -> Result<usize, InferError> {
     match usize::try_from(b) {
-        Ok(b) if b > 0 => Ok(b),
-        _ => Err(InferError::new(format!("blocksize {b} should be positive"))),
+        Ok(b) if (1..=MAX_BLOCK).contains(&b) => Ok(b),
+        _ => Err(InferError::new(format!(
+            "blocksize {b} should be in 1..={MAX_BLOCK}"
+        ))),
     }
 }
 

@@ -522,3 +522,93 @@ fn identity_passes_sequences_through() {
     let out = Interpreter::default().run(&g, vec![seq.clone()]).unwrap();
     assert_eq!(out, vec![seq]);
 }
+
+#[test]
+fn hostile_inputs_are_errors() {
+    let err = |s: String| s.contains("error");
+    let pad = Pad {
+        mode: "edge".into(),
+    };
+    // Extreme pads that cancel out are legal: every output element is past the (huge) begin pad.
+    assert_eq!(
+        run(pad, vec![iota(&[3]), ints(&[i64::MIN, i64::MAX])], 1),
+        "[2]: 2 2"
+    );
+    let pad = Pad {
+        mode: "reflect".into(),
+    };
+    assert!(err(run(pad, vec![iota(&[0]), ints(&[1, 1])], 1)));
+    let d = DepthToSpace {
+        blocksize: i64::MAX,
+        mode: "DCR".into(),
+    };
+    assert!(err(run(d, vec![iota(&[1, 4, 1, 1])], 1)));
+    let c = Col2Im {
+        dilations: Some(vec![i64::MAX, 1]),
+        pads: None,
+        strides: None,
+    };
+    assert!(err(run(
+        c,
+        vec![iota(&[1, 4, 4]), ints(&[3, 3]), ints(&[2, 2])],
+        1
+    )));
+    assert!(err(run(
+        Col2Im::default(),
+        vec![iota(&[1, 4, 4]), ints(&[3, 3]), ints(&[1 << 40, 1 << 40])],
+        1
+    )));
+    assert!(err(run(
+        GatherElements { axis: 0 },
+        vec![iota(&[2]), ints(&[-3])],
+        1
+    )));
+    assert!(err(run(
+        Range::default(),
+        vec![
+            t(&[], vec![0f32]),
+            t(&[], vec![1e30f32]),
+            t(&[], vec![1e-30f32])
+        ],
+        1
+    )));
+    assert!(err(run(
+        Tile::default(),
+        vec![iota(&[2]), ints(&[1 << 62])],
+        1
+    )));
+    assert!(err(run(
+        Expand::default(),
+        vec![iota(&[1]), ints(&[1 << 40, 1 << 40])],
+        1
+    )));
+    assert!(err(run(
+        OneHot::default(),
+        vec![ints(&[0]), t(&[], vec![1e14f32]), t(&[2], vec![0f32, 1.0])],
+        1
+    )));
+    assert!(err(run(
+        Reshape::default(),
+        vec![iota(&[2]), ints(&[i64::MAX, -1])],
+        1
+    )));
+    assert!(err(run(
+        CenterCropPad { axes: None },
+        vec![iota(&[2]), ints(&[1 << 60])],
+        1
+    )));
+    let ts = TensorScatter {
+        axis: 1,
+        mode: "linear".into(),
+    };
+    assert!(err(run(
+        ts,
+        vec![iota(&[1, 2]), iota(&[1, 1]), ints(&[i64::MAX])],
+        1
+    )));
+    assert!(err(run(
+        ReverseSequence::default(),
+        vec![iota(&[2, 1]), ints(&[3])],
+        1
+    )));
+}
