@@ -180,7 +180,9 @@ impl InferOp for Split {
             return Ok(vec![unranked(dtype); n]);
         };
         let axis = normalize_axis(self.axis, dims.len())?;
-        let sizes: Vec<Dim> = if cx.has_input(1) {
+        // An empty `split` tensor is treated as absent, as onnxruntime does.
+        let empty_split = vector_len(cx, 1).ok().flatten() == Some(0) && cx.has_input(1);
+        let sizes: Vec<Dim> = if cx.has_input(1) && !empty_split {
             expect_int(cx, 1, "split")?;
             match cx.const_ints(1) {
                 Some(split) => {

@@ -175,7 +175,8 @@ impl EvalOp for Split {
         let t = cx.tensor(0)?;
         let a = axis(self.axis, t.rank())?;
         let d = t.shape()[a];
-        let parts = match cx.opt_ints(1)? {
+        // An empty `split` tensor is treated as absent, as onnxruntime does.
+        let parts = match cx.opt_ints(1)?.filter(|s| !s.is_empty()) {
             Some(s) => {
                 let s = sizes(&s, "split")?;
                 if s.iter().try_fold(0usize, |acc, &x| acc.checked_add(x)) != Some(d) {
