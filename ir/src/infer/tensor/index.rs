@@ -64,7 +64,7 @@ impl InferOp for GatherND {
         let Dim::Known(k) = *last else {
             return Ok(vec![unranked(dtype)]);
         };
-        if b + k > d.len() {
+        if b.saturating_add(k) > d.len() {
             infer_bail!(
                 "index tuples of length {k} do not fit data of rank {} after {b} batch dims",
                 d.len()

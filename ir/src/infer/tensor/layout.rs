@@ -28,11 +28,16 @@ impl InferOp for Transpose {
     }
 }
 
+/// The largest block size accepted (so that `blocksize^2` cannot overflow).
+const MAX_BLOCK: usize = 1 << 16;
+
 /// Checks a `blocksize` attribute and returns it.
 fn blocksize(b: i64) -> Result<usize, InferError> {
     match usize::try_from(b) {
-        Ok(b) if b > 0 => Ok(b),
-        _ => Err(InferError::new(format!("blocksize {b} should be positive"))),
+        Ok(b) if (1..=MAX_BLOCK).contains(&b) => Ok(b),
+        _ => Err(InferError::new(format!(
+            "blocksize {b} should be in 1..={MAX_BLOCK}"
+        ))),
     }
 }
 
@@ -175,7 +180,9 @@ impl InferOp for Split {
             return Ok(vec![unranked(dtype); n]);
         };
         let axis = normalize_axis(self.axis, dims.len())?;
-        let sizes: Vec<Dim> = if cx.has_input(1) {
+        // An empty `split` tensor is treated as absent, as onnxruntime does.
+        let empty_split = vector_len(cx, 1).ok().flatten() == Some(0) && cx.has_input(1);
+        let sizes: Vec<Dim> = if cx.has_input(1) && !empty_split {
             expect_int(cx, 1, "split")?;
             match cx.const_ints(1) {
                 Some(split) => {

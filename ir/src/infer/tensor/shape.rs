@@ -160,6 +160,11 @@ impl InferOp for Reshape {
             return Ok(vec![tensor(dtype, dims)]);
         }
         Ok(vec![match vector_len(cx, 1)? {
+            // A rank-1 result holds every element, whatever the target says.
+            Some(1) if input.is_some() => {
+                let dims = input.unwrap_or_default().to_vec();
+                tensor(dtype, vec![product(cx, &dims, "reshape")])
+            }
             Some(n) => tensor(dtype, (0..n).map(|_| cx.fresh("reshape")).collect()),
             None => unranked(dtype),
         }])

@@ -117,6 +117,14 @@ fn reshape() {
         infer(r(), vec![bert(), Ty(I, &["2"])], 1),
         "f32[reshape_0,reshape_1]"
     );
+    assert_eq!(
+        infer(r(), vec![Ty(F, &["b", "1", "1"]), Ty(I, &["1"])], 1),
+        "f32[b]"
+    );
+    assert_eq!(
+        infer(r(), vec![Ty(F, &["2", "3"]), Ty(I, &["1"])], 1),
+        "f32[6]"
+    );
     let z = Reshape { allowzero: 1 };
     assert_eq!(
         infer(z, vec![Ty(F, &["0", "3"]), Ints(vec![3, 0])], 1),

@@ -34,8 +34,8 @@ impl EvalOp for Transpose {
 /// Checks a rank-4 input and a positive block size; returns the dims and the block size.
 fn block_input(t: &Tensor, blocksize: i64) -> Result<([usize; 4], usize), EvalError> {
     let b = match usize::try_from(blocksize) {
-        Ok(b) if b > 0 => b,
-        _ => eval_bail!("blocksize {blocksize} should be positive"),
+        Ok(b) if (1..=1 << 16).contains(&b) => b,
+        _ => eval_bail!("blocksize {blocksize} should be in 1..=65536"),
     };
     let dims: [usize; 4] = t
         .shape()
@@ -80,7 +80,10 @@ impl EvalOp for SpaceToDepth {
             eval_bail!("spatial dims {h}x{w} are not multiples of blocksize {b}");
         }
         let tmp = vec![n, c, h / b, b, w / b, b];
-        let out = vec![n, c * b * b, h / b, w / b];
+        let c2 = c
+            .checked_mul(b * b)
+            .ok_or_else(|| EvalError::new("channel count overflows"))?;
+        let out = vec![n, c2, h / b, w / b];
         one(match self.mode.as_str() {
             "DCR" => shuffle(t, tmp, &[0, 3, 5, 1, 2, 4], out)?,
             "CRD" => shuffle(t, tmp, &[0, 1, 3, 5, 2, 4], out)?,
@@ -172,7 +175,8 @@ impl EvalOp for Split {
         let t = cx.tensor(0)?;
         let a = axis(self.axis, t.rank())?;
         let d = t.shape()[a];
-        let parts = match cx.opt_ints(1)? {
+        // An empty `split` tensor is treated as absent, as onnxruntime does.
+        let parts = match cx.opt_ints(1)?.filter(|s| !s.is_empty()) {
             Some(s) => {
                 let s = sizes(&s, "split")?;
                 if s.iter().try_fold(0usize, |acc, &x| acc.checked_add(x)) != Some(d) {
@@ -332,9 +336,9 @@ impl EvalOp for Pad {
             let size =
                 usize::try_from(size).map_err(|_| EvalError::new("padded size overflows"))?;
             checked_numel(&[size], t.dtype())?;
-            let map: AxisMap = (0..size as i64)
+            let map: AxisMap = (0..size as i128)
                 .map(|j| {
-                    let s = j - begin[a];
+                    let (s, d) = (j - begin[a] as i128, d as i128);
                     if (0..d).contains(&s) {
                         return Ok(Some(s as usize));
                     }
@@ -433,21 +437,29 @@ impl EvalOp for Col2Im {
         if dil.contains(&0) || strd.contains(&0) || block.contains(&0) {
             eval_bail!("dilations, strides and block_shape must be positive");
         }
-        let k: usize = block.iter().product();
+        let k = block
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .filter(|&k| k <= ck)
+            .ok_or_else(|| {
+                EvalError::new(format!(
+                    "block_shape {block:?} is larger than input dim 1 ({ck})"
+                ))
+            })?;
         if ck % k != 0 {
             eval_bail!("input dim 1 ({ck}) is not a multiple of the block size {k}");
         }
         let c = ck / k;
         let mut cols = Vec::with_capacity(nd);
         for i in 0..nd {
-            let span = dil[i] * (block[i] - 1) + 1;
-            let padded = image[i] + pads[i] + pads[nd + i];
+            let span = (dil[i] as u128) * (block[i] as u128 - 1) + 1;
+            let padded = image[i] as u128 + pads[i] as u128 + pads[nd + i] as u128;
             if padded < span {
                 eval_bail!("the block does not fit the padded image on axis {i}");
             }
-            cols.push((padded - span) / strd[i] + 1);
+            cols.push(((padded - span) / strd[i] as u128 + 1).min(usize::MAX as u128) as usize);
         }
-        if cols.iter().product::<usize>() != l {
+        if cols.iter().try_fold(1usize, |a, &c| a.checked_mul(c)) != Some(l) {
             eval_bail!("input dim 2 is {l}, but the blocks tile {cols:?}");
         }
         let mut shape = vec![n, c];
@@ -461,8 +473,10 @@ impl EvalOp for Col2Im {
             super::for_each_index(&cols, |cc| {
                 let mut off = 0usize;
                 for i in 0..nd {
-                    let p = (cc[i] * strd[i] + kk[i] * dil[i]) as i64 - pads[i] as i64;
-                    if p < 0 || p >= image[i] as i64 {
+                    let p = (cc[i] as i128) * (strd[i] as i128)
+                        + (kk[i] as i128) * (dil[i] as i128)
+                        - pads[i] as i128;
+                    if p < 0 || p >= image[i] as i128 {
                         targets.push(None);
                         return Ok(());
                     }

@@ -522,3 +522,146 @@ fn identity_passes_sequences_through() {
     let out = Interpreter::default().run(&g, vec![seq.clone()]).unwrap();
     assert_eq!(out, vec![seq]);
 }
+
+#[test]
+fn hostile_inputs_are_errors() {
+    let err = |s: String| s.contains("error");
+    let pad = Pad {
+        mode: "edge".into(),
+    };
+    // Extreme pads that cancel out are legal: every output element is past the (huge) begin pad.
+    assert_eq!(
+        run(pad, vec![iota(&[3]), ints(&[i64::MIN, i64::MAX])], 1),
+        "[2]: 2 2"
+    );
+    let pad = Pad {
+        mode: "reflect".into(),
+    };
+    assert!(err(run(pad, vec![iota(&[0]), ints(&[1, 1])], 1)));
+    let d = DepthToSpace {
+        blocksize: i64::MAX,
+        mode: "DCR".into(),
+    };
+    assert!(err(run(d, vec![iota(&[1, 4, 1, 1])], 1)));
+    let c = Col2Im {
+        dilations: Some(vec![i64::MAX, 1]),
+        pads: None,
+        strides: None,
+    };
+    assert!(err(run(
+        c,
+        vec![iota(&[1, 4, 4]), ints(&[3, 3]), ints(&[2, 2])],
+        1
+    )));
+    assert!(err(run(
+        Col2Im::default(),
+        vec![iota(&[1, 4, 4]), ints(&[3, 3]), ints(&[1 << 40, 1 << 40])],
+        1
+    )));
+    assert!(err(run(
+        GatherElements { axis: 0 },
+        vec![iota(&[2]), ints(&[-3])],
+        1
+    )));
+    assert!(err(run(
+        Range::default(),
+        vec![
+            t(&[], vec![0f32]),
+            t(&[], vec![1e30f32]),
+            t(&[], vec![1e-30f32])
+        ],
+        1
+    )));
+    assert!(err(run(
+        Tile::default(),
+        vec![iota(&[2]), ints(&[1 << 62])],
+        1
+    )));
+    assert!(err(run(
+        Expand::default(),
+        vec![iota(&[1]), ints(&[1 << 40, 1 << 40])],
+        1
+    )));
+    assert!(err(run(
+        OneHot::default(),
+        vec![ints(&[0]), t(&[], vec![1e14f32]), t(&[2], vec![0f32, 1.0])],
+        1
+    )));
+    assert!(err(run(
+        Reshape::default(),
+        vec![iota(&[2]), ints(&[i64::MAX, -1])],
+        1
+    )));
+    assert!(err(run(
+        CenterCropPad { axes: None },
+        vec![iota(&[2]), ints(&[1 << 60])],
+        1
+    )));
+    let ts = TensorScatter {
+        axis: 1,
+        mode: "linear".into(),
+    };
+    assert!(err(run(
+        ts,
+        vec![iota(&[1, 2]), iota(&[1, 1]), ints(&[i64::MAX])],
+        1
+    )));
+    assert!(err(run(
+        ReverseSequence::default(),
+        vec![iota(&[2, 1]), ints(&[3])],
+        1
+    )));
+}
+
+#[test]
+fn every_storage_class_moves() {
+    use jiuzhou_ir::DType;
+    use jiuzhou_ir::half::f16;
+    let tr = || Transpose { perm: None };
+    let c64 = Tensor::from_data(DType::C64, vec![2], Data::C64(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
+    let bits =
+        Tensor::from_data(DType::F8E4M3FN, vec![1, 2], Data::Bits(vec![0x38, 0x40])).unwrap();
+    let strs = Tensor::from_vec(vec![1, 2], vec!["x".to_string(), "yz".to_string()]).unwrap();
+    let halfs =
+        Tensor::from_vec(vec![1, 2], vec![f16::from_f32(1.5), f16::from_f32(-2.0)]).unwrap();
+    let g = Interpreter::default();
+    for (x, want) in [
+        (bits, "Bits([56, 64])"),
+        (strs, "String([\"x\", \"yz\"])"),
+        (halfs, "F16([1.5, -2.0])"),
+    ] {
+        let mut b = GraphBuilder::new("t");
+        let c = b.constant("x", x);
+        let y = b.node1(tr(), &[c]).unwrap();
+        b.output(y);
+        let out = g.run(&b.finish().unwrap(), vec![]).unwrap();
+        let t = out[0].as_tensor().unwrap();
+        assert_eq!(t.shape(), &[2, 1]);
+        assert_eq!(format!("{:?}", DebugData(t.data())), want);
+    }
+    let mut b = GraphBuilder::new("t");
+    let c = b.constant("x", c64);
+    let i = b.constant("i", Tensor::vector(vec![1i64, 0, 1]));
+    let y = b.node1(Gather::default(), &[c, i]).unwrap();
+    b.output(y);
+    let out = g.run(&b.finish().unwrap(), vec![]).unwrap();
+    assert!(out[0].as_tensor().unwrap().data() == &Data::C64(vec![3.0, 4.0, 1.0, 2.0, 3.0, 4.0]));
+}
+
+/// Prints storage as `Variant([elements])`.
+struct DebugData<'a>(&'a Data);
+
+impl std::fmt::Debug for DebugData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Data::Bits(v) => write!(f, "Bits({v:?})"),
+            Data::String(v) => write!(f, "String({v:?})"),
+            Data::F16(v) => write!(
+                f,
+                "F16({:?})",
+                v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()
+            ),
+            _ => write!(f, "other"),
+        }
+    }
+}
