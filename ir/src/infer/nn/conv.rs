@@ -179,7 +179,10 @@ impl InferOp for ConvTranspose {
         let n = xd.len() - 2;
         let channels = match wd {
             Some(wd) if wd.len() == n + 2 => match wd[1].known() {
-                Some(m) => Dim::Known(m * self.group.max(1) as usize),
+                Some(m) => match m.checked_mul(self.group.max(1) as usize) {
+                    Some(c) => Dim::Known(c),
+                    None => return Err(InferError::new("ConvTranspose output channels overflow")),
+                },
                 None => cx.fresh("channels"),
             },
             Some(wd) => {

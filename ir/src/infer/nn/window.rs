@@ -144,7 +144,8 @@ impl Window {
         match self.auto_pad {
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let output = input.div_ceil(s);
-                let needed = ((output.max(1) - 1) * s + k).saturating_sub(input);
+                let needed =
+                    ((output.max(1) - 1).saturating_mul(s).saturating_add(k)).saturating_sub(input);
                 let pad_begin = if self.auto_pad == AutoPad::SameUpper {
                     needed / 2
                 } else {
@@ -162,7 +163,7 @@ impl Window {
                 } else {
                     (self.pads[i], self.pads[i + self.rank()])
                 };
-                let total = input + pb + pe;
+                let total = input.saturating_add(pb).saturating_add(pe);
                 if total < k {
                     infer_bail!(
                         "spatial axis {i}: padded input size {total} is smaller than the kernel extent {k}"
@@ -174,7 +175,7 @@ impl Window {
                     (total - k) / s + 1
                 };
                 // With ceil_mode, the last window must start inside the input or its leading padding.
-                if self.ceil_mode && (output - 1) * s >= input + pb {
+                if self.ceil_mode && (output - 1).saturating_mul(s) >= input.saturating_add(pb) {
                     output -= 1;
                 }
                 Ok(AxisGeometry {
@@ -206,31 +207,38 @@ pub fn conv_transpose_axis(
     if input == 0 {
         return Ok((output_shape.unwrap_or(0), 0));
     }
-    let eff = (kernel - 1) * dilation + 1;
-    let full = (stride as i64) * (input as i64 - 1) + eff as i64 + output_padding as i64;
-    if let Some((pb, pe)) = pads {
+    // Every operand is at most 2^32 (attributes) or a real tensor dim, so i128 cannot overflow.
+    let eff = (kernel as i128 - 1) * dilation as i128 + 1;
+    let full = stride as i128 * (input as i128 - 1) + eff + output_padding as i128;
+    let (out, begin) = if let Some((pb, pe)) = pads {
         let out = match output_shape {
-            Some(o) => o as i64,
-            None => full - pb as i64 - pe as i64,
+            Some(o) => o as i128,
+            None => full - pb as i128 - pe as i128,
         };
-        if out < 0 {
-            infer_bail!("ConvTranspose output size {out} is negative");
+        (out, pb as i128)
+    } else {
+        match auto_pad {
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let out = match output_shape {
+                    Some(o) => o as i128,
+                    None => input as i128 * stride as i128,
+                };
+                let total = full - out;
+                let begin = if auto_pad == AutoPad::SameUpper {
+                    total.div_euclid(2)
+                } else {
+                    total - total.div_euclid(2)
+                };
+                (out, begin)
+            }
+            AutoPad::NotSet | AutoPad::Valid => (output_shape.map_or(full, |o| o as i128), 0),
         }
-        return Ok((out as usize, pb as i64));
+    };
+    const LIMIT: i128 = 1 << 48;
+    if !(0..LIMIT).contains(&out) || !(-LIMIT..LIMIT).contains(&begin) {
+        infer_bail!("ConvTranspose output size {out} (leading pad {begin}) is out of range");
     }
-    match auto_pad {
-        AutoPad::SameUpper | AutoPad::SameLower => {
-            let out = output_shape.unwrap_or(input * stride) as i64;
-            let total = full - out;
-            let begin = if auto_pad == AutoPad::SameUpper {
-                total.div_euclid(2)
-            } else {
-                total - total.div_euclid(2)
-            };
-            Ok((out as usize, begin))
-        }
-        AutoPad::NotSet | AutoPad::Valid => Ok((output_shape.unwrap_or(full.max(0) as usize), 0)),
-    }
+    Ok((out as usize, begin as i64))
 }
 
 #[cfg(test)]

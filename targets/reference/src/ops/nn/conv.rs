@@ -79,7 +79,7 @@ fn conv_geometry(x: &[usize], w: &[usize], a: &ConvAttrs<'_>) -> Result<ConvGeom
             &w[2..]
         );
     }
-    if x[1] != w[1] * group || !w[0].is_multiple_of(group) {
+    if w[1].checked_mul(group) != Some(x[1]) || !w[0].is_multiple_of(group) {
         eval_bail!("input {x:?} and weight {w:?} do not fit group {group}");
     }
     let win =
@@ -395,12 +395,15 @@ impl EvalOp for jiuzhou_ir::ops::ConvTranspose {
             pad_begin.push(pb);
         }
         let mg = ws[1];
-        let mut out_shape = vec![xs[0], mg * group];
+        let Some(out_channels) = mg.checked_mul(group) else {
+            eval_bail!("ConvTranspose output channels overflow");
+        };
+        let mut out_shape = vec![xs[0], out_channels];
         out_shape.extend(&output);
         let g = ConvGeom {
             batch: xs[0],
             in_channels: xs[1],
-            out_channels: mg * group,
+            out_channels,
             group,
             input: pad3(&xs[2..], 1),
             output: pad3(&output, 1),
