@@ -157,12 +157,14 @@ impl EvalOp for GridSample {
                         "linear" | "bilinear" => {
                             let x0 = v.floor();
                             let t = v - x0;
-                            vec![(x0 as i64, 1.0 - t), (x0 as i64 + 1, t)]
+                            vec![(x0 as i64, 1.0 - t), ((x0 as i64).saturating_add(1), t)]
                         }
                         _ => {
                             let x0 = v.floor();
                             let cf = cubic_coeffs(v - x0);
-                            (0..4).map(|j| (x0 as i64 - 1 + j as i64, cf[j])).collect()
+                            (0..4)
+                                .map(|j| ((x0 as i64).saturating_add(j as i64 - 1), cf[j]))
+                                .collect()
                         }
                     })
                     .collect();

@@ -228,7 +228,8 @@ fn resize_axis(
     let out_w = plan.out;
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = vec![0.0; outer * out_w * inner];
+    let n = jiuzhou_ir::tensor::checked_numel(&[outer, out_w, inner], jiuzhou_ir::DType::F64)?;
+    let mut out = vec![0.0; n];
     if out_w == 0 || out.is_empty() {
         return Ok(out);
     }
@@ -392,6 +393,9 @@ impl EvalOp for Resize {
                 let (r0, r1) = (roi[k], roi[n + k]);
                 plans[a].roi = Some((r0, r1, *is_f32));
             }
+        }
+        if self.antialias != 0 && plans.iter().any(|p| p.active && p.scale < 1e-6) {
+            eval_bail!("antialiased downsampling by more than 10^6 is not supported");
         }
         let out_shape: Vec<usize> = plans.iter().map(|p| p.out).collect();
         jiuzhou_ir::tensor::checked_numel(&out_shape, x.dtype())?;
