@@ -131,8 +131,8 @@ impl EvalOp for DeformConv {
         let strides = pair(&self.strides, 2, 1, "strides")?;
         let dil = pair(&self.dilations, 2, 1, "dilations")?;
         let pads = pair(&self.pads, 4, 0, "pads")?;
-        if strides.contains(&0) || dil.contains(&0) {
-            eval_bail!("strides and dilations must be positive");
+        if strides.contains(&0) || dil.contains(&0) || kh == 0 || kw == 0 {
+            eval_bail!("strides, dilations and kernel dims must be positive");
         }
         let (g, og) = (self.group, self.offset_group);
         if g <= 0 || og <= 0 {

@@ -95,7 +95,10 @@ impl EvalOp for GridSample {
         let mut out_shape = vec![n, c];
         out_shape.extend(&out_sp);
         let total = jiuzhou_ir::tensor::checked_numel(&out_shape, x.dtype())?;
-        if total > 0 && dims.contains(&0) {
+        if total == 0 {
+            return Ok(vec![Value::from(to_dtype(x.dtype(), out_shape, vec![])?)]);
+        }
+        if dims.contains(&0) {
             eval_bail!("cannot sample from X with an empty spatial dim, shape {xs:?}");
         }
         let xv = reals(x, "X")?;
