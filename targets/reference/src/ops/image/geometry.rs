@@ -44,16 +44,16 @@ impl EvalOp for AffineGrid {
         let theta = reals(theta_t, "theta")?;
         let spatial = &size[2..];
         let align = self.align_corners != 0;
+        let mut out_shape = vec![n];
+        out_shape.extend(spatial);
+        out_shape.push(k);
+        let total = jiuzhou_ir::tensor::checked_numel(&out_shape, theta_t.dtype())?;
         // Axes innermost first: x (width), y (height), z (depth).
         let coords: Vec<Vec<f64>> = spatial
             .iter()
             .rev()
             .map(|&s| base_coords(s, align))
             .collect();
-        let mut out_shape = vec![n];
-        out_shape.extend(spatial);
-        out_shape.push(k);
-        let total = jiuzhou_ir::tensor::checked_numel(&out_shape, theta_t.dtype())?;
         let npos: usize = spatial.iter().product();
         let mut out = Vec::with_capacity(total);
         for b in 0..n {
@@ -88,7 +88,10 @@ fn sample(plane: &[f64], h: usize, w: usize, y: f64, x: f64) -> f64 {
     let mut acc = 0.0;
     for (dy, wy) in [(0, 1.0 - ly), (1, ly)] {
         for (dx, wx) in [(0, 1.0 - lx), (1, lx)] {
-            let (yy, xx) = (y0 as i64 + dy, x0 as i64 + dx);
+            let (yy, xx) = (
+                (y0 as i64).saturating_add(dy),
+                (x0 as i64).saturating_add(dx),
+            );
             if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
                 acc += wy * wx * plane[yy as usize * w + xx as usize];
             }
@@ -128,8 +131,8 @@ impl EvalOp for DeformConv {
         let strides = pair(&self.strides, 2, 1, "strides")?;
         let dil = pair(&self.dilations, 2, 1, "dilations")?;
         let pads = pair(&self.pads, 4, 0, "pads")?;
-        if strides.contains(&0) || dil.contains(&0) {
-            eval_bail!("strides and dilations must be positive");
+        if strides.contains(&0) || dil.contains(&0) || kh == 0 || kw == 0 {
+            eval_bail!("strides, dilations and kernel dims must be positive");
         }
         let (g, og) = (self.group, self.offset_group);
         if g <= 0 || og <= 0 {

@@ -95,7 +95,10 @@ impl EvalOp for GridSample {
         let mut out_shape = vec![n, c];
         out_shape.extend(&out_sp);
         let total = jiuzhou_ir::tensor::checked_numel(&out_shape, x.dtype())?;
-        if total > 0 && dims.contains(&0) {
+        if total == 0 {
+            return Ok(vec![Value::from(to_dtype(x.dtype(), out_shape, vec![])?)]);
+        }
+        if dims.contains(&0) {
             eval_bail!("cannot sample from X with an empty spatial dim, shape {xs:?}");
         }
         let xv = reals(x, "X")?;
@@ -157,12 +160,14 @@ impl EvalOp for GridSample {
                         "linear" | "bilinear" => {
                             let x0 = v.floor();
                             let t = v - x0;
-                            vec![(x0 as i64, 1.0 - t), (x0 as i64 + 1, t)]
+                            vec![(x0 as i64, 1.0 - t), ((x0 as i64).saturating_add(1), t)]
                         }
                         _ => {
                             let x0 = v.floor();
                             let cf = cubic_coeffs(v - x0);
-                            (0..4).map(|j| (x0 as i64 - 1 + j as i64, cf[j])).collect()
+                            (0..4)
+                                .map(|j| ((x0 as i64).saturating_add(j as i64 - 1), cf[j]))
+                                .collect()
                         }
                     })
                     .collect();

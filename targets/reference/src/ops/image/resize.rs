@@ -228,7 +228,8 @@ fn resize_axis(
     let out_w = plan.out;
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = vec![0.0; outer * out_w * inner];
+    let n = jiuzhou_ir::tensor::checked_numel(&[outer, out_w, inner], jiuzhou_ir::DType::F64)?;
+    let mut out = vec![0.0; n];
     if out_w == 0 || out.is_empty() {
         return Ok(out);
     }
@@ -393,6 +394,9 @@ impl EvalOp for Resize {
                 plans[a].roi = Some((r0, r1, *is_f32));
             }
         }
+        if self.antialias != 0 && plans.iter().any(|p| p.active && p.scale < 1e-6) {
+            eval_bail!("antialiased downsampling by more than 10^6 is not supported");
+        }
         let out_shape: Vec<usize> = plans.iter().map(|p| p.out).collect();
         jiuzhou_ir::tensor::checked_numel(&out_shape, x.dtype())?;
         let mut data = reals(x, "X")?;
@@ -407,6 +411,16 @@ impl EvalOp for Resize {
             }
             data = resize_axis(self, kernel, &data, &cur, a, p)?;
             cur[a] = p.out;
+        }
+        // Like onnx's `saturate_cast`, floats saturate at the dtype's largest finite value (NaN stays NaN).
+        let limit = match x.dtype() {
+            jiuzhou_ir::DType::F16 => Some(65504.0),
+            jiuzhou_ir::DType::BF16 => Some(jiuzhou_ir::half::bf16::MAX.to_f64()),
+            jiuzhou_ir::DType::F32 => Some(f32::MAX as f64),
+            _ => None,
+        };
+        if let Some(m) = limit {
+            data.iter_mut().for_each(|v| *v = v.clamp(-m, m));
         }
         Ok(vec![Value::from(to_dtype(x.dtype(), cur, data)?)])
     }
@@ -439,6 +453,15 @@ mod tests {
         };
         let out = run(half, down, 1).unwrap();
         close(&out[0], &[2], &[1.0, 5.0]);
+    }
+
+    #[test]
+    fn floats_saturate() {
+        let x = f(&[2], &[f32::INFINITY, f32::NAN]);
+        let out = run(Resize::default(), vec![x, None, f(&[1], &[1.0])], 1).unwrap();
+        let v = out[0].as_slice::<f32>().unwrap();
+        assert_eq!(v[0], f32::MAX);
+        assert!(v[1].is_nan());
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl EvalOp for RoiAlign {
                 Ok(g as usize)
             };
             let (gh, gw) = (grid(bh)?, grid(bw)?);
+            if gh.saturating_mul(gw).saturating_mul(ph_n * pw_n) > 1 << 26 {
+                eval_bail!("roi {r} needs too many samples ({gh} x {gw} per bin)");
+            }
             let count = (gh * gw).max(1) as f64;
             // Sample taps per output bin, shared by every channel.
             let mut taps: Vec<Option<Taps>> = Vec::with_capacity(ph_n * pw_n * gh * gw);
@@ -194,21 +197,25 @@ impl EvalOp for MaxRoiPool {
             }
             let q = |v: f64| (v * scale).round() as i64;
             let (sw, sh, ew, eh) = (q(roi[1]), q(roi[2]), q(roi[3]), q(roi[4]));
-            let rh = (eh - sh + 1).max(1) as f64;
-            let rw = (ew - sw + 1).max(1) as f64;
+            let rh = eh.saturating_sub(sh).saturating_add(1).max(1) as f64;
+            let rw = ew.saturating_sub(sw).saturating_add(1).max(1) as f64;
             let (bh, bw) = (rh / ph_n as f64, rw / pw_n as f64);
             for ch in 0..c {
                 let plane = &x[(b as usize * c + ch) * height * width..][..height * width];
                 for ph in 0..ph_n {
-                    let hs =
-                        ((ph as f64 * bh).floor() as i64 + sh).clamp(0, height as i64) as usize;
-                    let he = (((ph + 1) as f64 * bh).ceil() as i64 + sh).clamp(0, height as i64)
-                        as usize;
+                    let hs = ((ph as f64 * bh).floor() as i64)
+                        .saturating_add(sh)
+                        .clamp(0, height as i64) as usize;
+                    let he = (((ph + 1) as f64 * bh).ceil() as i64)
+                        .saturating_add(sh)
+                        .clamp(0, height as i64) as usize;
                     for pw in 0..pw_n {
-                        let ws =
-                            ((pw as f64 * bw).floor() as i64 + sw).clamp(0, width as i64) as usize;
-                        let we = (((pw + 1) as f64 * bw).ceil() as i64 + sw).clamp(0, width as i64)
-                            as usize;
+                        let ws = ((pw as f64 * bw).floor() as i64)
+                            .saturating_add(sw)
+                            .clamp(0, width as i64) as usize;
+                        let we = (((pw + 1) as f64 * bw).ceil() as i64)
+                            .saturating_add(sw)
+                            .clamp(0, width as i64) as usize;
                         let mut m = 0.0;
                         if he > hs && we > ws {
                             m = f64::NEG_INFINITY;

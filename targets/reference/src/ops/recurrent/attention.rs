@@ -249,14 +249,15 @@ impl EvalOp for Attention {
 
         // The additive bias [batch, hq, sq, kv].
         let dims = [batch, hq, sq, kv];
-        let n_scores = dims.iter().product::<usize>();
+        let n_scores = jiuzhou_ir::tensor::checked_numel(&dims, DType::F64)?;
+        jiuzhou_ir::tensor::checked_numel(&[batch, hq, sq, v.size], DType::F64)?;
         let mut bias = match cx.opt_tensor(3)? {
             Some(m) => mask_bias(m, dims, dtype, rd)?,
             None => vec![0.0; n_scores],
         };
         let offset = |b: usize| -> i64 {
             match &nonpad {
-                Some(n) if past_key.is_none() => n[b] - sq as i64,
+                Some(n) if past_key.is_none() => n[b].saturating_sub(sq as i64),
                 _ => past_len as i64,
             }
         };
@@ -268,12 +269,14 @@ impl EvalOp for Attention {
             for _h in 0..hq {
                 for i in 0..sq {
                     for j in 0..kv {
-                        let diff = i as i64 + off - j as i64;
+                        let diff = (i as i64).saturating_add(off).saturating_sub(j as i64);
                         let mut add = 0.0;
                         if self.is_causal != 0 && diff < 0 {
                             add += f64::NEG_INFINITY;
                         }
-                        if windowed && ((left >= 0 && diff > left) || (right >= 0 && -diff > right))
+                        if windowed
+                            && ((left >= 0 && diff > left)
+                                || (right >= 0 && diff.saturating_neg() > right))
                         {
                             add += f64::NEG_INFINITY;
                         }

@@ -89,7 +89,9 @@ impl EvalOp for LinearAttention {
             }
             (false, None) => None,
         };
-        let state_len = b * hkv * dk * dv;
+        let state_len =
+            jiuzhou_ir::tensor::checked_numel(&[b, hkv, dk, dv], jiuzhou_ir::DType::F64)?;
+        jiuzhou_ir::tensor::checked_numel(&[b, t, hq, dv], jiuzhou_ir::DType::F64)?;
         let (mut state, state_dtype) = match cx.opt_tensor(3)? {
             Some(p) if p.shape() == [b, hkv, dk, dv] => (floats(p, "past_state")?, p.dtype()),
             Some(p) => eval_bail!(
