@@ -16,6 +16,7 @@ pub mod builder;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
+pub mod narrow;
 pub mod num;
 pub mod ops;
 pub mod tensor;

@@ -653,6 +653,65 @@ impl<'a> Importer<'a> {
     }
 }
 
+#[cfg(test)]
+impl Importer<'_> {
+    /// Pushes an enclosing graph whose values subgraphs may capture.
+    pub(crate) fn push_for_test(&mut self, graph: Graph, names: HashMap<String, ValueId>) {
+        for v in &graph.values {
+            self.used.insert(v.name.clone());
+        }
+        self.stack.push(GraphState {
+            graph,
+            names,
+            declared: HashMap::new(),
+        });
+    }
+
+    /// Pushes an empty graph named after `g`, as if its nodes were being imported.
+    pub(crate) fn push_subgraph_for_test(&mut self, g: &proto::GraphProto) {
+        self.stack.push(GraphState {
+            graph: Graph::new(g.name.clone()),
+            names: HashMap::new(),
+            declared: HashMap::new(),
+        });
+    }
+
+    /// Pops the innermost graph.
+    pub(crate) fn pop_for_test(&mut self) -> Graph {
+        self.stack.pop().expect("a graph was pushed").graph
+    }
+
+    /// Converts one attribute in the current scope.
+    pub(crate) fn convert_attr_for_test(
+        &mut self,
+        a: &proto::AttributeProto,
+    ) -> Result<Attr, ImportError> {
+        self.convert_attr(a, &[])
+    }
+
+    /// Imports a subgraph of the current graph.
+    pub(crate) fn import_subgraph_for_test(
+        &mut self,
+        g: &proto::GraphProto,
+    ) -> Result<Graph, ImportError> {
+        self.import_graph(g, &[])
+    }
+
+    /// Imports a subgraph with input type hints.
+    pub(crate) fn import_subgraph_with_hints_for_test(
+        &mut self,
+        g: &proto::GraphProto,
+        hints: &[Option<ValueType>],
+    ) -> Result<Graph, ImportError> {
+        self.import_graph(g, hints)
+    }
+
+    /// The input type hints `n` gives its subgraphs.
+    pub(crate) fn hints_for_test(&mut self, n: &proto::NodeProto) -> Vec<Option<ValueType>> {
+        self.subgraph_hints(n)
+    }
+}
+
 /// Gives upgrades access to the graph being imported.
 struct UpCx<'i, 'a>(&'i mut Importer<'a>);
 
@@ -674,6 +733,14 @@ impl UpgradeCx for UpCx<'_, '_> {
 
     fn value_type(&self, name: &str) -> Option<ValueType> {
         self.0.value_type_of(name)
+    }
+
+    fn constant_value(&self, name: &str) -> Option<Arc<Tensor>> {
+        self.0.stack.iter().rev().find_map(|s| {
+            s.names
+                .get(name)
+                .map(|&id| s.graph.value(id).constant.clone())
+        })?
     }
 }
 

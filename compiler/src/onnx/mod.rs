@@ -19,6 +19,9 @@ pub mod proto;
 pub mod tensor;
 pub mod upgrade;
 
+#[cfg(test)]
+mod tests;
+
 pub use tensor::{tensor_from_proto, tensor_to_proto, value_from_pb_bytes};
 
 /// An imported model: its graph (typed and verified) and the metadata the CLI shows.
@@ -130,6 +133,7 @@ pub fn load_model(path: &Path) -> Result<Model, ImportError> {
         path: path.to_path_buf(),
         source,
     })?;
+    let bytes = bytes::Bytes::from(bytes);
     let base = path.parent().map(|p| {
         if p.as_os_str().is_empty() {
             Path::new(".")
@@ -137,11 +141,16 @@ pub fn load_model(path: &Path) -> Result<Model, ImportError> {
             p
         }
     });
-    import_model_bytes(&bytes, base)
+    import_model_buf(bytes, base)
 }
 
 /// Imports a serialized `ModelProto`. External data, if any, is read from `base_dir` (and refused without one).
 pub fn import_model_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, ImportError> {
+    import_model_buf(bytes::Bytes::copy_from_slice(bytes), base_dir)
+}
+
+/// Decodes from a shared buffer so tensor data is not copied, drops the message once imported.
+fn import_model_buf(bytes: bytes::Bytes, base_dir: Option<&Path>) -> Result<Model, ImportError> {
     let model = proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
     import_model(&model, base_dir)
 }

@@ -275,8 +275,8 @@ pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
     };
     match t.data() {
         Data::String(v) => p.string_data = v.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        Data::Bits(v) => p.raw_data = pack(v, per_byte(t.dtype())),
-        _ => p.raw_data = t.to_le_bytes().unwrap_or_default(),
+        Data::Bits(v) => p.raw_data = pack(v, per_byte(t.dtype())).into(),
+        _ => p.raw_data = t.to_le_bytes().unwrap_or_default().into(),
     }
     p
 }
@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn raw_and_packed() {
         let mut p = proto(DType::I64, &[2]);
-        p.raw_data = [7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat();
+        p.raw_data = [7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat().into();
         assert_eq!(
             tensor_from_proto(&p, None)
                 .unwrap()
@@ -550,7 +550,7 @@ mod tests {
         );
         // Three int4 elements in two bytes, low nibble first.
         let mut p = proto(DType::I4, &[3]);
-        p.raw_data = vec![0xF1, 0x07];
+        p.raw_data = vec![0xF1, 0x07].into();
         let t = tensor_from_proto(&p, None).unwrap();
         assert!(t.data() == &Data::Bits(vec![1, 15, 7]));
         assert_eq!(tensor_to_proto(&t, "t").raw_data, vec![0xF1, 0x07]);
@@ -560,7 +560,7 @@ mod tests {
         assert!(tensor_from_proto(&p, None).unwrap().data() == &Data::Bits(vec![1, 15, 7]));
         // Five uint2 elements in two bytes.
         let mut p = proto(DType::U2, &[5]);
-        p.raw_data = vec![0b11_10_01_00, 0b01];
+        p.raw_data = vec![0b11_10_01_00, 0b01].into();
         assert!(tensor_from_proto(&p, None).unwrap().data() == &Data::Bits(vec![0, 1, 2, 3, 1]));
         // 8-bit floats, one per entry.
         let mut p = proto(DType::F8E4M3FN, &[2]);
@@ -588,7 +588,7 @@ mod tests {
         let p = proto(DType::F32, &[1 << 40, 1 << 40]);
         assert!(tensor_from_proto(&p, None).is_err());
         let mut p = proto(DType::F32, &[2]);
-        p.raw_data = vec![0; 7];
+        p.raw_data = vec![0; 7].into();
         assert!(tensor_from_proto(&p, None).is_err());
         let mut p = proto(DType::F32, &[1]);
         p.data_type = 99;

@@ -1,6 +1,7 @@
 //! Elementwise ops: unary math, activations, binary arithmetic with broadcasting, comparisons, logic, casts.
 
-use super::{InferCx, InferError, InferOp, not_yet_inferred, same_as_input};
+use super::{InferCx, InferError, InferOp, same_as_input};
+use crate::infer_bail;
 use crate::ops::*;
 use crate::{DType, Dim, Shape, TensorType, ValueType};
 
@@ -169,13 +170,129 @@ unary_same_type!(
 );
 
 binary_broadcast!(
-    Add, Sub, Mul, Div, Mod, BitwiseAnd, BitwiseOr, BitwiseXor, BitShift, And, Or, Xor, PRelu,
+    Add, Sub, Mul, Div, Mod, BitwiseAnd, BitwiseOr, BitwiseXor, BitShift, And, Or, Xor,
 );
 
 compare_broadcast!(Equal, Greater, GreaterOrEqual, Less, LessOrEqual);
 
 variadic_broadcast!(Max, Min, Mean, Sum);
 
-not_yet_inferred!(
-    BitCast, Cast, CastLike, Clip, IsInf, IsNaN, Pow, SwiGLU, Where
-);
+/// One output with input `i`'s shape and the given dtype.
+fn same_shape_as(cx: &InferCx<'_>, i: usize, dtype: DType) -> Result<Vec<ValueType>, InferError> {
+    let t = cx.tensor(i)?;
+    Ok(vec![ValueType::Tensor(TensorType {
+        dtype,
+        shape: t.shape.clone(),
+    })])
+}
+
+/// The dtype named by a `to` attribute (an ONNX `TensorProto.DataType` code).
+fn dtype_attr(to: i64) -> Result<DType, InferError> {
+    DType::from_onnx_code(to)
+        .ok_or_else(|| InferError::new(format!("`to` = {to} is not a known dtype")))
+}
+
+impl InferOp for Cast {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        same_shape_as(cx, 0, dtype_attr(self.to)?)
+    }
+}
+
+impl InferOp for CastLike {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let to = cx.tensor(1)?.dtype;
+        same_shape_as(cx, 0, to)
+    }
+}
+
+impl InferOp for BitCast {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let from = cx.tensor(0)?.dtype;
+        let to = dtype_attr(self.to)?;
+        if from == DType::String || to == DType::String {
+            infer_bail!("BitCast does not accept strings ({from} to {to})");
+        }
+        if from.size_in_bytes() != to.size_in_bytes() || from.is_bits() != to.is_bits() {
+            infer_bail!("BitCast needs dtypes of the same width, got {from} and {to}");
+        }
+        same_shape_as(cx, 0, to)
+    }
+}
+
+impl InferOp for Clip {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let d = cx.tensor(0)?.dtype;
+        for i in 1..3 {
+            if let Some(t) = cx.opt_tensor(i)? {
+                if t.dtype != d {
+                    infer_bail!("input {i} has dtype {}, input 0 has {d}", t.dtype);
+                }
+            }
+        }
+        same_as_input(cx, 0)
+    }
+}
+
+impl InferOp for IsInf {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        same_shape_as(cx, 0, DType::Bool)
+    }
+}
+
+impl InferOp for IsNaN {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        same_shape_as(cx, 0, DType::Bool)
+    }
+}
+
+impl InferOp for Pow {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        // The exponent may have another numeric dtype; the result has the base's.
+        let base = cx.tensor(0)?.dtype;
+        broadcast_inputs(cx, 2, Some(base))
+    }
+}
+
+impl InferOp for PRelu {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        // The slope broadcasts to X (unidirectionally), so the result has X's type.
+        let (x, slope) = (cx.tensor(0)?, cx.tensor(1)?);
+        if x.dtype != slope.dtype {
+            infer_bail!("slope has dtype {}, X has {}", slope.dtype, x.dtype);
+        }
+        same_as_input(cx, 0)
+    }
+}
+
+impl InferOp for SwiGLU {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        // No broadcasting: both inputs have the same shape.
+        let (a, b) = (cx.tensor(0)?, cx.tensor(1)?);
+        if a.dtype != b.dtype {
+            infer_bail!("inputs have different dtypes ({} and {})", a.dtype, b.dtype);
+        }
+        if let (Some(x), Some(y)) = (a.known_dims(), b.known_dims()) {
+            if x != y {
+                infer_bail!("inputs have different shapes {x:?} and {y:?}");
+            }
+        }
+        same_as_input(cx, 0)
+    }
+}
+
+impl InferOp for Where {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let (c, x, y) = (cx.tensor(0)?, cx.tensor(1)?, cx.tensor(2)?);
+        if c.dtype != DType::Bool {
+            infer_bail!("the condition has dtype {}, expected bool", c.dtype);
+        }
+        if x.dtype != y.dtype {
+            infer_bail!("X has dtype {} and Y has {}", x.dtype, y.dtype);
+        }
+        let shape = broadcast_shapes(&[&c.shape, &x.shape, &y.shape])?;
+        Ok(vec![ValueType::Tensor(TensorType {
+            dtype: x.dtype,
+            shape,
+        })])
+    }
+}

@@ -15,7 +15,7 @@ use crate::{DType, Dim, Graph, Op, Tensor, TensorType, ValueType};
 mod control;
 mod elementwise;
 mod image;
-mod nn;
+pub mod nn;
 mod recurrent;
 mod reduce;
 mod tensor;

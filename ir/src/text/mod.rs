@@ -98,9 +98,50 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Checks that `graph` survives print → parse → print unchanged; for tests over whole models (every fixture model
+/// must round-trip). The error names the first line that differs, or the parse error and the line it points at.
+pub fn check_round_trip(graph: &Graph) -> Result<(), String> {
+    let text = print(graph);
+    let line_of = |text: &str, n: usize| -> String {
+        let line = text.lines().nth(n.saturating_sub(1)).unwrap_or("");
+        // Lines holding constants can be huge; show their start only.
+        line.chars().take(200).collect()
+    };
+    let back = parse(&text).map_err(|e| {
+        format!(
+            "the printed text does not parse: {e}\n{}",
+            line_of(&text, e.line)
+        )
+    })?;
+    let again = print(&back);
+    if again == text {
+        return Ok(());
+    }
+    let n = text
+        .lines()
+        .zip(again.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| text.lines().count().min(again.lines().count()))
+        + 1;
+    Err(format!(
+        "print -> parse -> print differs at line {n}:\n- {}\n+ {}",
+        line_of(&text, n),
+        line_of(&again, n)
+    ))
+}
+
 impl fmt::Display for Graph {
     /// The graph's text form (see [`print()`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&print(self))
+    }
+}
+
+impl std::str::FromStr for Graph {
+    type Err = ParseError;
+
+    /// Parses the text form (see [`parse()`]).
+    fn from_str(text: &str) -> Result<Graph, ParseError> {
+        parse(text)
     }
 }

@@ -23,8 +23,17 @@ pub fn print(graph: &Graph) -> String {
 
 /// The graph's text form with `options` (e.g. large constants elided for humans).
 pub fn print_with(graph: &Graph, options: PrintOptions) -> String {
+    // Constants dominate the size of real models' text: reserve for them up front rather than regrow a string of
+    // a gigabyte or more several times.
+    let mut estimate = 0usize;
+    for v in &graph.values {
+        if let Some(t) = &v.constant {
+            let shown = options.max_const_elems.map_or(t.len(), |m| m.min(t.len()));
+            estimate = estimate.saturating_add(shown.saturating_mul(approx_elem_len(t.dtype())));
+        }
+    }
     let mut p = Printer {
-        out: String::new(),
+        out: String::with_capacity(estimate.saturating_add(4096)),
         options,
     };
     p.graph(graph, 0);
@@ -270,6 +279,19 @@ fn pairs<T: Copy>(out: &mut String, v: &[T], mut f: impl FnMut(&mut String, T)) 
             f(out, im);
             out.push(')');
         }
+    }
+}
+
+/// About how many bytes one element takes in the text, separator included.
+fn approx_elem_len(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => 12,
+        DType::F64 => 21,
+        DType::C64 => 26,
+        DType::C128 => 44,
+        DType::String => 8,
+        DType::I64 | DType::U64 => 6,
+        _ => 4,
     }
 }
 

@@ -70,10 +70,10 @@ pub(crate) struct Scope<'a> {
 
 impl Scope<'_> {
     fn lookup(&self, name: &str) -> Option<Value> {
-        if let Some(id) = self.graph.value_by_name(name) {
-            if let Some(v) = &self.env[id.index()] {
-                return Some(v.clone());
-            }
+        if let Some(id) = self.graph.value_by_name(name)
+            && let Some(v) = &self.env[id.index()]
+        {
+            return Some(v.clone());
         }
         self.parent.and_then(|p| p.lookup(name))
     }

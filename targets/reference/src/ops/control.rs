@@ -1,33 +1,19 @@
-//! Control flow (If, Loop, Scan), sequences, optionals, strings and random ops.
+//! Control flow (If, Loop, Scan, SequenceMap), sequences, optionals, strings and random ops.
+//!
+//! The ops with subgraphs run them through [`crate::EvalCx::run_subgraph`], which resolves captures by name in the
+//! enclosing scopes and bounds the nesting depth.
 
 use crate::interp::not_yet_evaluated;
 
-not_yet_evaluated!(
-    Bernoulli,
-    ConcatFromSequence,
-    If,
-    ImageDecoder,
-    Loop,
-    Multinomial,
-    Optional,
-    OptionalGetElement,
-    OptionalHasElement,
-    RandomNormal,
-    RandomNormalLike,
-    RandomUniform,
-    RandomUniformLike,
-    RegexFullMatch,
-    Scan,
-    SequenceAt,
-    SequenceConstruct,
-    SequenceEmpty,
-    SequenceErase,
-    SequenceInsert,
-    SequenceLength,
-    SequenceMap,
-    SplitToSequence,
-    StringConcat,
-    StringNormalizer,
-    StringSplit,
-    TfIdfVectorizer,
-);
+mod flow;
+mod layout;
+mod optional;
+mod random;
+mod sequence;
+mod strings;
+mod tfidf;
+
+not_yet_evaluated!(ImageDecoder);
+
+#[cfg(test)]
+mod testutil;

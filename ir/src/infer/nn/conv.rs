@@ -1,0 +1,417 @@
+//! Inference for convolutions and pooling: `[N, C, spatial..]` in, `[N, M, out_spatial..]` out.
+
+use super::window::{AutoPad, Window, conv_transpose_axis};
+use crate::infer::{InferCx, InferError, InferOp};
+use crate::ops::*;
+use crate::{DType, Dim, TensorType, ValueType};
+
+/// The output spatial dims of a window op: exact for known input dims, a fresh symbol otherwise.
+fn spatial_dims(cx: &mut InferCx<'_>, w: &Window, input: &[Dim]) -> Result<Vec<Dim>, InferError> {
+    let mut out = Vec::with_capacity(input.len());
+    for (i, d) in input.iter().enumerate() {
+        out.push(match d {
+            Dim::Known(n) => Dim::Known(w.axis(i, *n)?.output),
+            Dim::Sym(_) => {
+                // A window that keeps the size keeps the symbol; any other size is only known at run time.
+                let keeps = match w.auto_pad {
+                    AutoPad::SameUpper | AutoPad::SameLower => w.strides[i] == 1,
+                    AutoPad::Valid => w.kernel[i] == 1 && w.strides[i] == 1,
+                    AutoPad::NotSet => {
+                        w.kernel[i] == 1
+                            && w.strides[i] == 1
+                            && w.pads[i] == 0
+                            && w.pads[i + w.rank()] == 0
+                    }
+                };
+                if keeps {
+                    d.clone()
+                } else {
+                    cx.fresh("spatial")
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The kernel shape: the attribute if given, else the spatial dims of the weight (which must be known).
+fn kernel_shape(
+    attr: Option<&[i64]>,
+    w: Option<&[Dim]>,
+    n: usize,
+) -> Result<Option<Vec<i64>>, InferError> {
+    if let Some(k) = attr {
+        return Ok(Some(k.to_vec()));
+    }
+    let Some(w) = w else { return Ok(None) };
+    if w.len() != n + 2 {
+        return Err(InferError::new(format!(
+            "the weight has rank {}, the input has {n} spatial axes",
+            w.len()
+        )));
+    }
+    Ok(w[2..].iter().map(|d| d.known().map(|k| k as i64)).collect())
+}
+
+/// Shared rule of Conv, ConvInteger and QLinearConv: `x` and `w` are the data and weight input indices.
+#[allow(clippy::too_many_arguments)]
+fn conv_like(
+    cx: &mut InferCx<'_>,
+    x: usize,
+    w: usize,
+    dtype: DType,
+    auto_pad: &str,
+    kernel: Option<&[i64]>,
+    strides: Option<&[i64]>,
+    dilations: Option<&[i64]>,
+    pads: Option<&[i64]>,
+    group: i64,
+) -> Result<Vec<ValueType>, InferError> {
+    if group < 1 {
+        return Err(InferError::new(format!("group {group} must be positive")));
+    }
+    let xd = cx.dims(x)?;
+    let wd = cx.dims(w)?;
+    let Some(xd) = xd else {
+        return Ok(vec![TensorType::unranked(dtype).into()]);
+    };
+    if xd.len() < 3 {
+        return Err(InferError::new(format!(
+            "the input has rank {}, expected at least 3",
+            xd.len()
+        )));
+    }
+    let n = xd.len() - 2;
+    let channels = match wd {
+        Some(wd) if wd.len() == n + 2 => wd[0].clone(),
+        Some(wd) => {
+            return Err(InferError::new(format!(
+                "the weight has rank {}, the input {}",
+                wd.len(),
+                xd.len()
+            )));
+        }
+        None => cx.fresh("channels"),
+    };
+    let mut dims = vec![xd[0].clone(), channels];
+    match kernel_shape(kernel, wd, n)? {
+        Some(k) => {
+            let win = Window::new(n, &k, strides, dilations, pads, auto_pad, 0)?;
+            dims.extend(spatial_dims(cx, &win, &xd[2..])?);
+        }
+        None => {
+            for _ in 0..n {
+                dims.push(cx.fresh("spatial"));
+            }
+        }
+    }
+    Ok(vec![TensorType::new(dtype, dims).into()])
+}
+
+impl InferOp for Conv {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        conv_like(
+            cx,
+            0,
+            1,
+            dtype,
+            &self.auto_pad,
+            self.kernel_shape.as_deref(),
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            self.group,
+        )
+    }
+}
+
+impl InferOp for ConvInteger {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        conv_like(
+            cx,
+            0,
+            1,
+            DType::I32,
+            &self.auto_pad,
+            self.kernel_shape.as_deref(),
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            self.group,
+        )
+    }
+}
+
+impl InferOp for QLinearConv {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = match cx.opt_tensor(7)? {
+            Some(t) => t.dtype,
+            None => cx.tensor(0)?.dtype,
+        };
+        conv_like(
+            cx,
+            0,
+            3,
+            dtype,
+            &self.auto_pad,
+            self.kernel_shape.as_deref(),
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            self.group,
+        )
+    }
+}
+
+impl InferOp for ConvTranspose {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let (Some(xd), wd) = (cx.dims(0)?, cx.dims(1)?) else {
+            return Ok(vec![TensorType::unranked(dtype).into()]);
+        };
+        if xd.len() < 3 {
+            return Err(InferError::new(format!(
+                "the input has rank {}, expected at least 3",
+                xd.len()
+            )));
+        }
+        let n = xd.len() - 2;
+        let channels = match wd {
+            Some(wd) if wd.len() == n + 2 => match wd[1].known() {
+                Some(m) => Dim::Known(m * self.group.max(1) as usize),
+                None => cx.fresh("channels"),
+            },
+            Some(wd) => {
+                return Err(InferError::new(format!(
+                    "the weight has rank {}, the input {}",
+                    wd.len(),
+                    xd.len()
+                )));
+            }
+            None => cx.fresh("channels"),
+        };
+        let mut dims = vec![xd[0].clone(), channels];
+        let kernel = kernel_shape(self.kernel_shape.as_deref(), wd, n)?;
+        let spatial = match kernel {
+            None => (0..n).map(|_| cx.fresh("spatial")).collect(),
+            Some(k) => {
+                let win = Window::new(
+                    n,
+                    &k,
+                    self.strides.as_deref(),
+                    self.dilations.as_deref(),
+                    self.pads.as_deref(),
+                    &self.auto_pad,
+                    0,
+                )?;
+                let out_pad = output_padding(self.output_padding.as_deref(), n)?;
+                let out_shape = output_shape(self.output_shape.as_deref(), n)?;
+                let mut v = Vec::with_capacity(n);
+                for (i, d) in xd[2..].iter().enumerate() {
+                    v.push(match (d, &out_shape) {
+                        (_, Some(o)) => Dim::Known(o[i]),
+                        (Dim::Known(x), None) => {
+                            let pads = self.pads.as_ref().map(|_| (win.pads[i], win.pads[i + n]));
+                            let (o, _) = conv_transpose_axis(
+                                *x,
+                                win.kernel[i],
+                                win.strides[i],
+                                win.dilations[i],
+                                out_pad[i],
+                                pads,
+                                win.auto_pad,
+                                None,
+                            )?;
+                            Dim::Known(o)
+                        }
+                        (Dim::Sym(_), None) => cx.fresh("spatial"),
+                    });
+                }
+                v
+            }
+        };
+        dims.extend(spatial);
+        Ok(vec![TensorType::new(dtype, dims).into()])
+    }
+}
+
+/// ConvTranspose's `output_padding`, checked (zeros when absent).
+pub fn output_padding(v: Option<&[i64]>, n: usize) -> Result<Vec<usize>, InferError> {
+    match v {
+        None => Ok(vec![0; n]),
+        Some(v) if v.len() == n || v.len() == 2 * n => v[..n]
+            .iter()
+            .map(|&p| {
+                usize::try_from(p)
+                    .ok()
+                    .filter(|&p| p <= 1 << 32)
+                    .ok_or_else(|| InferError::new(format!("output_padding {p} is out of range")))
+            })
+            .collect(),
+        Some(v) => Err(InferError::new(format!(
+            "output_padding has {} values, expected {n}",
+            v.len()
+        ))),
+    }
+}
+
+/// ConvTranspose's `output_shape` as spatial sizes (a leading `[N, C]` is dropped), checked.
+pub fn output_shape(v: Option<&[i64]>, n: usize) -> Result<Option<Vec<usize>>, InferError> {
+    let Some(v) = v else { return Ok(None) };
+    let v = if v.len() == n + 2 { &v[2..] } else { v };
+    if v.len() != n {
+        return Err(InferError::new(format!(
+            "output_shape has {} values, expected {n}",
+            v.len()
+        )));
+    }
+    v.iter()
+        .map(|&p| {
+            usize::try_from(p)
+                .ok()
+                .filter(|&p| p <= 1 << 32)
+                .ok_or_else(|| InferError::new(format!("output_shape value {p} is out of range")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Shared rule of the pooling ops: same N and C, pooled spatial dims.
+#[allow(clippy::too_many_arguments)]
+fn pool_like(
+    cx: &mut InferCx<'_>,
+    auto_pad: &str,
+    ceil_mode: i64,
+    kernel: &[i64],
+    strides: Option<&[i64]>,
+    dilations: Option<&[i64]>,
+    pads: Option<&[i64]>,
+    outputs: usize,
+) -> Result<Vec<ValueType>, InferError> {
+    let dtype = cx.tensor(0)?.dtype;
+    let shape = match cx.dims(0)? {
+        None => None,
+        Some(xd) => {
+            if xd.len() < 2 + kernel.len() || kernel.is_empty() {
+                return Err(InferError::new(format!(
+                    "the input has rank {}, kernel_shape has {} values",
+                    xd.len(),
+                    kernel.len()
+                )));
+            }
+            let n = kernel.len();
+            let win = Window::new(n, kernel, strides, dilations, pads, auto_pad, ceil_mode)?;
+            let lead = xd.len() - n;
+            let mut dims = xd[..lead].to_vec();
+            dims.extend(spatial_dims(cx, &win, &xd[lead..])?);
+            Some(dims)
+        }
+    };
+    let mut out = vec![ValueType::Tensor(TensorType {
+        dtype,
+        shape: shape.clone(),
+    })];
+    if outputs > 1 {
+        out.push(
+            TensorType {
+                dtype: DType::I64,
+                shape,
+            }
+            .into(),
+        );
+    }
+    Ok(out)
+}
+
+impl InferOp for AveragePool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        pool_like(
+            cx,
+            &self.auto_pad,
+            self.ceil_mode,
+            &self.kernel_shape,
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            1,
+        )
+    }
+}
+
+impl InferOp for MaxPool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let outputs = cx.num_outputs;
+        pool_like(
+            cx,
+            &self.auto_pad,
+            self.ceil_mode,
+            &self.kernel_shape,
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            outputs,
+        )
+    }
+}
+
+impl InferOp for LpPool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        pool_like(
+            cx,
+            &self.auto_pad,
+            self.ceil_mode,
+            &self.kernel_shape,
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+            1,
+        )
+    }
+}
+
+/// Global pooling: every spatial dim becomes 1.
+fn global_pool(cx: &InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+    let t = cx.tensor(0)?;
+    let shape = match &t.shape {
+        None => None,
+        Some(d) if d.len() < 2 => {
+            return Err(InferError::new(format!(
+                "the input has rank {}, expected at least 2",
+                d.len()
+            )));
+        }
+        Some(d) => Some(
+            d[..2]
+                .iter()
+                .cloned()
+                .chain(d[2..].iter().map(|_| Dim::Known(1)))
+                .collect(),
+        ),
+    };
+    Ok(vec![
+        TensorType {
+            dtype: t.dtype,
+            shape,
+        }
+        .into(),
+    ])
+}
+
+impl InferOp for GlobalAveragePool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        global_pool(cx)
+    }
+}
+
+impl InferOp for GlobalMaxPool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        global_pool(cx)
+    }
+}
+
+impl InferOp for GlobalLpPool {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        global_pool(cx)
+    }
+}
