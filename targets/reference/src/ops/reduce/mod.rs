@@ -15,6 +15,7 @@ use crate::{EvalError, eval_bail};
 pub mod linalg;
 pub mod loss;
 pub mod nms;
+mod pocketfft;
 pub mod reductions;
 pub mod scan;
 pub mod signal;

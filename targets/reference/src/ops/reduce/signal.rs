@@ -84,6 +84,24 @@ fn transform(x: &[Complex], n: usize, inverse: bool, onesided: bool) -> Vec<Comp
     }
 }
 
+/// The inverse transform of length `n` of `x` (zero-padded or truncated) as numpy's `ifft` computes it for
+/// `complex64` data (see [`super::pocketfft`]), if the length is one it handles that way.
+fn single_precision_ifft(x: &[Complex], n: usize) -> Option<Vec<Complex>> {
+    let line: Vec<(f32, f32)> = (0..n)
+        .map(|t| {
+            x.get(t)
+                .map_or((0.0, 0.0), |&(re, im)| (re as f32, im as f32))
+        })
+        .collect();
+    let fct = (1.0 / n as f64) as f32;
+    let out = super::pocketfft::backward(&line, fct)?;
+    Some(
+        out.into_iter()
+            .map(|(re, im)| (re as f64, im as f64))
+            .collect(),
+    )
+}
+
 impl EvalOp for DFT {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let x = cx.tensor(0)?;
@@ -125,6 +143,8 @@ impl EvalOp for DFT {
         out_shape[r - 1] = out_c;
         let mut out = vec![0.0; checked_numel(&out_shape, x.dtype())?];
         let v = float_values(x, "the DFT input")?;
+        // numpy computes the inverse of complex64 data in single precision, and the tests keep its rounding.
+        let numpy_f32 = inverse && !onesided && x.dtype() == DType::F32;
         let outer: usize = shape[..ax].iter().product();
         let inner: usize = shape[ax + 1..r - 1].iter().product();
         for o in 0..outer {
@@ -135,10 +155,13 @@ impl EvalOp for DFT {
                         (v[off], if c == 2 { v[off + 1] } else { 0.0 })
                     })
                     .collect();
-                for (k, (re, im)) in transform(&line, n, inverse, onesided)
-                    .into_iter()
-                    .enumerate()
-                {
+                let result = if numpy_f32 {
+                    single_precision_ifft(&line, n)
+                } else {
+                    None
+                };
+                let result = result.unwrap_or_else(|| transform(&line, n, inverse, onesided));
+                for (k, (re, im)) in result.into_iter().enumerate() {
                     let off = ((o * out_len + k) * inner + i) * out_c;
                     out[off] = re;
                     if out_c == 2 {
