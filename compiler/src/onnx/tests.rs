@@ -190,6 +190,7 @@ fn inputs_initializers_and_names() {
     let expected = "\
 graph g(%x: f32[batch,unk_0,3]) -> (%y) {
   const %w: f32[3] = [1.0, 2.0, 3.0]
+  input %x
   %a: f32[batch,unk_0,3] = Add(%x, %w) @add
   %a_1: f32[batch,unk_0,3] = Relu(%a) @relu
   %y: f32[batch,2,3] = Neg(%a_1) @Neg_0
