@@ -296,3 +296,162 @@ impl InferOp for Where {
         })])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::SymGen;
+
+    /// A tensor type from `dtype` and dims (`"n"` is a symbol, digits are known sizes); `None` dims is unranked.
+    fn ty(dtype: DType, dims: Option<&[&str]>) -> Option<ValueType> {
+        let shape = dims.map(|d| {
+            d.iter()
+                .map(|s| {
+                    s.parse::<usize>()
+                        .map_or_else(|_| Dim::from(*s), Dim::Known)
+                })
+                .collect()
+        });
+        Some(ValueType::Tensor(TensorType { dtype, shape }))
+    }
+
+    /// Runs inference of `op` and prints the output type, or the error.
+    fn check(op: impl Into<Op>, inputs: Vec<Option<ValueType>>) -> String {
+        let op: Op = op.into();
+        let consts = vec![None; inputs.len()];
+        let mut syms = SymGen::default();
+        let mut cx = InferCx {
+            inputs: &inputs,
+            consts: &consts,
+            num_outputs: 1,
+            syms: &mut syms,
+        };
+        match op.infer(&mut cx) {
+            Ok(t) => t
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn broadcasting() {
+        let f = |d: &[&str]| ty(DType::F32, Some(d));
+        assert_eq!(
+            check(Add::default(), vec![f(&["2", "1"]), f(&["3"])]),
+            "f32[2,3]"
+        );
+        assert_eq!(
+            check(Add::default(), vec![f(&["n", "1"]), f(&["4"])]),
+            "f32[n,4]"
+        );
+        assert_eq!(
+            check(Add::default(), vec![f(&[]), f(&["0", "5"])]),
+            "f32[0,5]"
+        );
+        assert_eq!(
+            check(Add::default(), vec![f(&["2"]), ty(DType::F32, None)]),
+            "f32[*]"
+        );
+        assert!(check(Add::default(), vec![f(&["2"]), f(&["3"])]).starts_with("error"));
+        assert!(
+            check(
+                Add::default(),
+                vec![f(&["2"]), ty(DType::I32, Some(&["2"]))]
+            )
+            .starts_with("error")
+        );
+        assert_eq!(
+            check(Less::default(), vec![f(&["2"]), f(&["1"])]),
+            "bool[2]"
+        );
+        assert_eq!(
+            check(Sum::default(), vec![f(&["2", "1"]), f(&["1"]), f(&["3"])]),
+            "f32[2,3]"
+        );
+        assert!(check(Sum::default(), vec![]).starts_with("error"));
+    }
+
+    #[test]
+    fn casts_and_classification() {
+        let x = ty(DType::F32, Some(&["n", "2"]));
+        let to = |d: DType| d.onnx_code() as i64;
+        assert_eq!(
+            check(
+                Cast {
+                    to: to(DType::F8E4M3FN),
+                    ..Default::default()
+                },
+                vec![x.clone()]
+            ),
+            "f8e4m3fn[n,2]"
+        );
+        assert!(
+            check(
+                Cast {
+                    to: 0,
+                    ..Default::default()
+                },
+                vec![x.clone()]
+            )
+            .starts_with("error")
+        );
+        assert_eq!(
+            check(
+                CastLike::default(),
+                vec![x.clone(), ty(DType::I4, Some(&[]))]
+            ),
+            "i4[n,2]"
+        );
+        assert_eq!(
+            check(BitCast { to: to(DType::I32) }, vec![x.clone()]),
+            "i32[n,2]"
+        );
+        assert!(check(BitCast { to: to(DType::I64) }, vec![x.clone()]).starts_with("error"));
+        assert_eq!(check(IsNaN::default(), vec![x.clone()]), "bool[n,2]");
+        assert_eq!(check(IsInf::default(), vec![x]), "bool[n,2]");
+    }
+
+    #[test]
+    fn mixed_and_ternary_ops() {
+        let f = |d: &[&str]| ty(DType::F32, Some(d));
+        assert_eq!(
+            check(Pow::default(), vec![f(&["3"]), ty(DType::I64, Some(&[]))]),
+            "f32[3]"
+        );
+        let c = ty(DType::Bool, Some(&["2", "1"]));
+        assert_eq!(
+            check(Where::default(), vec![c.clone(), f(&["3"]), f(&[])]),
+            "f32[2,3]"
+        );
+        assert!(
+            check(
+                Where::default(),
+                vec![c.clone(), f(&["3"]), ty(DType::I32, Some(&[]))]
+            )
+            .starts_with("error")
+        );
+        assert!(
+            check(Where::default(), vec![f(&["1"]), f(&["3"]), f(&["3"])]).starts_with("error")
+        );
+        assert_eq!(
+            check(Clip::default(), vec![f(&["4"]), None, f(&[])]),
+            "f32[4]"
+        );
+        assert!(
+            check(Clip::default(), vec![f(&["4"]), ty(DType::F64, Some(&[]))]).starts_with("error")
+        );
+        assert_eq!(
+            check(PRelu::default(), vec![f(&["2", "3"]), f(&["3"])]),
+            "f32[2,3]"
+        );
+        assert_eq!(
+            check(SwiGLU::default(), vec![f(&["n", "4"]), f(&["n", "4"])]),
+            "f32[n,4]"
+        );
+        assert!(check(SwiGLU::default(), vec![f(&["4"]), f(&["2"])]).starts_with("error"));
+        assert_eq!(check(Relu::default(), vec![f(&["5"])]), "f32[5]");
+    }
+}
