@@ -210,7 +210,12 @@ impl InferOp for Split {
                 infer_bail!("Split needs at least one output");
             }
             match &dims[axis] {
-                Dim::Known(d) => even_split(*d, n)?.into_iter().map(Dim::Known).collect(),
+                Dim::Known(d) => match even_split(*d, n) {
+                    Ok(sizes) => sizes.into_iter().map(Dim::Known).collect(),
+                    // Not splittable: an error if this node ever runs, but it may sit in a branch that never
+                    // does (function bodies test the rank with `If`), so inference stays lenient.
+                    Err(_) => (0..n).map(|_| cx.fresh("split")).collect(),
+                },
                 d if n == 1 => vec![d.clone()],
                 _ => (0..n).map(|_| cx.fresh("split")).collect(),
             }

@@ -266,6 +266,10 @@ fn concat_and_split() {
         "f32[2,2] f32[2,2] f32[2,2] f32[1,2]"
     );
     assert_eq!(
+        infer(s.clone(), vec![Ty(F, &["5"])], 4),
+        "f32[split_0] f32[split_1] f32[split_2] f32[split_3]"
+    );
+    assert_eq!(
         infer(s.clone(), vec![Ty(F, &["6"]), Ints(vec![1, 5])], 2),
         "f32[1] f32[5]"
     );
