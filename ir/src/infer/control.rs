@@ -80,6 +80,22 @@ pub(crate) fn loop_carried_type(
     }
 }
 
+/// The type with the element shapes of its sequences forgotten (dtypes stay).
+///
+/// Sequences carried through a loop typically collect tensors whose shapes change from one iteration to the next
+/// (`[x1]`, `[x1, x2]`, ...), and the element shapes declared inside loop bodies are not to be trusted (ONNX's own
+/// loop tests declare them wrong), so a loop-carried sequence keeps only its element dtype.
+pub(crate) fn forget_sequence_shapes(t: &ValueType) -> ValueType {
+    match t {
+        ValueType::Tensor(_) => t.clone(),
+        ValueType::Sequence(e) => ValueType::Sequence(Box::new(match &**e {
+            ValueType::Tensor(tt) => TensorType::unranked(tt.dtype).into(),
+            other => forget_sequence_shapes(other),
+        })),
+        ValueType::Optional(e) => ValueType::Optional(Box::new(forget_sequence_shapes(e))),
+    }
+}
+
 /// A tensor type with `dim` inserted at `axis` (unknown rank stays unknown).
 pub(crate) fn insert_dim(t: &TensorType, axis: usize, dim: Dim) -> TensorType {
     TensorType {
@@ -121,5 +137,8 @@ mod tests {
         let s = ValueType::Sequence(Box::new(c.clone()));
         assert!(merge_types(&mut cx, &s, &c, "if").is_err());
         assert_eq!(loop_carried_type(&mut cx, &s, &c, "loop").unwrap(), c);
+        let opt = ValueType::Optional(Box::new(s));
+        assert_eq!(forget_sequence_shapes(&opt).to_string(), "opt<seq<f32[*]>>");
+        assert_eq!(forget_sequence_shapes(&c), c);
     }
 }

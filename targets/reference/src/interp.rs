@@ -241,24 +241,38 @@ impl Interpreter {
             })?;
             env[c.index()] = Some(v);
         }
-        // Free each value after its last use so whole models run in bounded memory.
-        let mut last_use: HashMap<usize, usize> = HashMap::new();
-        for (ni, n) in graph.nodes.iter().enumerate() {
-            for i in n.inputs.iter().flatten() {
-                last_use.insert(i.index(), ni);
+        // Free each value after its last use so whole models run in bounded memory. A node reads its inputs and,
+        // if it has subgraphs, the values of this graph that they capture by name (at any depth).
+        let mut reads: Vec<Vec<usize>> = graph
+            .nodes
+            .iter()
+            .map(|n| n.inputs.iter().flatten().map(|i| i.index()).collect())
+            .collect();
+        if graph.nodes.iter().any(|n| !n.op.subgraphs().is_empty()) {
+            let by_name: HashMap<&str, usize> = graph
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.name.as_str(), i))
+                .collect();
+            for (ni, n) in graph.nodes.iter().enumerate() {
+                let mut names = Vec::new();
+                for g in n.op.subgraphs() {
+                    captured_names(g, &mut names);
+                }
+                reads[ni].extend(names.iter().filter_map(|name| by_name.get(name).copied()));
             }
         }
-        let keep: Vec<bool> = {
-            let mut k = vec![false; graph.values.len()];
-            for o in &graph.outputs {
-                k[o.index()] = true;
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (ni, r) in reads.iter().enumerate() {
+            for &i in r {
+                last_use.insert(i, ni);
             }
-            // Subgraphs may capture any value of this graph by name.
-            if graph.nodes.iter().any(|n| !n.op.subgraphs().is_empty()) {
-                k.iter_mut().for_each(|x| *x = true);
-            }
-            k
-        };
+        }
+        let mut keep = vec![false; graph.values.len()];
+        for o in &graph.outputs {
+            keep[o.index()] = true;
+        }
         let depth = parent.map_or(0, |p| p.depth + 1);
         for (ni, node) in graph.nodes.iter().enumerate() {
             let inputs: Vec<Option<Value>> = node
@@ -312,12 +326,9 @@ impl Interpreter {
             for (id, v) in node.outputs.iter().zip(outputs) {
                 env[id.index()] = Some(v);
             }
-            for i in node.inputs.iter().flatten() {
-                if last_use.get(&i.index()) == Some(&ni)
-                    && !keep[i.index()]
-                    && graph.value(*i).constant.is_none()
-                {
-                    env[i.index()] = None;
+            for &i in &reads[ni] {
+                if last_use.get(&i) == Some(&ni) && !keep[i] && graph.values[i].constant.is_none() {
+                    env[i] = None;
                 }
             }
         }
@@ -333,6 +344,16 @@ impl Interpreter {
                 })
             })
             .collect()
+    }
+}
+
+/// The names `g` and the subgraphs nested in it capture from enclosing graphs.
+fn captured_names<'g>(g: &'g Graph, out: &mut Vec<&'g str>) {
+    out.extend(g.captures.iter().map(|&c| g.value(c).name.as_str()));
+    for n in &g.nodes {
+        for sg in n.op.subgraphs() {
+            captured_names(sg, out);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! If, Loop, Scan and SequenceMap: output types from the subgraphs' output types.
 
-use super::{insert_dim, loop_carried_type, merge_types};
+use super::{forget_sequence_shapes, insert_dim, loop_carried_type, merge_types};
 use crate::infer::{InferCx, InferError, InferOp, normalize_axis};
 use crate::ops::{If, Loop, Scan, SequenceMap};
 use crate::{DType, Dim, Graph, TensorType, ValueType, infer_bail};
@@ -108,10 +108,9 @@ impl InferOp for Loop {
         let mut out = Vec::with_capacity(n + k);
         for i in 0..n {
             let initial = cx.value(2 + i)?.clone();
-            out.push(
-                loop_carried_type(cx, &initial, &body_out[1 + i], "loop")
-                    .map_err(|e| InferError::new(format!("loop-carried value {i}: {e}")))?,
-            );
+            let ty = loop_carried_type(cx, &initial, &body_out[1 + i], "loop")
+                .map_err(|e| InferError::new(format!("loop-carried value {i}: {e}")))?;
+            out.push(forget_sequence_shapes(&ty));
         }
         for j in 0..k {
             let t = tensor_output(body, 1 + n + j, "a scan output")?;
@@ -369,6 +368,16 @@ mod tests {
             "f32[loop_0], f32[2], f32[loop_1,3,4]"
         );
         assert!(check(op, &inputs[..3], &[], 3).starts_with("error"));
+        // A carried sequence keeps only its element dtype (its items may change shape every iteration).
+        let seq = |dims: &[&str]| ValueType::Sequence(Box::new(t(DType::F32, dims)));
+        let op = Loop {
+            body: body(
+                &[t(DType::I64, &[]), t(DType::Bool, &[]), seq(&[])],
+                &[t(DType::Bool, &[]), seq(&[])],
+            ),
+        };
+        let inputs = [None, None, Some(ValueType::Optional(Box::new(seq(&[]))))];
+        assert_eq!(check(op, &inputs, &[], 1), "seq<f32[*]>");
     }
 
     #[test]

@@ -295,7 +295,7 @@ mod tests {
 
     use super::*;
     use crate::Limits;
-    use crate::ops::control::testutil::{Body, ints, run, run_cap, run_with, seq, strs};
+    use crate::ops::control::testutil::{Body, ints, run, run_cap, run_with, seq, show, strs};
 
     /// A body that appends the captured `c0` to its string state; the condition stays true while the state is at
     /// most `max` characters long (or passes through if `max` is `None`); the state is also a scan output.
@@ -343,6 +343,32 @@ mod tests {
         assert!(run_cap(op.clone(), vec![Some(ints(&[2], &[1, 0]))], x(), 1).starts_with("error"));
         // Without the captured value the else branch cannot run.
         assert!(run(op, vec![cond(false)], 1).contains("captures `c0`"));
+    }
+
+    #[test]
+    fn captured_values_live_until_the_subgraph_runs() {
+        // `c0` is last read directly by the first node, but the If after it captures it.
+        let mut else_b = Body::new("else");
+        let x = else_b.capture("c0");
+        let y = else_b.node(OptionalGetElement {}, &[Some(x)], &["y"])[0];
+        let else_branch = else_b.finish(&[y]);
+        let mut then_b = Body::new("then");
+        let c = then_b.constant("k", strs(&[], &["then"]));
+        let then_branch = then_b.finish(&[c]);
+        let mut main = Body::new("main");
+        let cond = main.input("cond");
+        let c0 = main.input("c0");
+        let first = main.node(OptionalGetElement {}, &[Some(c0)], &["first"])[0];
+        let op = If {
+            then_branch,
+            else_branch,
+        };
+        let second = main.node(op, &[Some(cond)], &["second"])[0];
+        let g = main.finish(&[first, second]);
+        let out = crate::Interpreter::default()
+            .run(&g, vec![Tensor::scalar(false).into(), strs(&[], &["x"])])
+            .unwrap();
+        assert_eq!(show(&out[1]), "[] [\"x\"]");
     }
 
     #[test]
