@@ -1,5 +1,6 @@
 //! The matrix-product kernel and the ops built directly on it: Gemm, MatMul, MatMulInteger, QLinearMatMul.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use jiuzhou_ir::{DType, Tensor, Value};
@@ -47,11 +48,68 @@ pub(crate) fn matmul_acc<T: Scalar>(
     Ok(())
 }
 
-/// The transpose of a `rows × cols` row-major matrix.
+/// `c[m×n] += a[m×k] · bᵀ` where `b` is `n×k` row-major: every output is the dot product of two contiguous rows.
+///
+/// This is the natural form of fully connected layers (`Gemm` with `transB`), whose weight would otherwise need a
+/// large transposed copy.
+pub(crate) fn matmul_bt_acc<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+) -> Result<(), EvalError> {
+    if a.len() < m * k || b.len() < n * k || c.len() < m * n {
+        eval_bail!("internal error: matrix product operands are smaller than {m}x{k} and {n}x{k}");
+    }
+    for (a_row, c_row) in a
+        .chunks_exact(k.max(1))
+        .zip(c.chunks_exact_mut(n.max(1)))
+        .take(m)
+    {
+        for (cv, b_row) in c_row.iter_mut().zip(b.chunks_exact(k.max(1))) {
+            *cv = cv.plus(dot(&a_row[..k], &b_row[..k]));
+        }
+    }
+    Ok(())
+}
+
+/// The dot product of two equally long slices.
+///
+/// Eight independent partial sums let the compiler use vector lanes without reassociating a single running sum.
+fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
+    const LANES: usize = 8;
+    let mut acc = [T::ZERO; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .fold(T::ZERO, |s, (&x, &y)| s.mac(x, y));
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
+            acc[l] = acc[l].mac(x[l], y[l]);
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s.plus(v))
+}
+
+/// The transpose of a `rows × cols` row-major matrix, copied in 32×32 tiles so reads and writes both stay in cache.
 pub(crate) fn transpose<T: Copy>(rows: usize, cols: usize, v: &[T]) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows * cols);
-    for j in 0..cols {
-        out.extend((0..rows).map(|i| v[i * cols + j]));
+    const TILE: usize = 32;
+    let Some(&first) = v.first() else {
+        return Vec::new();
+    };
+    let mut out = vec![first; rows * cols];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..rows.min(i0 + TILE) {
+                for j in j0..cols.min(j0 + TILE) {
+                    out[j * rows + i] = v[i * cols + j];
+                }
+            }
+        }
     }
     out
 }
@@ -98,26 +156,29 @@ impl EvalOp for jiuzhou_ir::ops::Gemm {
             None => None,
         };
         let out = with_compute_type!(a.dtype(), "Gemm", T => {
-            let av = T::elements(a)?;
-            let bv = T::elements(b)?;
-            let a_mat = if self.transA != 0 { transpose(k, m, &av) } else { av.into_owned() };
-            let b_mat = if self.transB != 0 { transpose(n, k, &bv) } else { bv.into_owned() };
-            let mut out = vec![T::ZERO; len];
-            matmul_acc(m, k, n, &a_mat, &b_mat, &mut out)?;
-            if self.alpha != 1.0 {
-                let alpha = T::from_f64(self.alpha as f64);
-                out.iter_mut().for_each(|x| *x = T::ZERO.mac(*x, alpha));
-            }
-            if let (Some(c), Some(offsets)) = (c, c_offsets)
-                && self.beta != 0.0 {
-                    let cv = T::elements(c)?;
-                    let beta = T::from_f64(self.beta as f64);
-                    for (o, &i) in out.iter_mut().zip(&offsets) {
-                        *o = o.mac(cv[i], beta);
+                    let av = T::elements(a)?;
+                    let bv = T::elements(b)?;
+        let a_mat = if self.transA != 0 { Cow::Owned(transpose(k, m, &av)) } else { av };
+                    let mut out = vec![T::ZERO; len];
+                    if self.transB != 0 {
+                        matmul_bt_acc(m, k, n, &a_mat, &bv, &mut out)?;
+                    } else {
+                        matmul_acc(m, k, n, &a_mat, &bv, &mut out)?;
                     }
-                }
-            T::into_tensor(out, a.dtype(), out_shape)?
-        });
+                    if self.alpha != 1.0 {
+                        let alpha = T::from_f64(self.alpha as f64);
+                        out.iter_mut().for_each(|x| *x = T::ZERO.mac(*x, alpha));
+                    }
+                    if let (Some(c), Some(offsets)) = (c, c_offsets)
+                        && self.beta != 0.0 {
+                            let cv = T::elements(c)?;
+                            let beta = T::from_f64(self.beta as f64);
+                            for (o, &i) in out.iter_mut().zip(&offsets) {
+                                *o = o.mac(cv[i], beta);
+                            }
+                        }
+                    T::into_tensor(out, a.dtype(), out_shape)?
+                });
         Ok(vec![Value::Tensor(out.into())])
     }
 }
