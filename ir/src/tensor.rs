@@ -432,7 +432,7 @@ impl Tensor {
             return Err(TensorError::ElementCount {
                 shape,
                 expected: n,
-                actual: if per == 0 { 0 } else { bytes.len() / per },
+                actual: bytes.len().checked_div(per).unwrap_or(0),
             });
         }
         fn conv<T, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
@@ -597,7 +597,7 @@ mod tests {
     #[test]
     fn dispatch_sums_any_numeric_type() {
         fn total(t: &Tensor) -> Option<f64> {
-            dispatch_numeric!(t, |v: &[T]| Some(v.iter().map(|x| crate::num::ToF64::to_f64(*x)).sum()), _ => None)
+            dispatch_numeric!(t, |v: &[T]| Some(v.iter().map(|x| <T as crate::num::ToF64>::to_f64(*x)).sum()), _ => None)
         }
         assert_eq!(total(&Tensor::vector(vec![1i32, 2, 3])), Some(6.0));
         assert_eq!(
