@@ -70,6 +70,9 @@ pub struct GraphAnalysis {
     evaluator: Option<Arc<dyn ConstEvaluator>>,
     /// The most elements a folded constant (and each of its inputs) may have.
     pub fold_limit: usize,
+    /// Applications of Rust appliers already done (rule name and the matched classes): appliers that compute new
+    /// weights skip repeats instead of recomputing them every iteration.
+    pub applied: std::collections::HashSet<(String, Vec<Id>)>,
 }
 
 impl GraphAnalysis {
@@ -83,11 +86,28 @@ impl GraphAnalysis {
             syms: SymGen::default(),
             evaluator,
             fold_limit,
+            applied: Default::default(),
         }
     }
 
     /// Adds a constant to the side table (or finds an equal one) and returns its index.
+    ///
+    /// Small tensors (up to `fold_limit` elements) are deduplicated by content; large ones (weights) by identity,
+    /// so that hashing never touches every weight of a model.
     pub fn intern_const(&mut self, tensor: Arc<Tensor>, name: Option<String>) -> u32 {
+        if tensor.len() > self.fold_limit.max(64) {
+            let ptr = Arc::as_ptr(&tensor);
+            if let Some(i) = self
+                .consts
+                .iter()
+                .rposition(|c| Arc::as_ptr(&c.tensor) == ptr)
+            {
+                return i as u32;
+            }
+            let i = self.consts.len() as u32;
+            self.consts.push(ConstEntry { tensor, name });
+            return i;
+        }
         let h = tensor_hash(&tensor);
         let bucket = self.const_index.entry(h).or_default();
         for &i in bucket.iter() {

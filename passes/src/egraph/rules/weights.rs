@@ -90,8 +90,17 @@ impl Applier<ENode, GraphAnalysis> for FoldBn {
         eclass: Id,
         s: &Subst,
         _: Option<&PatternAst<ENode>>,
-        _: Symbol,
+        rule: Symbol,
     ) -> Vec<Id> {
+        let key: Vec<Id> = ["?bn", "?c", "?x", "?w", "?s", "?beta", "?m", "?v"]
+            .iter()
+            .map(|v| bound(eg, s, v))
+            .chain(self.bias.then(|| bound(eg, s, "?b")))
+            .chain([eg.find(eclass)])
+            .collect();
+        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+            return vec![];
+        }
         match self.fold(eg, s) {
             Some(new) => union_into(eg, eclass, new),
             None => vec![],
