@@ -239,3 +239,36 @@ pub fn optimize_graph(
         options,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::{DType, GraphBuilder, ops};
+
+    #[test]
+    fn optimizing_for_the_reference_target_folds_and_cleans_up() {
+        // Relu(Identity(x) · [1]) == Relu(x), and Add folds on constants.
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", jiuzhou_ir::TensorType::known(DType::F32, &[2]));
+        let id = b.node1(ops::Identity::default(), &[x]).unwrap();
+        let one = b.constant("one", Tensor::vector(vec![1.0f32]));
+        let m = b.node1(ops::Mul::default(), &[id, one]).unwrap();
+        let y = b.node1(ops::Relu::default(), &[m]).unwrap();
+        b.output(y);
+        let g = b.finish().unwrap();
+        let (out, stats) = optimize_graph(&g, Target::Reference, &Default::default()).unwrap();
+        assert_eq!((stats.imported_nodes, stats.optimized_nodes), (3, 1));
+        assert_eq!(out.nodes[0].op.name(), "Relu");
+        let folded = ReferenceEvaluator
+            .eval(
+                &Op::Add(jiuzhou_ir::ops::Add::default()),
+                &[
+                    Some(Arc::new(Tensor::scalar(1i64))),
+                    Some(Arc::new(Tensor::scalar(2i64))),
+                ],
+                1,
+            )
+            .unwrap();
+        assert_eq!(folded[0].to_i64_vec(), Some(vec![3]));
+    }
+}
