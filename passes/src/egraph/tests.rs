@@ -146,6 +146,22 @@ fn squeeze_pair(unsqueeze_first: bool) -> Graph {
     finish(b, y)
 }
 
+/// `Conv(x, W[, b]) op k` with a per-channel constant `k` of shape `kdims`.
+fn conv_then(bias: bool, op: impl Into<Op>, kdims: &[usize]) -> Graph {
+    let mut r = Lcg(11);
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[1, 2, 4, 4]);
+    let w = b.constant("w", r.tensor(&[3, 2, 3, 3]));
+    let mut ins = vec![x, w];
+    if bias {
+        ins.push(b.constant("b", r.tensor(&[3])));
+    }
+    let c = b.node1(ops::Conv::default(), &ins).unwrap();
+    let k = b.constant("k", r.tensor(kdims));
+    let y = b.node1(op, &[c, k]).unwrap();
+    finish(b, y)
+}
+
 fn conv_bn(bias: bool) -> Graph {
     let mut r = Lcg(7);
     let mut b = GraphBuilder::new("case");
@@ -296,6 +312,31 @@ fn cases() -> Vec<Case> {
             "fold-bn-into-conv-nobias",
             "BatchNormalization",
             conv_bn(false),
+        ),
+        case(
+            "fold-mul-into-conv",
+            "Mul",
+            conv_then(true, ops::Mul::default(), &[3, 1, 1]),
+        ),
+        case(
+            "fold-mul-into-conv",
+            "Mul",
+            conv_then(true, ops::Mul::default(), &[]),
+        ),
+        case(
+            "fold-mul-into-conv-nobias",
+            "Mul",
+            conv_then(false, ops::Mul::default(), &[1, 3, 1, 1]),
+        ),
+        case(
+            "fold-add-into-conv",
+            "Add",
+            conv_then(true, ops::Add::default(), &[3, 1, 1]),
+        ),
+        case(
+            "fold-add-into-conv-nobias",
+            "Add",
+            conv_then(false, ops::Add::default(), &[1]),
         ),
     ]
 }
