@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use jiuzhou_ir::{Graph, Node};
+use jiuzhou_ir::{Graph, Node, Op, Tensor, TensorType, ValueId, ValueType};
+use jiuzhou_passes::egraph::{self, ConstEvaluator, CostModel, OptError};
 use jiuzhou_runtime::{Session, Signature};
 
 use crate::onnx::{self, ImportError, Model};
@@ -73,6 +74,9 @@ pub enum CompileError {
         /// Every node whose op the target lacks.
         missing: Vec<MissingOp>,
     },
+    /// The e-graph optimizer failed.
+    #[error(transparent)]
+    Optimize(#[from] OptError),
 }
 
 fn fmt_missing(target: &Target, opset: &i64, missing: &[MissingOp]) -> String {
@@ -152,4 +156,119 @@ pub fn compile(model: Model, target: Target) -> Result<Session, CompileError> {
 pub fn load_and_compile(path: &Path, target: Target) -> Result<Session, CompileError> {
     let model = onnx::load_model(path)?;
     compile(model, target)
+}
+
+/// The reference target's cost model: every op it implements costs 1 (extraction minimizes the node count).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceCost;
+
+impl CostModel for ReferenceCost {
+    fn supports(&self, op: &Op) -> bool {
+        jiuzhou_target_reference::is_supported(op)
+    }
+
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        egraph::OpCountCost.node_cost(op, inputs, outputs)
+    }
+}
+
+/// Constant folding with the reference target's semantics: the op runs alone in a one-node graph.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceEvaluator;
+
+impl ConstEvaluator for ReferenceEvaluator {
+    fn eval(
+        &self,
+        op: &Op,
+        inputs: &[Option<Arc<Tensor>>],
+        num_outputs: usize,
+    ) -> Option<Vec<Arc<Tensor>>> {
+        if !jiuzhou_target_reference::is_supported(op) {
+            return None;
+        }
+        let mut g = Graph::new("fold");
+        let ins = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_ref()
+                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
+            })
+            .collect();
+        let outs: Vec<ValueId> = (0..num_outputs)
+            .map(|k| {
+                let ty = TensorType::unranked(jiuzhou_ir::DType::F32);
+                g.add_value(format!("o{k}"), ty.into())
+            })
+            .collect();
+        g.nodes.push(Node {
+            name: "fold".into(),
+            op: op.clone(),
+            inputs: ins,
+            outputs: outs.clone(),
+        });
+        g.outputs = outs;
+        let vals = jiuzhou_target_reference::Interpreter::default()
+            .run(&g, vec![])
+            .ok()?;
+        vals.into_iter().map(|v| v.as_tensor().cloned()).collect()
+    }
+}
+
+impl Target {
+    /// The cost model the optimizer uses for this target.
+    pub fn cost_model(self) -> Box<dyn CostModel> {
+        match self {
+            Target::Reference => Box::new(ReferenceCost),
+        }
+    }
+}
+
+/// Optimizes `graph` for `target` with the e-graph optimizer (constants folded with the reference semantics).
+pub fn optimize_graph(
+    graph: &Graph,
+    target: Target,
+    options: &egraph::Options,
+) -> Result<(Graph, egraph::Stats), CompileError> {
+    let evaluator: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
+    let cost = target.cost_model();
+    Ok(egraph::optimize(
+        graph,
+        cost.as_ref(),
+        Some(evaluator),
+        options,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::{DType, GraphBuilder, ops};
+
+    #[test]
+    fn optimizing_for_the_reference_target_folds_and_cleans_up() {
+        // Relu(Identity(x) · [1]) == Relu(x), and Add folds on constants.
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", jiuzhou_ir::TensorType::known(DType::F32, &[2]));
+        let id = b.node1(ops::Identity::default(), &[x]).unwrap();
+        let one = b.constant("one", Tensor::vector(vec![1.0f32]));
+        let m = b.node1(ops::Mul::default(), &[id, one]).unwrap();
+        let y = b.node1(ops::Relu::default(), &[m]).unwrap();
+        b.output(y);
+        let g = b.finish().unwrap();
+        let (out, stats) = optimize_graph(&g, Target::Reference, &Default::default()).unwrap();
+        assert_eq!((stats.imported_nodes, stats.optimized_nodes), (3, 1));
+        assert_eq!(out.nodes[0].op.name(), "Relu");
+        let folded = ReferenceEvaluator
+            .eval(
+                &Op::Add(jiuzhou_ir::ops::Add::default()),
+                &[
+                    Some(Arc::new(Tensor::scalar(1i64))),
+                    Some(Arc::new(Tensor::scalar(2i64))),
+                ],
+                1,
+            )
+            .unwrap();
+        assert_eq!(folded[0].to_i64_vec(), Some(vec![3]));
+    }
 }

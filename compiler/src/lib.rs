@@ -29,4 +29,4 @@ pub mod driver;
 pub mod io;
 pub mod onnx;
 
-pub use driver::{CompileError, Target, compile, compile_graph, load_and_compile};
+pub use driver::{CompileError, Target, compile, compile_graph, load_and_compile, optimize_graph};

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use jiuzhou_compiler::conformance::{self, Status, Summary};
 use jiuzhou_compiler::{Target, io, onnx};
 use jiuzhou_ir::{Dim, Graph, Value, ValueType};
+use jiuzhou_passes::egraph;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,37 @@ enum Command {
         /// Folder for output_K.npy (the K-th graph output).
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
+        /// Optimize with the e-graph optimizer first (off by default until every model passes with it on).
+        #[arg(long)]
+        opt: bool,
+    },
+    /// Optimize a model with the e-graph optimizer and print the optimized IR text.
+    Opt {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Target whose cost model steers the optimizer.
+        #[arg(long, default_value = "reference", value_parser = parse_target)]
+        target: Target,
+        /// Rules not to run, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        disable_rules: Vec<String>,
+    },
+    /// Compile a model for a target (optimizing it first).
+    Compile {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Target to compile for.
+        #[arg(long, default_value = "reference", value_parser = parse_target)]
+        target: Target,
+        /// Print, as the last stdout line, one JSON object with what the compilation did.
+        #[arg(long)]
+        stats: bool,
+        /// Do not run the e-graph optimizer.
+        #[arg(long)]
+        no_opt: bool,
+        /// Rules not to run, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        disable_rules: Vec<String>,
     },
     /// Run an ONNX backend-style test suite (CASE/model.onnx, CASE/test_data_set_N/{input,output}_K.pb).
     Conformance {
@@ -111,7 +143,20 @@ fn run(command: Command) -> Result<ExitCode> {
             target,
             inputs,
             output_dir,
-        } => run_model(&model, target, &inputs, &output_dir),
+            opt,
+        } => run_model(&model, target, &inputs, &output_dir, opt),
+        Command::Opt {
+            model,
+            target,
+            disable_rules,
+        } => opt_model(&model, target, disable_rules),
+        Command::Compile {
+            model,
+            target,
+            stats,
+            no_opt,
+            disable_rules,
+        } => compile_model(&model, target, stats, no_opt, disable_rules),
         Command::Conformance {
             target,
             suite,
@@ -234,8 +279,93 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_model(path: &Path, target: Target, specs: &[String], out_dir: &Path) -> Result<ExitCode> {
+fn opt_options(disabled_rules: Vec<String>) -> Result<egraph::Options> {
+    let known = egraph::rules::all_rule_names();
+    if let Some(bad) = disabled_rules.iter().find(|r| !known.contains(r)) {
+        bail!(
+            "unknown rule `{bad}` in --disable-rules (known: {})",
+            known.join(", ")
+        );
+    }
+    Ok(egraph::Options {
+        disabled_rules,
+        ..egraph::Options::default()
+    })
+}
+
+fn opt_model(path: &Path, target: Target, disabled_rules: Vec<String>) -> Result<ExitCode> {
     let model = load(path)?;
+    let (g, stats) =
+        jiuzhou_compiler::optimize_graph(&model.graph, target, &opt_options(disabled_rules)?)
+            .context("cannot optimize the model")?;
+    print!("{}", jiuzhou_ir::text::print(&g));
+    eprintln!(
+        "optimized {} -> {} nodes in {:.1} ms ({} e-nodes, {} iterations, stopped: {})",
+        stats.imported_nodes,
+        stats.optimized_nodes,
+        stats.optimize_ms,
+        stats.egraph_nodes,
+        stats.iterations,
+        stats.stop_reason
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compile_model(
+    path: &Path,
+    target: Target,
+    print_stats: bool,
+    no_opt: bool,
+    disabled_rules: Vec<String>,
+) -> Result<ExitCode> {
+    let model = load(path)?;
+    let imported_nodes = model.graph.nodes.len();
+    let (graph, stats) = if no_opt {
+        (model.graph, None)
+    } else {
+        let (g, s) =
+            jiuzhou_compiler::optimize_graph(&model.graph, target, &opt_options(disabled_rules)?)
+                .context("cannot optimize the model")?;
+        (g, Some(s))
+    };
+    let kernels = graph.nodes.len();
+    jiuzhou_compiler::compile_graph(graph, model.opset, target)
+        .context("cannot compile the model")?;
+    println!(
+        "compiled {} for {target}: {kernels} kernel(s)",
+        path.display()
+    );
+    if print_stats {
+        let json = serde_json::json!({
+            "target": target.name(),
+            "imported_nodes": imported_nodes,
+            "optimized_nodes": stats.as_ref().map_or(imported_nodes, |s| s.optimized_nodes),
+            "kernels": kernels,
+            "optimize_ms": stats.as_ref().map_or(0.0, |s| s.optimize_ms),
+            "egraph_nodes": stats.as_ref().map_or(0, |s| s.egraph_nodes),
+            "iterations": stats.as_ref().map_or(0, |s| s.iterations),
+            "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
+        });
+        println!("{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_model(
+    path: &Path,
+    target: Target,
+    specs: &[String],
+    out_dir: &Path,
+    opt: bool,
+) -> Result<ExitCode> {
+    let mut model = load(path)?;
+    if opt {
+        let (g, stats) =
+            jiuzhou_compiler::optimize_graph(&model.graph, target, &egraph::Options::default())
+                .context("cannot optimize the model")?;
+        tracing::info!(?stats, "optimized");
+        model.graph = g;
+    }
     let session = jiuzhou_compiler::compile(model, target).context("cannot compile the model")?;
     let sig = session.signature().clone();
     let mut named: Vec<(String, Value)> = Vec::new();

@@ -1,11 +1,12 @@
 //! `jiuzhou-passes`: graph-to-graph rewrites.
 //!
-//! For now this holds the pass interface and dead-code elimination; the e-graph optimizer arrives with its own
-//! issue. **Architecture invariant:** passes never depend on a concrete target; what a target wants reaches them
+//! The pass interface, dead-code elimination, and the e-graph optimizer ([`egraph`]). **Architecture invariant:** passes never depend on a concrete target; what a target wants reaches them
 //! through traits.
 #![deny(missing_docs)]
 
 use jiuzhou_ir::{Graph, ValueId};
+
+pub mod egraph;
 
 /// A rewrite of a whole graph that keeps its semantics.
 pub trait Pass {

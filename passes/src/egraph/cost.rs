@@ -1,0 +1,179 @@
+//! Cost models: what a target tells the optimizer about itself.
+//!
+//! A [`CostModel`] estimates the cost of one op from its attributes and the static types of its inputs and outputs
+//! (the e-class analysis provides them), and says which ops the target supports at all (unsupported ones are never
+//! extracted). [`OpCountCost`] is the reference target's model: every op costs 1, so the optimizer minimizes the
+//! node count. [`Roofline`] is the model a real target parameterizes: `max(flops / peak, bytes / bandwidth) +
+//! overhead` per kernel, with FLOPs and bytes from [`flops_and_bytes`].
+
+use jiuzhou_ir::{Op, ValueType};
+
+/// A target's view of what ops cost.
+pub trait CostModel {
+    /// Whether the target can run `op` at all.
+    fn supports(&self, op: &Op) -> bool {
+        let _ = op;
+        true
+    }
+
+    /// The estimated cost (any unit, consistently) of one node running `op` with the given input types (`None`:
+    /// absent optional input or unknown type) and output types (empty when unknown).
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64;
+}
+
+/// Every op costs 1: extraction minimizes the number of nodes. The reference target's model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpCountCost;
+
+impl CostModel for OpCountCost {
+    fn node_cost(&self, _op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
+        1.0
+    }
+}
+
+/// A roofline model: `max(flops / peak_flops, bytes / bandwidth) + overhead` seconds per node.
+#[derive(Clone, Copy, Debug)]
+pub struct Roofline {
+    /// Peak arithmetic throughput in FLOP/s.
+    pub peak_flops: f64,
+    /// Memory bandwidth in bytes/s.
+    pub bandwidth: f64,
+    /// Fixed cost per kernel launch in seconds.
+    pub overhead: f64,
+}
+
+impl Roofline {
+    /// The estimated time of one node, in seconds.
+    pub fn estimate(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        let (flops, bytes) = flops_and_bytes(op, inputs, outputs);
+        (flops / self.peak_flops).max(bytes / self.bandwidth) + self.overhead
+    }
+}
+
+impl CostModel for Roofline {
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        self.estimate(op, inputs, outputs)
+    }
+}
+
+/// The size assumed for a symbolic dim when estimating.
+const SYMBOLIC_DIM_GUESS: f64 = 1.0;
+
+/// Elements and bytes of a tensor type (symbolic dims count as [`SYMBOLIC_DIM_GUESS`], unknown rank as a scalar).
+fn numel_bytes(t: &ValueType) -> (f64, f64) {
+    let Some(t) = t.as_tensor() else {
+        return (0.0, 0.0);
+    };
+    let n: f64 = t
+        .shape
+        .iter()
+        .flatten()
+        .map(|d| d.known().map_or(SYMBOLIC_DIM_GUESS, |d| d as f64))
+        .product();
+    let width = t.dtype.size_in_bytes().max(1) as f64;
+    (n, n * width)
+}
+
+fn dims(t: Option<&ValueType>) -> Vec<f64> {
+    t.and_then(|t| t.as_tensor())
+        .and_then(|t| t.shape.as_ref())
+        .map(|s| {
+            s.iter()
+                .map(|d| d.known().map_or(SYMBOLIC_DIM_GUESS, |d| d as f64))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Estimated floating-point operations and bytes moved by one node.
+///
+/// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; elementwise and
+/// reductions: one op per element read; pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
+/// nothing (it is a view), other movement (Transpose, Concat, Gather, ...) moves its bytes with no FLOPs.
+pub fn flops_and_bytes(
+    op: &Op,
+    inputs: &[Option<&ValueType>],
+    outputs: &[ValueType],
+) -> (f64, f64) {
+    let (in_elems, in_bytes) = inputs
+        .iter()
+        .flatten()
+        .map(|t| numel_bytes(t))
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (out_elems, out_bytes) = outputs
+        .iter()
+        .map(numel_bytes)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let bytes = in_bytes + out_bytes;
+    let first = inputs.first().copied().flatten();
+    let second = inputs.get(1).copied().flatten();
+    match op {
+        Op::Reshape(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_) | Op::Flatten(_) => {
+            (0.0, 0.0)
+        }
+        Op::Shape(_) | Op::Size(_) => (0.0, 0.0),
+        Op::Transpose(_)
+        | Op::Concat(_)
+        | Op::Split(_)
+        | Op::Slice(_)
+        | Op::Gather(_)
+        | Op::Expand(_)
+        | Op::Tile(_)
+        | Op::Pad(_)
+        | Op::Cast(_) => (0.0, bytes),
+        Op::Conv(c) => {
+            let w = dims(second);
+            let per_out: f64 = w.iter().skip(1).product();
+            let _ = c.group; // `w[1]` is already C_in / group.
+            (2.0 * out_elems * per_out, bytes)
+        }
+        Op::MatMul(_) => {
+            let a = dims(first);
+            let k = a.last().copied().unwrap_or(1.0);
+            (2.0 * out_elems * k, bytes)
+        }
+        Op::Gemm(g) => {
+            let a = dims(first);
+            let k = if g.transA != 0 {
+                a.first().copied().unwrap_or(1.0)
+            } else {
+                a.last().copied().unwrap_or(1.0)
+            };
+            (2.0 * out_elems * k, bytes)
+        }
+        _ => (in_elems.max(out_elems), bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::{DType, TensorType, ops};
+
+    #[test]
+    fn matmul_and_conv_flops() {
+        let t = |d: &[usize]| ValueType::Tensor(TensorType::known(DType::F32, d));
+        let (a, b, y) = (t(&[2, 3]), t(&[3, 4]), t(&[2, 4]));
+        let (f, bytes) = flops_and_bytes(
+            &Op::MatMul(ops::MatMul::default()),
+            &[Some(&a), Some(&b)],
+            &[y],
+        );
+        assert_eq!((f, bytes), (2.0 * 8.0 * 3.0, 4.0 * (6.0 + 12.0 + 8.0)));
+        let (x, w, y) = (t(&[1, 3, 8, 8]), t(&[16, 3, 3, 3]), t(&[1, 16, 6, 6]));
+        let (f, _) = flops_and_bytes(&Op::Conv(ops::Conv::default()), &[Some(&x), Some(&w)], &[y]);
+        assert_eq!(f, 2.0 * 16.0 * 36.0 * 27.0);
+        let r = Roofline {
+            peak_flops: 1e9,
+            bandwidth: 1e9,
+            overhead: 1e-6,
+        };
+        assert!(
+            r.estimate(
+                &Op::Relu(ops::Relu::default()),
+                &[Some(&a)],
+                std::slice::from_ref(&a)
+            ) > 1e-6
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Weight folding: rules that move constant arithmetic into constant weights.
+//!
+//! They create new constant leaves (the analysis side table holds their tensors); the old weights stay in the
+//! e-graph, and extraction keeps them only if something still needs them.
+
+use egg::{Applier, Id, PatternAst, Subst, Symbol, rewrite as rw};
+use jiuzhou_ir::{Data, Op, Tensor};
+
+use super::super::analysis::{GraphAnalysis, IrEGraph};
+use super::super::lang::ENode;
+use super::{add_const, add_op, bound, konst, op_with, union_into};
+
+/// The weight-folding rules.
+#[rustfmt::skip]
+pub fn rules() -> Vec<Rule> {
+    vec![
+        // BatchNormalization(Conv(x, W, b), s, β, μ, σ²) == Conv(x, W·k, (b − μ)·k + β), k = s / √(σ² + ε) per
+        // output channel (inference mode, all f32 constants).
+        rw!("fold-bn-into-conv";        "(BatchNormalization ?bn (Conv ?c ?x ?w ?b) ?s ?beta ?m ?v)" => { FoldBn { bias: true } }),
+        // The same without a conv bias (b = 0).
+        rw!("fold-bn-into-conv-nobias"; "(BatchNormalization ?bn (Conv ?c ?x ?w) ?s ?beta ?m ?v)"    => { FoldBn { bias: false } }),
+        // Conv(x, W, b) · k == Conv(x, W·k, b·k) for a per-output-channel (or scalar) constant k.
+        rw!("fold-mul-into-conv";        "(Mul {} (Conv ?c ?x ?w ?b) ?k)" => { ConstIntoConv { mul: true, bias: true } }),
+        // Conv(x, W) · k == Conv(x, W·k).
+        rw!("fold-mul-into-conv-nobias"; "(Mul {} (Conv ?c ?x ?w) ?k)"    => { ConstIntoConv { mul: true, bias: false } }),
+        // Conv(x, W, b) + k == Conv(x, W, b + k) for a per-output-channel (or scalar) constant k.
+        rw!("fold-add-into-conv";        "(Add {} (Conv ?c ?x ?w ?b) ?k)" => { ConstIntoConv { mul: false, bias: true } }),
+        // Conv(x, W) + k == Conv(x, W, k).
+        rw!("fold-add-into-conv-nobias"; "(Add {} (Conv ?c ?x ?w) ?k)"    => { ConstIntoConv { mul: false, bias: false } }),
+    ]
+}
+
+use super::Rule;
+
+/// The f32 contents of the constant bound to `v`.
+fn f32s(eg: &IrEGraph, s: &Subst, v: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+    let t = konst(eg, bound(eg, s, v))?;
+    match t.data() {
+        Data::F32(d) => Some((t.shape().to_vec(), d.clone())),
+        _ => None,
+    }
+}
+
+/// Folds an inference-mode BatchNormalization into the Conv before it.
+struct FoldBn {
+    bias: bool,
+}
+
+impl FoldBn {
+    fn fold(&self, eg: &mut IrEGraph, s: &Subst) -> Option<Id> {
+        let Op::BatchNormalization(bn) = op_with(eg, s, "BatchNormalization", "?bn")? else {
+            return None;
+        };
+        if bn.training_mode != 0 {
+            return None;
+        }
+        let conv = op_with(eg, s, "Conv", "?c")?;
+        let (wshape, w) = f32s(eg, s, "?w")?;
+        let m = *wshape.first()?;
+        if m == 0 || w.len() % m != 0 {
+            return None;
+        }
+        let per = w.len() / m;
+        let vec_of = |v: &str| f32s(eg, s, v).map(|(_, d)| d).filter(|d| d.len() == m);
+        let (scale, beta, mean, var) = (
+            vec_of("?s")?,
+            vec_of("?beta")?,
+            vec_of("?m")?,
+            vec_of("?v")?,
+        );
+        let b = if self.bias {
+            vec_of("?b")?
+        } else {
+            vec![0.0; m]
+        };
+        let k: Vec<f64> = (0..m)
+            .map(|i| scale[i] as f64 / (var[i] as f64 + bn.epsilon as f64).sqrt())
+            .collect();
+        let w2: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x as f64 * k[i / per]) as f32)
+            .collect();
+        let b2: Vec<f32> = (0..m)
+            .map(|i| ((b[i] as f64 - mean[i] as f64) * k[i] + beta[i] as f64) as f32)
+            .collect();
+        let w2 = add_const(eg, Tensor::from_vec(wshape, w2).ok()?);
+        let b2 = add_const(eg, Tensor::from_vec(vec![m], b2).ok()?);
+        let x = bound(eg, s, "?x");
+        Some(add_op(eg, &conv, &[x, w2, b2]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for FoldBn {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let key: Vec<Id> = ["?bn", "?c", "?x", "?w", "?s", "?beta", "?m", "?v"]
+            .iter()
+            .map(|v| bound(eg, s, v))
+            .chain(self.bias.then(|| bound(eg, s, "?b")))
+            .chain([eg.find(eclass)])
+            .collect();
+        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+            return vec![];
+        }
+        match self.fold(eg, s) {
+            Some(new) => union_into(eg, eclass, new),
+            None => vec![],
+        }
+    }
+}
+
+/// Folds a constant per-channel Mul or Add after a Conv into its weights and bias.
+struct ConstIntoConv {
+    mul: bool,
+    bias: bool,
+}
+
+impl ConstIntoConv {
+    fn fold(&self, eg: &mut IrEGraph, root: Id, s: &Subst) -> Option<Id> {
+        let conv = op_with(eg, s, "Conv", "?c")?;
+        let (wshape, w) = f32s(eg, s, "?w")?;
+        let m = *wshape.first()?;
+        if m == 0 || w.len() % m != 0 {
+            return None;
+        }
+        // The result must keep the conv's type (the constant may not broadcast it larger).
+        let mut children: Vec<Id> = ["?c", "?x", "?w"].iter().map(|v| bound(eg, s, v)).collect();
+        if self.bias {
+            children.push(bound(eg, s, "?b"));
+        }
+        let conv_class = eg.lookup(ENode::Op {
+            name: "Conv",
+            outputs: 1,
+            children,
+        })?;
+        let out = super::tensor_type(eg, root)?.clone();
+        if super::tensor_type(eg, eg.find(conv_class)) != Some(&out) {
+            return None;
+        }
+        let rank = out.rank()?;
+        let (kshape, k) = f32s(eg, s, "?k")?;
+        if kshape.len() > rank || rank < 2 {
+            return None;
+        }
+        let mut padded = vec![1usize; rank - kshape.len()];
+        padded.extend(&kshape);
+        if padded.iter().enumerate().any(|(i, &d)| i != 1 && d != 1)
+            || (padded[1] != 1 && padded[1] != m)
+        {
+            return None;
+        }
+        let per_channel: Vec<f32> = (0..m)
+            .map(|i| if k.len() == 1 { k[0] } else { k[i] })
+            .collect();
+        let b = if self.bias {
+            let b = f32s(eg, s, "?b")?.1;
+            if b.len() != m {
+                return None;
+            }
+            b
+        } else {
+            vec![0.0; m]
+        };
+        let per = w.len() / m;
+        let x = bound(eg, s, "?x");
+        let (w2, b2) = if self.mul {
+            let w2: Vec<f32> = w
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * per_channel[i / per])
+                .collect();
+            let b2: Vec<f32> = b.iter().zip(&per_channel).map(|(b, k)| b * k).collect();
+            (Some(w2), b2)
+        } else {
+            (
+                None,
+                b.iter().zip(&per_channel).map(|(b, k)| b + k).collect(),
+            )
+        };
+        let w2 = match w2 {
+            Some(w2) => add_const(eg, Tensor::from_vec(wshape, w2).ok()?),
+            None => bound(eg, s, "?w"),
+        };
+        let new = if self.mul && !self.bias {
+            add_op(eg, &conv, &[x, w2])
+        } else {
+            let b2 = add_const(eg, Tensor::from_vec(vec![m], b2).ok()?);
+            add_op(eg, &conv, &[x, w2, b2])
+        };
+        Some(new)
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for ConstIntoConv {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let key: Vec<Id> = ["?c", "?x", "?w", "?k"]
+            .iter()
+            .map(|v| bound(eg, s, v))
+            .chain(self.bias.then(|| bound(eg, s, "?b")))
+            .chain([eg.find(eclass)])
+            .collect();
+        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+            return vec![];
+        }
+        match self.fold(eg, eclass, s) {
+            Some(new) => union_into(eg, eclass, new),
+            None => vec![],
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Golden-file tests of the e-graph optimizer: `golden/*.ir` hold an input graph, a `# ---- expected ----` line,
+//! and the optimized graph's text (reference target cost model, constants folded with the reference semantics).
+//! A mismatch prints both texts; `JIUZHOU_BLESS=1 cargo test -p jiuzhou-passes --test golden` rewrites the
+//! expectations.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jiuzhou_ir::{DType, Graph, Node, Op, Tensor, TensorType, ValueId};
+use jiuzhou_passes::egraph::{ConstEvaluator, OpCountCost, Options, optimize};
+use jiuzhou_target_reference::Interpreter;
+
+const SEPARATOR: &str = "# ---- expected ----\n";
+
+struct ReferenceEvaluator;
+
+impl ConstEvaluator for ReferenceEvaluator {
+    fn eval(&self, op: &Op, inputs: &[Option<Arc<Tensor>>], n: usize) -> Option<Vec<Arc<Tensor>>> {
+        let mut g = Graph::new("fold");
+        let ins = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_ref()
+                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
+            })
+            .collect();
+        let outs: Vec<ValueId> = (0..n)
+            .map(|k| g.add_value(format!("o{k}"), TensorType::unranked(DType::F32).into()))
+            .collect();
+        g.nodes.push(Node {
+            name: "n".into(),
+            op: op.clone(),
+            inputs: ins,
+            outputs: outs.clone(),
+        });
+        g.outputs = outs;
+        let vals = Interpreter::default().run(&g, vec![]).ok()?;
+        vals.into_iter().map(|v| v.as_tensor().cloned()).collect()
+    }
+}
+
+fn check(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let (input, expected) = text.split_once(SEPARATOR).unwrap_or((&text, ""));
+    let graph = jiuzhou_ir::text::parse(input).map_err(|e| format!("input: {e}"))?;
+    let ev: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
+    let (out, _) =
+        optimize(&graph, &OpCountCost, Some(ev), &Options::default()).map_err(|e| e.to_string())?;
+    let got = jiuzhou_ir::text::print(&out);
+    if got == expected {
+        return Ok(());
+    }
+    if std::env::var_os("JIUZHOU_BLESS").is_some() {
+        std::fs::write(path, format!("{input}{SEPARATOR}{got}")).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    Err(format!(
+        "expected:\n{expected}\ngot:\n{got}\n(run with JIUZHOU_BLESS=1 to accept)"
+    ))
+}
+
+#[test]
+fn golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ir"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| check(f).err().map(|e| format!("{}: {e}", f.display())))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
