@@ -56,6 +56,17 @@ impl OnnxNode {
         self.inputs[i] = name;
     }
 
+    fn take_int(&mut self, name: &str) -> Result<Option<i64>, String> {
+        match self.attrs.remove(name) {
+            None => Ok(None),
+            Some(Attr::Int(v)) => Ok(Some(v)),
+            Some(other) => Err(format!(
+                "attribute `{name}` should be int, got {}",
+                other.kind()
+            )),
+        }
+    }
+
     fn take_ints(&mut self, name: &str) -> Result<Option<Vec<i64>>, String> {
         match self.attrs.remove(name) {
             None => Ok(None),
@@ -265,16 +276,7 @@ pub fn upgrade(
             }
         }
         "DFT" if opset < 20 => {
-            let axis = match node.attrs.remove("axis") {
-                None => 1,
-                Some(Attr::Int(a)) => a,
-                Some(other) => {
-                    return Err(format!(
-                        "attribute `axis` should be int, got {}",
-                        other.kind()
-                    ));
-                }
-            };
+            let axis = node.take_int("axis")?.unwrap_or(1);
             let name = cx.constant(&format!("{}_axis", node.name), Tensor::scalar(axis));
             node.set_input(2, Some(name));
         }
@@ -408,16 +410,7 @@ fn legacy_broadcast(
 /// over the second dimension. When the dims after `axis` are all 1 (or `axis` is the last one) that is the same as
 /// the new per-axis form; otherwise the node becomes Flatten → op(axis=-1) → Reshape back to the input shape.
 fn coerce_to_2d(mut node: OnnxNode, cx: &mut dyn UpgradeCx) -> Result<Vec<OnnxNode>, String> {
-    let axis = match node.attrs.remove("axis") {
-        None => 1,
-        Some(Attr::Int(a)) => a,
-        Some(other) => {
-            return Err(format!(
-                "attribute `axis` should be int, got {}",
-                other.kind()
-            ));
-        }
-    };
+    let axis = node.take_int("axis")?.unwrap_or(1);
     let dims = input_dims(&node, cx, 0);
     if let Some(dims) = &dims {
         let r = dims.len() as i64;

@@ -300,7 +300,7 @@ impl InferOp for Where {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
 
     /// A tensor type from `dtype` and dims (`"n"` is a symbol, digits are known sizes); `None` dims is unranked.
     fn ty(dtype: DType, dims: Option<&[&str]>) -> Option<ValueType> {
@@ -317,23 +317,7 @@ mod tests {
 
     /// Runs inference of `op` and prints the output type, or the error.
     fn check(op: impl Into<Op>, inputs: Vec<Option<ValueType>>) -> String {
-        let op: Op = op.into();
-        let consts = vec![None; inputs.len()];
-        let mut syms = SymGen::default();
-        let mut cx = InferCx {
-            inputs: &inputs,
-            consts: &consts,
-            num_outputs: 1,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(t) => t
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            Err(e) => format!("error: {e}"),
-        }
+        infer_types(op, &inputs, &[], 1)
     }
 
     #[test]

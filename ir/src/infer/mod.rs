@@ -19,6 +19,8 @@ pub mod nn;
 mod recurrent;
 mod reduce;
 mod tensor;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 pub use elementwise::broadcast_shapes;
 

@@ -249,10 +249,8 @@ impl InferOp for CausalConvWithState {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_outputs;
     use crate::{Tensor, TensorType};
 
     /// Runs `op`'s inference on typed inputs (`None` = absent) and constants; outputs as text (`f32[2,n_0]`).
@@ -262,21 +260,8 @@ pub(crate) mod tests {
         consts: &[Option<Tensor>],
         n: usize,
     ) -> Result<Vec<String>, InferError> {
-        let inputs: Vec<Option<ValueType>> = inputs
-            .iter()
-            .map(|t| t.clone().map(ValueType::Tensor))
-            .collect();
-        let mut consts: Vec<Option<Arc<Tensor>>> =
-            consts.iter().map(|t| t.clone().map(Arc::new)).collect();
-        consts.resize(inputs.len(), None);
-        let mut syms = SymGen::default();
-        let mut cx = InferCx {
-            inputs: &inputs,
-            consts: &consts,
-            num_outputs: n,
-            syms: &mut syms,
-        };
-        Ok(op.infer(&mut cx)?.iter().map(|t| t.to_string()).collect())
+        let tys = infer_outputs(op, inputs, consts, n)?;
+        Ok(tys.iter().map(|t| t.to_string()).collect())
     }
 
     /// A tensor type from dims written as text: numbers are known, anything else a symbol.

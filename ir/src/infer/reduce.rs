@@ -515,10 +515,9 @@ impl InferOp for SoftmaxCrossEntropyLoss {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
     use crate::{Op, Tensor};
 
     /// One input of a test: its type and, optionally, its constant value.
@@ -534,30 +533,15 @@ mod tests {
 
     /// Runs inference and prints the output types (or the error) on one line.
     fn check(op: impl Into<Op>, inputs: Vec<Option<In>>, num_outputs: usize) -> String {
-        let op: Op = op.into();
-        let types: Vec<Option<ValueType>> = inputs
+        let types: Vec<Option<TensorType>> = inputs
             .iter()
-            .map(|i| i.as_ref().map(|i| i.0.clone().into()))
+            .map(|i| i.as_ref().map(|i| i.0.clone()))
             .collect();
-        let consts: Vec<Option<Arc<Tensor>>> = inputs
+        let consts: Vec<Option<Tensor>> = inputs
             .iter()
-            .map(|i| i.as_ref().and_then(|i| i.1.clone().map(Arc::new)))
+            .map(|i| i.as_ref().and_then(|i| i.1.clone()))
             .collect();
-        let mut syms = SymGen::default();
-        let mut cx = InferCx {
-            inputs: &types,
-            consts: &consts,
-            num_outputs,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(out) => out
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            Err(e) => format!("error: {e}"),
-        }
+        infer_types(op, &types, &consts, num_outputs)
     }
 
     fn axes(a: Vec<i64>) -> Option<In> {
@@ -645,7 +629,7 @@ mod tests {
         let k = |k: i64| Some(c(Tensor::vector(vec![k])));
         assert_eq!(
             check(TopK::default(), vec![x(), k(3)], 2),
-            "f32[3,3] i64[3,3]"
+            "f32[3,3], i64[3,3]"
         );
         assert_eq!(
             check(TopK::default(), vec![x(), k(5)], 2),
@@ -654,7 +638,7 @@ mod tests {
         let dynamic_k = Some(t(DType::I64, &[1]));
         assert_eq!(
             check(TopK::default(), vec![x(), dynamic_k], 2),
-            "f32[3,topk_0] i64[3,topk_0]"
+            "f32[3,topk_0], i64[3,topk_0]"
         );
         let nms = check(
             NonMaxSuppression::default(),
@@ -728,7 +712,7 @@ mod tests {
             ignore_index: None,
             reduction: "none".into(),
         };
-        assert_eq!(check(none, vec![x(), target()], 2), "f32[3,2] f32[3,5,2]");
+        assert_eq!(check(none, vec![x(), target()], 2), "f32[3,2], f32[3,5,2]");
         assert_eq!(
             check(NegativeLogLikelihoodLoss::default(), vec![x(), target()], 1),
             "f32[]"

@@ -246,7 +246,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
     use crate::ops::{self, Op};
     use crate::{Node, Tensor};
 
@@ -281,33 +281,6 @@ mod tests {
         Arc::new(g)
     }
 
-    /// Runs `op`'s inference on `inputs` (with optional constants) and prints the output types.
-    fn check(
-        op: impl Into<Op>,
-        inputs: &[Option<ValueType>],
-        consts: &[Option<Tensor>],
-        num_outputs: usize,
-    ) -> String {
-        let op = op.into();
-        let mut syms = SymGen::default();
-        let consts: Vec<Option<Arc<Tensor>>> =
-            consts.iter().map(|c| c.clone().map(Arc::new)).collect();
-        let mut cx = InferCx {
-            inputs,
-            consts: &consts,
-            num_outputs,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(tys) => tys
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            Err(e) => format!("error: {e}"),
-        }
-    }
-
     #[test]
     fn if_merges_branches() {
         let op = If {
@@ -319,11 +292,11 @@ mod tests {
         };
         let cond = Some(t(DType::Bool, &[]));
         assert_eq!(
-            check(op.clone(), std::slice::from_ref(&cond), &[], 2),
+            infer_types(op.clone(), std::slice::from_ref(&cond), &[], 2),
             "f32[2,if_0], i64[*]"
         );
         assert_eq!(
-            check(
+            infer_types(
                 op.clone(),
                 std::slice::from_ref(&cond),
                 &[Some(Tensor::scalar(false))],
@@ -335,8 +308,8 @@ mod tests {
             then_branch: body(&[], &[t(DType::F32, &["2"])]),
             else_branch: body(&[], &[t(DType::I64, &["2"])]),
         };
-        assert!(check(bad, &[cond], &[], 1).starts_with("error: the branches disagree"));
-        assert!(check(op, &[Some(t(DType::Bool, &["2"]))], &[], 1).starts_with("error"));
+        assert!(infer_types(bad, &[cond], &[], 1).starts_with("error: the branches disagree"));
+        assert!(infer_types(op, &[Some(t(DType::Bool, &["2"]))], &[], 1).starts_with("error"));
     }
 
     #[test]
@@ -364,10 +337,10 @@ mod tests {
             Some(t(DType::F32, &["2"])),
         ];
         assert_eq!(
-            check(op.clone(), &inputs, &[], 3),
+            infer_types(op.clone(), &inputs, &[], 3),
             "f32[loop_0], f32[2], f32[loop_1,3,4]"
         );
-        assert!(check(op, &inputs[..3], &[], 3).starts_with("error"));
+        assert!(infer_types(op, &inputs[..3], &[], 3).starts_with("error"));
         // A carried sequence keeps only its element dtype (its items may change shape every iteration).
         let seq = |dims: &[&str]| ValueType::Sequence(Box::new(t(DType::F32, dims)));
         let op = Loop {
@@ -377,7 +350,7 @@ mod tests {
             ),
         };
         let inputs = [None, None, Some(ValueType::Optional(Box::new(seq(&[]))))];
-        assert_eq!(check(op, &inputs, &[], 1), "seq<f32[*]>");
+        assert_eq!(infer_types(op, &inputs, &[], 1), "seq<f32[*]>");
     }
 
     #[test]
@@ -397,10 +370,13 @@ mod tests {
             Some(t(DType::F32, &["2"])),
             Some(t(DType::F32, &["2", "seq"])),
         ];
-        assert_eq!(check(op.clone(), &inputs, &[], 2), "f32[2], f32[2,seq]");
+        assert_eq!(
+            infer_types(op.clone(), &inputs, &[], 2),
+            "f32[2], f32[2,seq]"
+        );
         let mut bad = op;
         bad.scan_output_axes = Some(vec![0, 1]);
-        assert!(check(bad, &inputs, &[], 2).starts_with("error: scan_output_axes"));
+        assert!(infer_types(bad, &inputs, &[], 2).starts_with("error: scan_output_axes"));
     }
 
     #[test]
@@ -409,7 +385,7 @@ mod tests {
             body: body(&[t(DType::F32, &["h", "w"])], &[t(DType::I64, &["2"])]),
         };
         let seq = Some(ValueType::Sequence(Box::new(t(DType::F32, &["h", "w"]))));
-        assert_eq!(check(op.clone(), &[seq], &[], 1), "seq<i64[2]>");
-        assert!(check(op, &[Some(t(DType::F32, &["2"]))], &[], 1).starts_with("error"));
+        assert_eq!(infer_types(op.clone(), &[seq], &[], 1), "seq<i64[2]>");
+        assert!(infer_types(op, &[Some(t(DType::F32, &["2"]))], &[], 1).starts_with("error"));
     }
 }

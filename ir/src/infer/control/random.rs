@@ -137,21 +137,10 @@ impl InferOp for Multinomial {
 mod tests {
     use super::*;
     use crate::Op;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
 
     fn check(op: impl Into<Op>, inputs: &[Option<ValueType>]) -> String {
-        let op = op.into();
-        let mut syms = SymGen::default();
-        let mut cx = InferCx {
-            inputs,
-            consts: &[],
-            num_outputs: 1,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(tys) => tys[0].to_string(),
-            Err(e) => format!("error: {e}"),
-        }
+        infer_types(op, inputs, &[], 1)
     }
 
     #[test]

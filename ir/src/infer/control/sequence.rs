@@ -174,10 +174,8 @@ impl InferOp for ConcatFromSequence {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
     use crate::{Op, Tensor};
 
     fn t(dtype: DType, dims: &[usize]) -> Option<ValueType> {
@@ -189,20 +187,7 @@ mod tests {
     }
 
     fn check(op: impl Into<Op>, inputs: &[Option<ValueType>], consts: &[Option<Tensor>]) -> String {
-        let op = op.into();
-        let mut syms = SymGen::default();
-        let consts: Vec<Option<Arc<Tensor>>> =
-            consts.iter().map(|c| c.clone().map(Arc::new)).collect();
-        let mut cx = InferCx {
-            inputs,
-            consts: &consts,
-            num_outputs: 1,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(tys) => tys[0].to_string(),
-            Err(e) => format!("error: {e}"),
-        }
+        infer_types(op, inputs, consts, 1)
     }
 
     #[test]

@@ -113,29 +113,14 @@ impl InferOp for TfIdfVectorizer {
 mod tests {
     use super::*;
     use crate::Op;
-    use crate::infer::SymGen;
+    use crate::infer::test_util::infer_types;
 
     fn s(dims: &[usize]) -> Option<ValueType> {
         Some(TensorType::known(DType::String, dims).into())
     }
 
     fn check(op: impl Into<Op>, inputs: &[Option<ValueType>], outputs: usize) -> String {
-        let op = op.into();
-        let mut syms = SymGen::default();
-        let mut cx = InferCx {
-            inputs,
-            consts: &[],
-            num_outputs: outputs,
-            syms: &mut syms,
-        };
-        match op.infer(&mut cx) {
-            Ok(tys) => tys
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            Err(e) => format!("error: {e}"),
-        }
+        infer_types(op, inputs, &[], outputs)
     }
 
     #[test]

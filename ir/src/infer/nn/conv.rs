@@ -53,20 +53,46 @@ fn kernel_shape(
     Ok(w[2..].iter().map(|d| d.known().map(|k| k as i64)).collect())
 }
 
+/// The attributes shared by Conv, ConvInteger and QLinearConv.
+struct ConvAttrs<'a> {
+    auto_pad: &'a str,
+    kernel: Option<&'a [i64]>,
+    strides: Option<&'a [i64]>,
+    dilations: Option<&'a [i64]>,
+    pads: Option<&'a [i64]>,
+    group: i64,
+}
+
+/// The [`ConvAttrs`] of `$op`, any op with Conv's attribute fields.
+macro_rules! conv_attrs {
+    ($op:expr) => {
+        ConvAttrs {
+            auto_pad: &$op.auto_pad,
+            kernel: $op.kernel_shape.as_deref(),
+            strides: $op.strides.as_deref(),
+            dilations: $op.dilations.as_deref(),
+            pads: $op.pads.as_deref(),
+            group: $op.group,
+        }
+    };
+}
+
 /// Shared rule of Conv, ConvInteger and QLinearConv: `x` and `w` are the data and weight input indices.
-#[allow(clippy::too_many_arguments)]
 fn conv_like(
     cx: &mut InferCx<'_>,
     x: usize,
     w: usize,
     dtype: DType,
-    auto_pad: &str,
-    kernel: Option<&[i64]>,
-    strides: Option<&[i64]>,
-    dilations: Option<&[i64]>,
-    pads: Option<&[i64]>,
-    group: i64,
+    attrs: &ConvAttrs<'_>,
 ) -> Result<Vec<ValueType>, InferError> {
+    let &ConvAttrs {
+        auto_pad,
+        kernel,
+        strides,
+        dilations,
+        pads,
+        group,
+    } = attrs;
     if group < 1 {
         return Err(InferError::new(format!("group {group} must be positive")));
     }
@@ -111,35 +137,13 @@ fn conv_like(
 impl InferOp for Conv {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         let dtype = cx.tensor(0)?.dtype;
-        conv_like(
-            cx,
-            0,
-            1,
-            dtype,
-            &self.auto_pad,
-            self.kernel_shape.as_deref(),
-            self.strides.as_deref(),
-            self.dilations.as_deref(),
-            self.pads.as_deref(),
-            self.group,
-        )
+        conv_like(cx, 0, 1, dtype, &conv_attrs!(self))
     }
 }
 
 impl InferOp for ConvInteger {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
-        conv_like(
-            cx,
-            0,
-            1,
-            DType::I32,
-            &self.auto_pad,
-            self.kernel_shape.as_deref(),
-            self.strides.as_deref(),
-            self.dilations.as_deref(),
-            self.pads.as_deref(),
-            self.group,
-        )
+        conv_like(cx, 0, 1, DType::I32, &conv_attrs!(self))
     }
 }
 
@@ -149,18 +153,7 @@ impl InferOp for QLinearConv {
             Some(t) => t.dtype,
             None => cx.tensor(0)?.dtype,
         };
-        conv_like(
-            cx,
-            0,
-            3,
-            dtype,
-            &self.auto_pad,
-            self.kernel_shape.as_deref(),
-            self.strides.as_deref(),
-            self.dilations.as_deref(),
-            self.pads.as_deref(),
-            self.group,
-        )
+        conv_like(cx, 0, 3, dtype, &conv_attrs!(self))
     }
 }
 

@@ -1,33 +1,12 @@
 //! Inference tests for the neural-network ops: small graphs, known and symbolic dims.
 
-use crate::infer::{InferCx, InferOp, SymGen};
+use crate::infer::test_util::infer_types;
 use crate::ops::*;
-use crate::{DType, Dim, Op, TensorType, ValueType};
+use crate::{DType, Dim, Op, TensorType};
 
 /// Infers `op` on inputs of the given types and prints the output types.
 fn check(op: impl Into<Op>, inputs: &[Option<TensorType>], num_outputs: usize) -> String {
-    let op = op.into();
-    let inputs: Vec<Option<ValueType>> = inputs
-        .iter()
-        .map(|t| t.clone().map(ValueType::Tensor))
-        .collect();
-    let consts = vec![None; inputs.len()];
-    let mut syms = SymGen::default();
-    let mut cx = InferCx {
-        inputs: &inputs,
-        consts: &consts,
-        num_outputs,
-        syms: &mut syms,
-    };
-    match op.infer(&mut cx) {
-        Ok(tys) => tys
-            .iter()
-            .take(num_outputs)
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        Err(e) => format!("error: {e}"),
-    }
+    infer_types(op, inputs, &[], num_outputs)
 }
 
 fn t(dtype: DType, dims: &[&str]) -> Option<TensorType> {
@@ -147,7 +126,7 @@ fn pool_shapes() {
     };
     assert_eq!(
         check(op, &[f32(&["N", "64", "112", "112"])], 2),
-        "f32[N,64,56,56] i64[N,64,56,56]"
+        "f32[N,64,56,56], i64[N,64,56,56]"
     );
     let op = AveragePool {
         kernel_shape: vec![3, 3],
@@ -228,7 +207,7 @@ fn normalization_and_quantization_types() {
             &[f32(&["b", "s", "8"]), f32(&["s", "8"])],
             3
         ),
-        "f32[b,s,8] f32[b,1,1] f32[b,1,1]"
+        "f32[b,s,8], f32[b,1,1], f32[b,1,1]"
     );
     assert_eq!(
         check(Softmax { axis: 3 }, &[f32(&["2", "3"])], 1),
@@ -236,7 +215,7 @@ fn normalization_and_quantization_types() {
     );
     assert_eq!(
         check(Dropout::default(), &[f32(&["2", "3"])], 2),
-        "f32[2,3] bool[2,3]"
+        "f32[2,3], bool[2,3]"
     );
     assert_eq!(
         check(
@@ -256,6 +235,6 @@ fn normalization_and_quantization_types() {
     );
     assert_eq!(
         check(DynamicQuantizeLinear::default(), &[f32(&["2"])], 3),
-        "u8[2] f32[] u8[]"
+        "u8[2], f32[], u8[]"
     );
 }

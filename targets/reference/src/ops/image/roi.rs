@@ -169,6 +169,15 @@ impl EvalOp for RoiAlign {
     }
 }
 
+/// The pixel range `lo..hi` of MaxRoiPool bin `i`, `step` pixels wide from `start`, clipped to `0..len`.
+fn pool_bin(i: usize, step: f64, start: i64, len: usize) -> (usize, usize) {
+    let clip = |v: f64| (v as i64).saturating_add(start).clamp(0, len as i64) as usize;
+    (
+        clip((i as f64 * step).floor()),
+        clip(((i + 1) as f64 * step).ceil()),
+    )
+}
+
 impl EvalOp for MaxRoiPool {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let (xt, rt) = (cx.tensor(0)?, cx.tensor(1)?);
@@ -203,19 +212,9 @@ impl EvalOp for MaxRoiPool {
             for ch in 0..c {
                 let plane = &x[(b as usize * c + ch) * height * width..][..height * width];
                 for ph in 0..ph_n {
-                    let hs = ((ph as f64 * bh).floor() as i64)
-                        .saturating_add(sh)
-                        .clamp(0, height as i64) as usize;
-                    let he = (((ph + 1) as f64 * bh).ceil() as i64)
-                        .saturating_add(sh)
-                        .clamp(0, height as i64) as usize;
+                    let (hs, he) = pool_bin(ph, bh, sh, height);
                     for pw in 0..pw_n {
-                        let ws = ((pw as f64 * bw).floor() as i64)
-                            .saturating_add(sw)
-                            .clamp(0, width as i64) as usize;
-                        let we = (((pw + 1) as f64 * bw).ceil() as i64)
-                            .saturating_add(sw)
-                            .clamp(0, width as i64) as usize;
+                        let (ws, we) = pool_bin(pw, bw, sw, width);
                         let mut m = 0.0;
                         if he > hs && we > ws {
                             m = f64::NEG_INFINITY;

@@ -60,6 +60,20 @@ struct ConvAttrs<'a> {
     strides: Option<&'a [i64]>,
 }
 
+/// The [`ConvAttrs`] of `$op`, any op with Conv's attribute fields (Conv, ConvInteger, QLinearConv).
+macro_rules! conv_attrs {
+    ($op:expr) => {
+        ConvAttrs {
+            auto_pad: &$op.auto_pad,
+            dilations: $op.dilations.as_deref(),
+            group: $op.group,
+            kernel_shape: $op.kernel_shape.as_deref(),
+            pads: $op.pads.as_deref(),
+            strides: $op.strides.as_deref(),
+        }
+    };
+}
+
 /// Checks shapes and resolves the geometry of a convolution of `x` by weight `w` (`[M, C/group, k..]`).
 fn conv_geometry(x: &[usize], w: &[usize], a: &ConvAttrs<'_>) -> Result<ConvGeom, EvalError> {
     if x.len() < 3 || x.len() > 5 || w.len() != x.len() {
@@ -223,15 +237,7 @@ impl EvalOp for jiuzhou_ir::ops::Conv {
                 w.dtype()
             );
         }
-        let attrs = ConvAttrs {
-            auto_pad: &self.auto_pad,
-            dilations: self.dilations.as_deref(),
-            group: self.group,
-            kernel_shape: self.kernel_shape.as_deref(),
-            pads: self.pads.as_deref(),
-            strides: self.strides.as_deref(),
-        };
-        let g = conv_geometry(x.shape(), w.shape(), &attrs)?;
+        let g = conv_geometry(x.shape(), w.shape(), &conv_attrs!(self))?;
         let bias = cx.opt_tensor(2)?;
         let out = with_compute_type!(x.dtype(), "Conv", T => {
             let b = match bias { Some(b) => Some(T::elements(b)?), None => None };
@@ -265,15 +271,7 @@ fn integer_operands(
 impl EvalOp for jiuzhou_ir::ops::ConvInteger {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let (x, w) = (cx.tensor(0)?, cx.tensor(1)?);
-        let attrs = ConvAttrs {
-            auto_pad: &self.auto_pad,
-            dilations: self.dilations.as_deref(),
-            group: self.group,
-            kernel_shape: self.kernel_shape.as_deref(),
-            pads: self.pads.as_deref(),
-            strides: self.strides.as_deref(),
-        };
-        let g = conv_geometry(x.shape(), w.shape(), &attrs)?;
+        let g = conv_geometry(x.shape(), w.shape(), &conv_attrs!(self))?;
         let (xv, wv) = integer_operands(x, cx.opt_tensor(2)?, w, cx.opt_tensor(3)?)?;
         let y = conv_typed::<i32>(&g, &xv, &wv, None, DType::I32)?;
         Ok(vec![Tensor::from_vec(g.out_shape, y)?.into()])
@@ -283,15 +281,7 @@ impl EvalOp for jiuzhou_ir::ops::ConvInteger {
 impl EvalOp for jiuzhou_ir::ops::QLinearConv {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
         let (x, w) = (cx.tensor(0)?, cx.tensor(3)?);
-        let attrs = ConvAttrs {
-            auto_pad: &self.auto_pad,
-            dilations: self.dilations.as_deref(),
-            group: self.group,
-            kernel_shape: self.kernel_shape.as_deref(),
-            pads: self.pads.as_deref(),
-            strides: self.strides.as_deref(),
-        };
-        let g = conv_geometry(x.shape(), w.shape(), &attrs)?;
+        let g = conv_geometry(x.shape(), w.shape(), &conv_attrs!(self))?;
         let (xv, wv) = integer_operands(x, cx.opt_tensor(2)?, w, cx.opt_tensor(5)?)?;
         let bias = match cx.opt_tensor(8)? {
             Some(b) => Some(widen_i32(b, "B")?),

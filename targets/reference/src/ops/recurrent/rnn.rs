@@ -373,32 +373,31 @@ fn run(cell: Cell, a: Common<'_>, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalErr
     Ok(outs)
 }
 
+/// The [`Common`] attributes of `$op` (RNN, GRU or LSTM), with its activation names `$activations`.
+macro_rules! common {
+    ($op:expr, $activations:expr) => {
+        Common {
+            activations: $activations,
+            alpha: $op.activation_alpha.as_deref(),
+            beta: $op.activation_beta.as_deref(),
+            clip: $op.clip,
+            direction: &$op.direction,
+            hidden_size: $op.hidden_size,
+            layout: $op.layout,
+        }
+    };
+}
+
 impl EvalOp for RNN {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let common = Common {
-            activations: Some(&self.activations),
-            alpha: self.activation_alpha.as_deref(),
-            beta: self.activation_beta.as_deref(),
-            clip: self.clip,
-            direction: &self.direction,
-            hidden_size: self.hidden_size,
-            layout: self.layout,
-        };
+        let common = common!(self, Some(&self.activations));
         run(Cell::Rnn, common, cx)
     }
 }
 
 impl EvalOp for GRU {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let common = Common {
-            activations: self.activations.as_deref(),
-            alpha: self.activation_alpha.as_deref(),
-            beta: self.activation_beta.as_deref(),
-            clip: self.clip,
-            direction: &self.direction,
-            hidden_size: self.hidden_size,
-            layout: self.layout,
-        };
+        let common = common!(self, self.activations.as_deref());
         let cell = Cell::Gru {
             linear_before_reset: self.linear_before_reset != 0,
         };
@@ -408,15 +407,7 @@ impl EvalOp for GRU {
 
 impl EvalOp for LSTM {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let common = Common {
-            activations: self.activations.as_deref(),
-            alpha: self.activation_alpha.as_deref(),
-            beta: self.activation_beta.as_deref(),
-            clip: self.clip,
-            direction: &self.direction,
-            hidden_size: self.hidden_size,
-            layout: self.layout,
-        };
+        let common = common!(self, self.activations.as_deref());
         let cell = Cell::Lstm {
             input_forget: self.input_forget != 0,
         };
