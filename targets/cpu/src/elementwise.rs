@@ -49,7 +49,9 @@ pub fn binary(
         || b.len() != bsh.iter().product::<usize>()
         || out.len() != total
     {
-        return Err(ExecError::new("elementwise buffers do not match their shapes"));
+        return Err(ExecError::new(
+            "elementwise buffers do not match their shapes",
+        ));
     }
     if total == 0 {
         return Ok(());
@@ -73,7 +75,13 @@ pub fn binary(
         dims.push(cur);
     }
     let (inner, ia, ib) = dims.pop().unwrap_or((1, 0, 0));
-    let mode = |s: usize| if s == 0 { Operand::Scalar } else { Operand::Vector };
+    let mode = |s: usize| {
+        if s == 0 {
+            Operand::Scalar
+        } else {
+            Operand::Vector
+        }
+    };
     let (ma, mb) = (mode(ia), mode(ib));
     let f = k.pick(ma, mb);
     let both_scalar = ma == Operand::Scalar && mb == Operand::Scalar;
@@ -92,7 +100,12 @@ pub fn binary(
                 let v = dst[0];
                 dst.fill(v);
             } else {
-                f(a.as_ptr().add(ao), b.as_ptr().add(bo), dst.as_mut_ptr(), inner);
+                f(
+                    a.as_ptr().add(ao),
+                    b.as_ptr().add(bo),
+                    dst.as_mut_ptr(),
+                    inner,
+                );
             }
         }
         for d in (0..dims.len()).rev() {

@@ -248,9 +248,10 @@ fn select_kernel(
                 Op::Abs(_) => UnaryOp::Abs,
                 Op::Sqrt(_) => UnaryOp::Sqrt,
                 _ => {
-                    let (Some(lo), Some(hi)) =
-                        (const_f32_scalar(graph, req(1)), const_f32_scalar(graph, req(2)))
-                    else {
+                    let (Some(lo), Some(hi)) = (
+                        const_f32_scalar(graph, req(1)),
+                        const_f32_scalar(graph, req(2)),
+                    ) else {
                         return Ok(None);
                     };
                     UnaryOp::Clip {
@@ -279,7 +280,9 @@ fn select_kernel(
             let trans_b = g.transB != 0;
             let bk = match &graph.value(b).constant {
                 Some(t) if t.rank() == 2 => {
-                    let data = t.as_slice::<f32>().map_err(|e| ExecError::new(e.to_string()))?;
+                    let data = t
+                        .as_slice::<f32>()
+                        .map_err(|e| ExecError::new(e.to_string()))?;
                     let (r, c) = (t.shape()[0], t.shape()[1]);
                     if trans_b {
                         let mut p = vec![0.0f32; r * c];
@@ -572,7 +575,11 @@ impl Runtime<'_> {
         match &self.env[v.index()] {
             Slot::Heap(Value::Tensor(t)) => {
                 let s = t.as_slice::<f32>().map_err(|_| {
-                    ExecError::new(format!("`{}` should be f32, got {}", self.name(v), t.dtype()))
+                    ExecError::new(format!(
+                        "`{}` should be f32, got {}",
+                        self.name(v),
+                        t.dtype()
+                    ))
                 })?;
                 Ok((s, t.shape().to_vec()))
             }
@@ -580,9 +587,15 @@ impl Runtime<'_> {
                 let (off, shape) = &self.exec.slots[&v];
                 let len = shape.iter().product();
                 // SAFETY: the plan gives every live value its own `len` elements inside the arena.
-                Ok((unsafe { std::slice::from_raw_parts(self.base.add(*off), len) }, shape.clone()))
+                Ok((
+                    unsafe { std::slice::from_raw_parts(self.base.add(*off), len) },
+                    shape.clone(),
+                ))
             }
-            Slot::Heap(_) => Err(ExecError::new(format!("`{}` should be a tensor", self.name(v)))),
+            Slot::Heap(_) => Err(ExecError::new(format!(
+                "`{}` should be a tensor",
+                self.name(v)
+            ))),
             Slot::Empty => Err(ExecError::new(format!(
                 "value `{}` is read before it is computed",
                 self.name(v)

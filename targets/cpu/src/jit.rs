@@ -5,7 +5,8 @@
 //! whole run); the caller ([`crate::elementwise`]) walks the outer, broadcast dims and calls the kernel once per
 //! contiguous run. The loop body is unrolled by hand, four `f32x4` vectors (16 elements) per iteration, since
 //! Cranelift does not unroll; a scalar loop handles the remainder. Max-with-constant (Relu, Clip) is written as a
-//! compare and a `bitselect`, which Cranelift lowers to one `maxps`/`minps` and which keeps a NaN input NaN.
+//! compare and a `bitselect`, which Cranelift lowers to one `maxps`/`minps`; the operand order decides what a NaN
+//! gives, chosen to match the reference (Relu(NaN) = 0, Clip(NaN) = NaN).
 //! The ISA flags come from `cranelift_native`, so the code uses what the host CPU has.
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ pub type BinaryFn = unsafe extern "C" fn(a: *const f32, b: *const f32, out: *mut
 /// A unary elementwise operation the code generator knows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
-    /// `max(x, 0)`, NaN stays NaN.
+    /// `max(x, 0)`; NaN gives 0 (as Rust's `f32::max` in the reference).
     Relu,
     /// `-x`.
     Neg,
@@ -163,7 +164,12 @@ impl Jit {
             return Ok(id);
         }
         let name = format!("binary_{op:?}_{a:?}_{b:?}");
-        let id = self.define(&name, 3, |bld, v, _| emit_binary(bld, op, v[0], v[1]), &[a, b])?;
+        let id = self.define(
+            &name,
+            3,
+            |bld, v, _| emit_binary(bld, op, v[0], v[1]),
+            &[a, b],
+        )?;
         self.binary.insert((op, a, b), id);
         Ok(id)
     }
@@ -277,9 +283,11 @@ fn build_loops(
     // Vector loop: 16 elements per iteration.
     b.switch_to_block(vhead);
     let i = b.block_params(vhead)[0];
-    let more = b
-        .ins()
-        .icmp(cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan, i, nvec);
+    let more = b.ins().icmp(
+        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
+        i,
+        nvec,
+    );
     b.ins().brif(more, vbody, &[i.into()], shead, &[i.into()]);
 
     b.switch_to_block(vbody);
@@ -309,9 +317,11 @@ fn build_loops(
     // Scalar remainder.
     b.switch_to_block(shead);
     let i = b.block_params(shead)[0];
-    let more = b
-        .ins()
-        .icmp(cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan, i, n);
+    let more = b.ins().icmp(
+        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
+        i,
+        n,
+    );
     b.ins().brif(more, sbody, &[i.into()], exit, &[]);
 
     b.switch_to_block(sbody);
@@ -350,22 +360,33 @@ fn constant(b: &mut FunctionBuilder<'_>, v: f32, ty: Type) -> Value {
 }
 
 /// `lt ? t : f` where `lt = x < y`, written so that the x64 backend turns it into one `maxps`/`minps`.
-fn select_lt(b: &mut FunctionBuilder<'_>, ty: Type, x: Value, y: Value, t: Value, f: Value) -> Value {
+fn select_lt(
+    b: &mut FunctionBuilder<'_>,
+    ty: Type,
+    x: Value,
+    y: Value,
+    t: Value,
+    f: Value,
+) -> Value {
     let c = b.ins().fcmp(FloatCC::LessThan, x, y);
     if ty == types::F32 {
         b.ins().select(c, t, f)
     } else {
-        let mask = b.ins().bitcast(ty, MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little), c);
+        let mask = b.ins().bitcast(
+            ty,
+            MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+            c,
+        );
         b.ins().bitselect(mask, t, f)
     }
 }
 
 fn emit_unary(b: &mut FunctionBuilder<'_>, op: UnaryOp, x: Value, ty: Type) -> Value {
     match op {
-        // x < 0 ? 0 : x (maxps 0, x: a NaN x is returned as is).
+        // 0 < x ? x : 0, i.e. `maxps x, 0`: like the reference's `x.max(0.0)`, a NaN gives 0.
         UnaryOp::Relu => {
             let z = constant(b, 0.0, ty);
-            select_lt(b, ty, x, z, z, x)
+            select_lt(b, ty, z, x, x, z)
         }
         UnaryOp::Neg => b.ins().fneg(x),
         UnaryOp::Abs => b.ins().fabs(x),
@@ -398,7 +419,9 @@ mod tests {
     fn relu_and_add_run() {
         let mut jit = Jit::new().unwrap();
         let r = jit.unary(UnaryOp::Relu).unwrap();
-        let a = jit.binary(BinaryOp::Add, Operand::Vector, Operand::Scalar).unwrap();
+        let a = jit
+            .binary(BinaryOp::Add, Operand::Vector, Operand::Scalar)
+            .unwrap();
         jit.finish().unwrap();
         let relu = jit.unary_fn(r).unwrap();
         let add = jit.binary_fn(a).unwrap();
@@ -413,6 +436,6 @@ mod tests {
         assert_eq!(out, want);
         let nan = [f32::NAN; 5];
         unsafe { relu(nan.as_ptr(), out.as_mut_ptr(), 5) };
-        assert!(out[..5].iter().all(|v| v.is_nan()));
+        assert!(out[..5].iter().all(|&v| v == 0.0));
     }
 }

@@ -78,10 +78,8 @@ unsafe fn raw_gemm(
 
 fn relu(block: &mut [f32]) {
     for v in block {
-        // `v < 0` is false for NaN, which stays NaN as in the reference.
-        if *v < 0.0 {
-            *v = 0.0;
-        }
+        // As the reference's `x.max(0.0)`: NaN gives 0.
+        *v = v.max(0.0);
     }
 }
 
@@ -117,11 +115,19 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ExecError> {
 }
 
 fn promote_a(a: &[usize]) -> Vec<usize> {
-    if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() }
+    if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    }
 }
 
 fn promote_b(b: &[usize]) -> Vec<usize> {
-    if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() }
+    if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    }
 }
 
 /// The numpy broadcast of two shapes.
@@ -129,13 +135,23 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ExecError> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let x = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (x, y) {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
                 (x, 1) => Ok(x),
-                _ => Err(ExecError::new(format!("shapes {a:?} and {b:?} do not broadcast"))),
+                _ => Err(ExecError::new(format!(
+                    "shapes {a:?} and {b:?} do not broadcast"
+                ))),
             }
         })
         .collect()
@@ -175,8 +191,19 @@ pub fn matmul(
         // SAFETY: sizes were checked above against the buffers.
         unsafe {
             raw_gemm(
-                rows, n, k, out.as_mut_ptr(), n as isize, false, a.as_ptr(), k as isize, 1, b.as_ptr(),
-                n as isize, 1, 1.0,
+                rows,
+                n,
+                k,
+                out.as_mut_ptr(),
+                n as isize,
+                false,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                1.0,
             )
         };
         return Ok(());
@@ -279,12 +306,31 @@ pub fn gemm(g: &GemmArgs<'_>, out: &mut [f32], epi: Epilogue) -> Result<(), Exec
         }
         acc = true;
     }
-    let (a_rs, a_cs) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let (a_rs, a_cs) = if g.trans_a {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if g.trans_b {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     // SAFETY: sizes were checked above.
     unsafe {
         raw_gemm(
-            m, n, k, out.as_mut_ptr(), n as isize, acc, g.a.as_ptr(), a_rs, a_cs, g.b.as_ptr(), b_rs, b_cs,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n as isize,
+            acc,
+            g.a.as_ptr(),
+            a_rs,
+            a_cs,
+            g.b.as_ptr(),
+            b_rs,
+            b_cs,
             g.alpha,
         )
     };
@@ -408,7 +454,10 @@ impl ConvGeom {
 
     /// Whether the convolution is a plain matrix product (1×1 kernel, unit strides, no padding).
     fn is_pointwise(&self) -> bool {
-        self.taps() == 1 && self.strides == [1; 3] && self.pad_begin == [0; 3] && self.input == self.output
+        self.taps() == 1
+            && self.strides == [1; 3]
+            && self.pad_begin == [0; 3]
+            && self.input == self.output
     }
 
     /// Whether each output channel reads exactly one input channel (depthwise).
@@ -418,7 +467,8 @@ impl ConvGeom {
 
     /// For every output position along one axis and tap, the input index or `None` (padding).
     fn src(&self, axis: usize, o: usize, t: usize) -> Option<usize> {
-        let p = (o * self.strides[axis] + t * self.dilations[axis]) as isize - self.pad_begin[axis] as isize;
+        let p = (o * self.strides[axis] + t * self.dilations[axis]) as isize
+            - self.pad_begin[axis] as isize;
         (p >= 0 && (p as usize) < self.input[axis]).then_some(p as usize)
     }
 }
@@ -515,8 +565,19 @@ pub fn conv(
             // SAFETY: `wg` is [mg, kdim], `rhs` is [kdim, ol] and `block` is [mg, ol], all checked above.
             unsafe {
                 raw_gemm(
-                    mg, ol, kdim, block.as_mut_ptr(), ol as isize, bias.is_some(), wg.as_ptr(), kdim as isize,
-                    1, rhs.as_ptr(), ol as isize, 1, 1.0,
+                    mg,
+                    ol,
+                    kdim,
+                    block.as_mut_ptr(),
+                    ol as isize,
+                    bias.is_some(),
+                    wg.as_ptr(),
+                    kdim as isize,
+                    1,
+                    rhs.as_ptr(),
+                    ol as isize,
+                    1,
+                    1.0,
                 )
             };
             if epi.relu {
@@ -582,7 +643,10 @@ mod tests {
     #[test]
     fn matmul_shapes() {
         assert_eq!(matmul_shape(&[3], &[3]).unwrap(), Vec::<usize>::new());
-        assert_eq!(matmul_shape(&[2, 1, 4, 3], &[5, 3, 2]).unwrap(), vec![2, 5, 4, 2]);
+        assert_eq!(
+            matmul_shape(&[2, 1, 4, 3], &[5, 3, 2]).unwrap(),
+            vec![2, 5, 4, 2]
+        );
         assert!(matmul_shape(&[2, 3], &[4, 2]).is_err());
     }
 }

@@ -31,7 +31,12 @@ pub fn plan(values: &[Interval]) -> (Vec<usize>, usize) {
         let mut busy: Vec<(usize, usize)> = placed
             .iter()
             .filter(|&&j| values[j].first <= v.last && v.first <= values[j].last)
-            .map(|&j| (offsets[j], offsets[j] + values[j].len.div_ceil(ALIGN) * ALIGN))
+            .map(|&j| {
+                (
+                    offsets[j],
+                    offsets[j] + values[j].len.div_ceil(ALIGN) * ALIGN,
+                )
+            })
             .collect();
         busy.sort_unstable();
         let mut best: Option<(usize, usize)> = None; // (gap size, offset)
@@ -73,7 +78,10 @@ mod tests {
             for j in 0..i {
                 let (a, b) = (vals[i], vals[j]);
                 if a.first <= b.last && b.first <= a.last {
-                    assert!(off[i] + a.len <= off[j] || off[j] + b.len <= off[i], "{i} and {j} overlap");
+                    assert!(
+                        off[i] + a.len <= off[j] || off[j] + b.len <= off[i],
+                        "{i} and {j} overlap"
+                    );
                 }
             }
         }

@@ -28,7 +28,10 @@ impl Rng {
 
 /// Runs `graph` on both targets with `inputs` and compares every output; returns the CPU executable.
 fn check(graph: Graph, inputs: Vec<Tensor>) -> CpuExecutable {
-    let values: Vec<Value> = inputs.into_iter().map(|t| Value::Tensor(Arc::new(t))).collect();
+    let values: Vec<Value> = inputs
+        .into_iter()
+        .map(|t| Value::Tensor(Arc::new(t)))
+        .collect();
     let want = Interpreter::default().run(&graph, values.clone()).unwrap();
     let exec = CpuExecutable::compile(Arc::new(graph)).unwrap();
     let got = exec.run(values).unwrap();
@@ -50,7 +53,12 @@ fn input(b: &mut GraphBuilder, name: &str, shape: &[usize]) -> ValueId {
 }
 
 /// One node over graph inputs of the given shapes (and constants), checked on random data.
-fn check_node(op: impl Into<Op>, shapes: &[&[usize]], consts: Vec<Tensor>, seed: u64) -> CpuExecutable {
+fn check_node(
+    op: impl Into<Op>,
+    shapes: &[&[usize]],
+    consts: Vec<Tensor>,
+    seed: u64,
+) -> CpuExecutable {
     let mut rng = Rng(seed);
     let mut b = GraphBuilder::new("t");
     let mut ids: Vec<ValueId> = shapes
@@ -101,9 +109,16 @@ fn binary_ops_broadcast() {
 
 #[test]
 fn unary_ops() {
-    let ops: Vec<Op> = vec![Relu::default().into(), Neg::default().into(), Abs::default().into()];
+    let ops: Vec<Op> = vec![
+        Relu::default().into(),
+        Neg::default().into(),
+        Abs::default().into(),
+    ];
     for (k, op) in ops.into_iter().enumerate() {
-        for (i, s) in [&[1usize][..], &[15], &[16], &[3, 7, 5], &[0]].iter().enumerate() {
+        for (i, s) in [&[1usize][..], &[15], &[16], &[3, 7, 5], &[0]]
+            .iter()
+            .enumerate()
+        {
             let e = check_node(op.clone(), &[s], vec![], (k * 10 + i + 1) as u64);
             assert!(e.fallback_ops().is_empty());
         }
@@ -117,8 +132,13 @@ fn sqrt_of_non_negative_and_nan() {
     let y = b.node1(Sqrt::default(), &[x]).unwrap();
     let z = b.node1(Relu::default(), &[y]).unwrap();
     b.output(z);
-    let data: Vec<f32> = (0..21).map(|i| if i == 5 { f32::NAN } else { i as f32 * 0.7 }).collect();
-    check(b.finish().unwrap(), vec![Tensor::from_vec(vec![21], data).unwrap()]);
+    let data: Vec<f32> = (0..21)
+        .map(|i| if i == 5 { f32::NAN } else { i as f32 * 0.7 })
+        .collect();
+    check(
+        b.finish().unwrap(),
+        vec![Tensor::from_vec(vec![21], data).unwrap()],
+    );
 }
 
 #[test]
@@ -163,7 +183,12 @@ fn gemm_variants() {
             check_node(op.clone(), &[a, bs, &[n]], vec![], 11);
             // B as a constant (pre-packed), C as [m, 1].
             let mut rng = Rng(5);
-            let e = check_node(op.clone(), &[a], vec![rng.tensor(bs), rng.tensor(&[m, 1])], 12);
+            let e = check_node(
+                op.clone(),
+                &[a],
+                vec![rng.tensor(bs), rng.tensor(&[m, 1])],
+                12,
+            );
             assert!(e.fallback_ops().is_empty());
         }
     }
@@ -184,11 +209,36 @@ fn conv_variants() {
     let mut rng = Rng(9);
     // (input, weight, op, bias)
     let cases: Vec<(Vec<usize>, Vec<usize>, Conv, bool)> = vec![
-        (vec![1, 3, 9, 11], vec![5, 3, 3, 3], conv(&[3, 3], Some(vec![1, 1, 1, 1]), None, 1), true),
-        (vec![2, 4, 10, 7], vec![6, 2, 3, 2], conv(&[3, 2], Some(vec![0, 1, 2, 0]), Some(vec![2, 1]), 2), true),
-        (vec![1, 6, 8, 8], vec![6, 1, 3, 3], conv(&[3, 3], Some(vec![1, 1, 1, 1]), Some(vec![2, 2]), 6), true),
-        (vec![1, 5, 7, 7], vec![3, 5, 1, 1], conv(&[1, 1], None, None, 1), false),
-        (vec![2, 3, 13], vec![4, 3, 3], conv(&[3], Some(vec![1, 1]), None, 1), true),
+        (
+            vec![1, 3, 9, 11],
+            vec![5, 3, 3, 3],
+            conv(&[3, 3], Some(vec![1, 1, 1, 1]), None, 1),
+            true,
+        ),
+        (
+            vec![2, 4, 10, 7],
+            vec![6, 2, 3, 2],
+            conv(&[3, 2], Some(vec![0, 1, 2, 0]), Some(vec![2, 1]), 2),
+            true,
+        ),
+        (
+            vec![1, 6, 8, 8],
+            vec![6, 1, 3, 3],
+            conv(&[3, 3], Some(vec![1, 1, 1, 1]), Some(vec![2, 2]), 6),
+            true,
+        ),
+        (
+            vec![1, 5, 7, 7],
+            vec![3, 5, 1, 1],
+            conv(&[1, 1], None, None, 1),
+            false,
+        ),
+        (
+            vec![2, 3, 13],
+            vec![4, 3, 3],
+            conv(&[3], Some(vec![1, 1]), None, 1),
+            true,
+        ),
         (
             vec![1, 2, 9, 9],
             vec![3, 2, 3, 3],
@@ -249,8 +299,13 @@ fn other_dtypes_fall_back() {
     let g = b.finish().unwrap();
     let exec = CpuExecutable::compile(Arc::new(g)).unwrap();
     let out = exec
-        .run(vec![Value::Tensor(Arc::new(Tensor::vector(vec![1i64, 2, 3])))])
+        .run(vec![Value::Tensor(Arc::new(Tensor::vector(vec![
+            1i64, 2, 3,
+        ])))])
         .unwrap();
-    assert_eq!(out[0].as_tensor().unwrap().as_slice::<i64>().unwrap(), &[2, 4, 6]);
+    assert_eq!(
+        out[0].as_tensor().unwrap().as_slice::<i64>().unwrap(),
+        &[2, 4, 6]
+    );
     assert_eq!(exec.fallback_ops().len(), 1);
 }
