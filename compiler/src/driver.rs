@@ -152,12 +152,12 @@ pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session
     let graph = Arc::new(graph);
     let exec: Box<dyn jiuzhou_runtime::Executable> = match target {
         Target::Reference => Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
-        Target::Cpu => Box::new(
-            jiuzhou_target_cpu::CpuExecutable::compile(graph).map_err(|e| CompileError::Codegen {
+        Target::Cpu => Box::new(jiuzhou_target_cpu::CpuExecutable::compile(graph).map_err(
+            |e| CompileError::Codegen {
                 target,
                 message: e.0,
-            })?,
-        ),
+            },
+        )?),
     };
     tracing::debug!(%target, "compiled");
     Ok(Session::new(signature, exec))

@@ -11,8 +11,8 @@ fn check_model(name: &str, target: Target) {
     let models = generated("JIUZHOU_MODELS", "models", "gen_models.py");
     let dir = models.join(name);
     let model = onnx::load_model(&dir.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let session = jiuzhou_compiler::compile(model, target)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let session =
+        jiuzhou_compiler::compile(model, target).unwrap_or_else(|e| panic!("{name}: {e}"));
     let sig = session.signature().clone();
     let mut sets: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
