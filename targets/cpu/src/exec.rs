@@ -49,6 +49,14 @@ enum Kernel {
         f: UnaryFn,
         x: ValueId,
     },
+    /// Inference BatchNormalization with constant statistics, folded at compile time into
+    /// `y = x·scale[c] + shift[c]` along axis 1.
+    Affine {
+        x: ValueId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        epi: Epilogue,
+    },
     Binary {
         k: BinaryKernels,
         a: ValueId,
@@ -267,6 +275,33 @@ fn select_kernel(
                 x,
             }
         }
+        Op::BatchNormalization(bn) if bn.training_mode == 0 => {
+            let Some(x) = req(0) else { return Ok(None) };
+            let consts: Option<Vec<&[f32]>> = (1..5)
+                .map(|i| {
+                    let c = graph.value(req(i)?).constant.as_ref()?;
+                    (c.rank() == 1).then(|| c.as_slice::<f32>().ok()).flatten()
+                })
+                .collect();
+            let Some(p) = consts else { return Ok(None) };
+            let c = p[0].len();
+            if p.iter().any(|v| v.len() != c) {
+                return Ok(None);
+            }
+            let (mut scale, mut shift) = (Vec::with_capacity(c), Vec::with_capacity(c));
+            let (gamma, beta, mean, var) = (p[0], p[1], p[2], p[3]);
+            for (((&g, &b), &m), &v) in gamma.iter().zip(beta).zip(mean).zip(var) {
+                let a = g as f64 / (v as f64 + bn.epsilon as f64).sqrt();
+                scale.push(a as f32);
+                shift.push((b as f64 - m as f64 * a) as f32);
+            }
+            Kernel::Affine {
+                x,
+                scale,
+                shift,
+                epi: Epilogue::default(),
+            }
+        }
         Op::MatMul(_) => {
             let (Some(a), Some(b)) = (req(0), req(1)) else {
                 return Ok(None);
@@ -359,8 +394,11 @@ impl CpuExecutable {
                 && !outputs.contains(x)
                 && !has_subgraphs
                 && is_f32(g, node.outputs[0])
-                && let StepKind::Kernel(Kernel::Conv { epi, .. } | Kernel::Gemm { epi, .. }) =
-                    &mut steps[si].kind
+                && let StepKind::Kernel(
+                    Kernel::Conv { epi, .. }
+                    | Kernel::Gemm { epi, .. }
+                    | Kernel::Affine { epi, .. },
+                ) = &mut steps[si].kind
                 && !epi.relu
             {
                 epi.relu = true;
@@ -371,7 +409,10 @@ impl CpuExecutable {
             let si = steps.len();
             match select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)? {
                 Some(k) => {
-                    if matches!(k, Kernel::Conv { .. } | Kernel::Gemm { .. }) {
+                    if matches!(
+                        k,
+                        Kernel::Conv { .. } | Kernel::Gemm { .. } | Kernel::Affine { .. }
+                    ) {
                         fused_into.insert(node.outputs[0], si);
                     }
                     steps.push(Step {
@@ -738,6 +779,41 @@ impl Runtime<'_> {
                     if !xd.is_empty() {
                         // SAFETY: both buffers hold `len` elements.
                         unsafe { f(xd.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+                    }
+                    Ok(())
+                })
+            }
+            Kernel::Affine {
+                x,
+                scale,
+                shift,
+                epi,
+            } => {
+                let shape = self.f32_in(*x)?.1;
+                if shape.len() < 2 || shape[1] != scale.len() {
+                    return Err(ExecError::new(format!(
+                        "BatchNormalization: input {shape:?} does not have {} channels",
+                        scale.len()
+                    )));
+                }
+                let inner: usize = shape[2..].iter().product();
+                self.write(out, shape, |rt, buf| {
+                    let (xd, _) = rt.f32_in(*x)?;
+                    if inner > 0 {
+                        for (k, (src, dst)) in xd
+                            .chunks_exact(inner)
+                            .zip(buf.chunks_exact_mut(inner))
+                            .enumerate()
+                        {
+                            let c = k % scale.len();
+                            let (a, b) = (scale[c], shift[c]);
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = v * a + b;
+                            }
+                            if epi.relu {
+                                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                            }
+                        }
                     }
                     Ok(())
                 })

@@ -309,3 +309,25 @@ fn other_dtypes_fall_back() {
     );
     assert_eq!(exec.fallback_ops().len(), 1);
 }
+
+/// Inference BatchNormalization with constant statistics is folded into a per-channel affine kernel, and a
+/// following Relu fuses into it.
+#[test]
+fn batch_norm_then_relu() {
+    let mut rng = Rng(31);
+    let mut b = GraphBuilder::new("t");
+    let x = input(&mut b, "x", &[2, 5, 3, 7]);
+    let scale = b.constant("scale", rng.tensor(&[5]));
+    let bias = b.constant("bias", rng.tensor(&[5]));
+    let mean = b.constant("mean", rng.tensor(&[5]));
+    let var: Vec<f32> = (0..5).map(|i| 0.5 + i as f32).collect();
+    let var = b.constant("var", Tensor::from_vec(vec![5], var).unwrap());
+    let y = b
+        .node1(BatchNormalization::default(), &[x, scale, bias, mean, var])
+        .unwrap();
+    let r = b.node1(Relu::default(), &[y]).unwrap();
+    b.output(r);
+    let e = check(b.finish().unwrap(), vec![rng.tensor(&[2, 5, 3, 7])]);
+    assert!(e.fallback_ops().is_empty());
+    assert_eq!(e.num_steps(), 1);
+}
