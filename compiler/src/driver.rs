@@ -15,16 +15,20 @@ use crate::onnx::{self, ImportError, Model};
 pub enum Target {
     /// The reference interpreter: the semantics oracle.
     Reference,
+    /// The host CPU: GEMM-based heavy kernels, Cranelift-generated elementwise kernels, explicit reference
+    /// fallbacks for everything else.
+    Cpu,
 }
 
 impl Target {
     /// Every target, in the order `--help` lists them.
-    pub const ALL: &'static [Target] = &[Target::Reference];
+    pub const ALL: &'static [Target] = &[Target::Reference, Target::Cpu];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Target::Reference => "reference",
+            Target::Cpu => "cpu",
         }
     }
 
@@ -37,6 +41,8 @@ impl Target {
     pub fn supports(self, node: &Node) -> bool {
         match self {
             Target::Reference => jiuzhou_target_reference::is_supported(&node.op),
+            // Every op without a CPU kernel runs the reference implementation, explicitly (see `fallback_ops`).
+            Target::Cpu => jiuzhou_target_reference::is_supported(&node.op),
         }
     }
 }
@@ -77,6 +83,14 @@ pub enum CompileError {
     /// The e-graph optimizer failed.
     #[error(transparent)]
     Optimize(#[from] OptError),
+    /// The target's code generator failed.
+    #[error("target {target}: {message}")]
+    Codegen {
+        /// The target.
+        target: Target,
+        /// What failed.
+        message: String,
+    },
 }
 
 fn fmt_missing(target: &Target, opset: &i64, missing: &[MissingOp]) -> String {
@@ -140,8 +154,14 @@ pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session
     }
     let signature = Signature::of(&graph);
     let graph = Arc::new(graph);
-    let exec = match target {
+    let exec: Box<dyn jiuzhou_runtime::Executable> = match target {
         Target::Reference => Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
+        Target::Cpu => Box::new(jiuzhou_target_cpu::CpuExecutable::compile(graph).map_err(
+            |e| CompileError::Codegen {
+                target,
+                message: e.0,
+            },
+        )?),
     };
     tracing::debug!(%target, "compiled");
     Ok(Session::new(signature, exec))
@@ -219,7 +239,9 @@ impl Target {
     /// The cost model the optimizer uses for this target.
     pub fn cost_model(self) -> Box<dyn CostModel> {
         match self {
-            Target::Reference => Box::new(ReferenceCost),
+            // The CPU target runs every op the reference does (the rest through explicit fallbacks); until it has
+            // a roofline model of its own kernels, it counts ops like the reference.
+            Target::Reference | Target::Cpu => Box::new(ReferenceCost),
         }
     }
 }

@@ -366,7 +366,9 @@ fn run_model(
         tracing::info!(?stats, "optimized");
         model.graph = g;
     }
+    let started = std::time::Instant::now();
     let session = jiuzhou_compiler::compile(model, target).context("cannot compile the model")?;
+    let compile_time = started.elapsed();
     let sig = session.signature().clone();
     let mut named: Vec<(String, Value)> = Vec::new();
     let mut positional = 0usize;
@@ -400,7 +402,9 @@ fn run_model(
             .with_context(|| format!("cannot read input `{name}`"))?;
         named.push((name, value));
     }
+    let started = std::time::Instant::now();
     let outputs = session.run_named(named).context("run failed")?;
+    let run_time = started.elapsed();
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut rows = vec![vec![
@@ -434,6 +438,11 @@ fn run_model(
             shape,
         ]);
     }
+    println!(
+        "compiled in {:.1} ms, ran in {:.1} ms",
+        compile_time.as_secs_f64() * 1e3,
+        run_time.as_secs_f64() * 1e3
+    );
     println!("outputs ({} on {}):", outputs.len(), session.target_name());
     print_table(&rows);
     println!(

@@ -35,3 +35,8 @@ fn check_pass_list(target: Target) {
 fn reference_pass_list_holds() {
     check_pass_list(Target::Reference);
 }
+
+#[test]
+fn cpu_pass_list_holds() {
+    check_pass_list(Target::Cpu);
+}

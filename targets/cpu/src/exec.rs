@@ -1,0 +1,845 @@
+//! The compiled executable: a launch plan of kernels over an arena, with explicit reference fallbacks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
+use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_target_reference::Interpreter;
+
+use crate::ExecError;
+use crate::elementwise::{self, BinaryKernels};
+use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
+use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
+use crate::plan::{self, Interval};
+
+/// A node that runs the reference implementation because no CPU kernel covers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackOp {
+    /// The node's name.
+    pub node: String,
+    /// The node's op.
+    pub op: &'static str,
+}
+
+/// A kernel of the launch plan.
+enum Kernel {
+    MatMul {
+        a: ValueId,
+        b: ValueId,
+    },
+    Gemm {
+        a: ValueId,
+        /// `B` as `[k, n]` row-major when it was a constant (pre-packed), else the value as stored.
+        b: GemmB,
+        c: Option<ValueId>,
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        epi: Epilogue,
+    },
+    Conv {
+        x: ValueId,
+        w: ValueId,
+        bias: Option<ValueId>,
+        attrs: ConvAttrs,
+        epi: Epilogue,
+    },
+    Unary {
+        f: UnaryFn,
+        x: ValueId,
+    },
+    /// Inference BatchNormalization with constant statistics, folded at compile time into
+    /// `y = x·scale[c] + shift[c]` along axis 1.
+    Affine {
+        x: ValueId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        epi: Epilogue,
+    },
+    Binary {
+        k: BinaryKernels,
+        a: ValueId,
+        b: ValueId,
+    },
+}
+
+/// The right operand of a Gemm.
+enum GemmB {
+    /// Packed at compile time into `[k, n]` row-major.
+    Packed(Arc<Vec<f32>>, [usize; 2]),
+    /// Read at run time, transposed when `trans_b`.
+    Value(ValueId, bool),
+}
+
+enum StepKind {
+    Kernel(Kernel),
+    /// A one-node graph run by the reference interpreter, with the outer values bound to its inputs.
+    Fallback(Graph, Vec<ValueId>),
+}
+
+struct Step {
+    kind: StepKind,
+    /// The values the step writes (for a fused kernel, the last fused node's outputs).
+    outputs: Vec<ValueId>,
+    /// The values the step reads.
+    reads: Vec<ValueId>,
+    /// Values whose last reader is this step: freed after it.
+    frees: Vec<ValueId>,
+}
+
+/// A graph compiled for the CPU.
+pub struct CpuExecutable {
+    graph: Arc<Graph>,
+    steps: Vec<Step>,
+    fallback_ops: Vec<FallbackOp>,
+    /// Arena offset (in f32 elements) and static shape of every planned value.
+    slots: HashMap<ValueId, (usize, Vec<usize>)>,
+    arena_len: usize,
+    interp: Interpreter,
+    _jit: Arc<Jit>,
+}
+
+/// A value during a run: a tensor on the heap or an f32 tensor in the arena.
+#[derive(Clone)]
+enum Slot {
+    Empty,
+    Heap(Value),
+    Arena,
+}
+
+fn static_f32_shape(graph: &Graph, id: ValueId) -> Option<Vec<usize>> {
+    match &graph.value(id).ty {
+        ValueType::Tensor(t) if t.dtype == DType::F32 => t
+            .shape
+            .as_ref()?
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => Some(*n),
+                Dim::Sym(_) => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn is_f32(graph: &Graph, id: ValueId) -> bool {
+    matches!(&graph.value(id).ty, ValueType::Tensor(t) if t.dtype == DType::F32)
+}
+
+fn const_f32_scalar(graph: &Graph, id: Option<ValueId>) -> Option<Option<f32>> {
+    let Some(id) = id else { return Some(None) };
+    let c = graph.value(id).constant.as_ref()?;
+    match c.as_slice::<f32>() {
+        Ok([v]) => Some(Some(*v)),
+        _ => None,
+    }
+}
+
+/// Every name captured by the subgraphs of `node`, at any depth.
+fn capture_names(node: &Node, out: &mut Vec<String>) {
+    for g in node.op.subgraphs() {
+        for &c in &g.captures {
+            out.push(g.value(c).name.clone());
+        }
+        for n in &g.nodes {
+            capture_names(n, out);
+        }
+    }
+}
+
+/// Wraps `node` into a one-node graph whose inputs are the non-constant values it reads (subgraph captures
+/// included, under their own names so the interpreter resolves them).
+fn wrap_node(graph: &Graph, node: &Node) -> (Graph, Vec<ValueId>) {
+    let mut g = Graph::new(format!("cpu-fallback:{}", node.name));
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut outer = Vec::new();
+    let mut bind = |g: &mut Graph, id: ValueId, outer: &mut Vec<ValueId>| -> ValueId {
+        if let Some(&n) = map.get(&id) {
+            return n;
+        }
+        let info = graph.value(id);
+        let n = match &info.constant {
+            Some(c) => g.add_constant(info.name.clone(), c.clone()),
+            None => {
+                let n = g.add_value(info.name.clone(), info.ty.clone());
+                g.inputs.push(n);
+                outer.push(id);
+                n
+            }
+        };
+        map.insert(id, n);
+        n
+    };
+    let inputs: Vec<Option<ValueId>> = node
+        .inputs
+        .iter()
+        .map(|i| i.map(|id| bind(&mut g, id, &mut outer)))
+        .collect();
+    let mut names = Vec::new();
+    capture_names(node, &mut names);
+    for name in names {
+        if let Some(id) = graph.value_by_name(&name) {
+            bind(&mut g, id, &mut outer);
+        }
+    }
+    let outputs: Vec<ValueId> = node
+        .outputs
+        .iter()
+        .map(|&o| {
+            let info = graph.value(o);
+            g.add_value(info.name.clone(), info.ty.clone())
+        })
+        .collect();
+    g.outputs = outputs.clone();
+    g.nodes.push(Node {
+        name: node.name.clone(),
+        op: node.op.clone(),
+        inputs,
+        outputs,
+    });
+    (g, outer)
+}
+
+/// Chooses a kernel for `node`, or `None` when it must fall back. `relu` says whether a following Relu is fused.
+fn select_kernel(
+    graph: &Graph,
+    node: &Node,
+    jit: &mut Jit,
+    unary: &mut Vec<(usize, crate::jit::FuncId)>,
+    binary: &mut Vec<(usize, [crate::jit::FuncId; 3])>,
+    step: usize,
+) -> Result<Option<Kernel>, ExecError> {
+    let ins: Vec<Option<ValueId>> = node.inputs.clone();
+    let req = |i: usize| ins.get(i).copied().flatten();
+    let all_f32 = ins.iter().flatten().all(|&i| is_f32(graph, i))
+        && node.outputs.iter().all(|&o| is_f32(graph, o));
+    if !all_f32 || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let bop = match &node.op {
+        Op::Add(_) | Op::Sum(_) => Some(BinaryOp::Add),
+        Op::Sub(_) => Some(BinaryOp::Sub),
+        Op::Mul(_) => Some(BinaryOp::Mul),
+        Op::Div(_) => Some(BinaryOp::Div),
+        Op::Max(_) => Some(BinaryOp::Max),
+        Op::Min(_) => Some(BinaryOp::Min),
+        _ => None,
+    };
+    if let Some(op) = bop {
+        let (Some(a), Some(b), 2) = (req(0), req(1), ins.len()) else {
+            return Ok(None);
+        };
+        let ids = [
+            jit.binary(op, Operand::Vector, Operand::Vector)?,
+            jit.binary(op, Operand::Vector, Operand::Scalar)?,
+            jit.binary(op, Operand::Scalar, Operand::Vector)?,
+        ];
+        binary.push((step, ids));
+        // The function pointers are filled in once the module is finalized.
+        return Ok(Some(Kernel::Binary {
+            k: BinaryKernels {
+                vv: placeholder_binary,
+                vs: placeholder_binary,
+                sv: placeholder_binary,
+            },
+            a,
+            b,
+        }));
+    }
+    let kernel = match &node.op {
+        Op::Relu(_) | Op::Neg(_) | Op::Abs(_) | Op::Sqrt(_) | Op::Clip(_) => {
+            let Some(x) = req(0) else { return Ok(None) };
+            let op = match &node.op {
+                Op::Relu(_) => UnaryOp::Relu,
+                Op::Neg(_) => UnaryOp::Neg,
+                Op::Abs(_) => UnaryOp::Abs,
+                Op::Sqrt(_) => UnaryOp::Sqrt,
+                _ => {
+                    let (Some(lo), Some(hi)) = (
+                        const_f32_scalar(graph, req(1)),
+                        const_f32_scalar(graph, req(2)),
+                    ) else {
+                        return Ok(None);
+                    };
+                    UnaryOp::Clip {
+                        lo: lo.unwrap_or(f32::NEG_INFINITY),
+                        hi: hi.unwrap_or(f32::INFINITY),
+                    }
+                }
+            };
+            let id = jit.unary(op)?;
+            unary.push((step, id));
+            Kernel::Unary {
+                f: placeholder_unary,
+                x,
+            }
+        }
+        Op::BatchNormalization(bn) if bn.training_mode == 0 => {
+            let Some(x) = req(0) else { return Ok(None) };
+            let consts: Option<Vec<&[f32]>> = (1..5)
+                .map(|i| {
+                    let c = graph.value(req(i)?).constant.as_ref()?;
+                    (c.rank() == 1).then(|| c.as_slice::<f32>().ok()).flatten()
+                })
+                .collect();
+            let Some(p) = consts else { return Ok(None) };
+            let c = p[0].len();
+            if p.iter().any(|v| v.len() != c) {
+                return Ok(None);
+            }
+            let (mut scale, mut shift) = (Vec::with_capacity(c), Vec::with_capacity(c));
+            let (gamma, beta, mean, var) = (p[0], p[1], p[2], p[3]);
+            for (((&g, &b), &m), &v) in gamma.iter().zip(beta).zip(mean).zip(var) {
+                let a = g as f64 / (v as f64 + bn.epsilon as f64).sqrt();
+                scale.push(a as f32);
+                shift.push((b as f64 - m as f64 * a) as f32);
+            }
+            Kernel::Affine {
+                x,
+                scale,
+                shift,
+                epi: Epilogue::default(),
+            }
+        }
+        Op::MatMul(_) => {
+            let (Some(a), Some(b)) = (req(0), req(1)) else {
+                return Ok(None);
+            };
+            Kernel::MatMul { a, b }
+        }
+        Op::Gemm(g) => {
+            let (Some(a), Some(b)) = (req(0), req(1)) else {
+                return Ok(None);
+            };
+            let trans_b = g.transB != 0;
+            let bk = match &graph.value(b).constant {
+                Some(t) if t.rank() == 2 => {
+                    let data = t
+                        .as_slice::<f32>()
+                        .map_err(|e| ExecError::new(e.to_string()))?;
+                    let (r, c) = (t.shape()[0], t.shape()[1]);
+                    if trans_b {
+                        let mut p = vec![0.0f32; r * c];
+                        for i in 0..r {
+                            for j in 0..c {
+                                p[j * r + i] = data[i * c + j];
+                            }
+                        }
+                        GemmB::Packed(Arc::new(p), [c, r])
+                    } else {
+                        GemmB::Packed(Arc::new(data.to_vec()), [r, c])
+                    }
+                }
+                _ => GemmB::Value(b, trans_b),
+            };
+            Kernel::Gemm {
+                a,
+                b: bk,
+                c: req(2),
+                alpha: g.alpha,
+                beta: g.beta,
+                trans_a: g.transA != 0,
+                epi: Epilogue::default(),
+            }
+        }
+        Op::Conv(c) => {
+            let (Some(x), Some(w)) = (req(0), req(1)) else {
+                return Ok(None);
+            };
+            Kernel::Conv {
+                x,
+                w,
+                bias: req(2),
+                attrs: ConvAttrs {
+                    auto_pad: c.auto_pad.clone(),
+                    dilations: c.dilations.clone(),
+                    group: c.group,
+                    kernel_shape: c.kernel_shape.clone(),
+                    pads: c.pads.clone(),
+                    strides: c.strides.clone(),
+                },
+                epi: Epilogue::default(),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(kernel))
+}
+
+unsafe extern "C" fn placeholder_unary(_: *const f32, _: *mut f32, _: usize) {}
+unsafe extern "C" fn placeholder_binary(_: *const f32, _: *const f32, _: *mut f32, _: usize) {}
+
+impl CpuExecutable {
+    /// Compiles `graph`: chooses a kernel or an explicit fallback per node, fuses Relu into a preceding Conv or
+    /// Gemm, generates the elementwise kernels, and plans the arena.
+    pub fn compile(graph: Arc<Graph>) -> Result<CpuExecutable, ExecError> {
+        let g = &*graph;
+        let mut jit = Jit::new()?;
+        let mut unary_ids = Vec::new();
+        let mut binary_ids = Vec::new();
+        let uses = g.use_counts();
+        let outputs: HashSet<ValueId> = g.outputs.iter().copied().collect();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut fallback_ops = Vec::new();
+        let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
+        // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
+        let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
+        for node in &g.nodes {
+            // A Relu whose input is the single-use output of a Conv/Gemm step is fused into that step.
+            if let (Op::Relu(_), Some(Some(x)), 1) =
+                (&node.op, node.inputs.first(), node.outputs.len())
+                && let Some(&si) = fused_into.get(x)
+                && uses.get(x.index()) == Some(&1)
+                && !outputs.contains(x)
+                && !has_subgraphs
+                && is_f32(g, node.outputs[0])
+                && let StepKind::Kernel(
+                    Kernel::Conv { epi, .. }
+                    | Kernel::Gemm { epi, .. }
+                    | Kernel::Affine { epi, .. },
+                ) = &mut steps[si].kind
+                && !epi.relu
+            {
+                epi.relu = true;
+                steps[si].outputs = node.outputs.clone();
+                fused_into.remove(x);
+                continue;
+            }
+            let si = steps.len();
+            match select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)? {
+                Some(k) => {
+                    if matches!(
+                        k,
+                        Kernel::Conv { .. } | Kernel::Gemm { .. } | Kernel::Affine { .. }
+                    ) {
+                        fused_into.insert(node.outputs[0], si);
+                    }
+                    steps.push(Step {
+                        reads: node.inputs.iter().flatten().copied().collect(),
+                        kind: StepKind::Kernel(k),
+                        outputs: node.outputs.clone(),
+                        frees: Vec::new(),
+                    });
+                }
+                None => {
+                    let (wrapped, outer) = wrap_node(g, node);
+                    fallback_ops.push(FallbackOp {
+                        node: node.name.clone(),
+                        op: node.op.name(),
+                    });
+                    steps.push(Step {
+                        reads: outer.clone(),
+                        kind: StepKind::Fallback(wrapped, outer),
+                        outputs: node.outputs.clone(),
+                        frees: Vec::new(),
+                    });
+                }
+            }
+        }
+        jit.finish()?;
+        for (si, id) in unary_ids {
+            if let StepKind::Kernel(Kernel::Unary { f, .. }) = &mut steps[si].kind {
+                *f = jit.unary_fn(id)?;
+            }
+        }
+        for (si, [vv, vs, sv]) in binary_ids {
+            if let StepKind::Kernel(Kernel::Binary { k, .. }) = &mut steps[si].kind {
+                *k = BinaryKernels {
+                    vv: jit.binary_fn(vv)?,
+                    vs: jit.binary_fn(vs)?,
+                    sv: jit.binary_fn(sv)?,
+                };
+            }
+        }
+
+        // Liveness: the last step that reads each value.
+        let mut last: HashMap<ValueId, usize> = HashMap::new();
+        for (si, s) in steps.iter().enumerate() {
+            for &r in &s.reads {
+                last.insert(r, si);
+            }
+        }
+        for (&v, &si) in &last {
+            if !outputs.contains(&v) && g.value(v).constant.is_none() && !has_subgraphs {
+                steps[si].frees.push(v);
+            }
+        }
+        // The arena holds the f32 outputs of kernel steps with static shapes that are not graph outputs.
+        let mut planned: Vec<(ValueId, Vec<usize>)> = Vec::new();
+        let mut intervals = Vec::new();
+        for (si, s) in steps.iter().enumerate() {
+            if !matches!(s.kind, StepKind::Kernel(_)) {
+                continue;
+            }
+            for &o in &s.outputs {
+                if outputs.contains(&o) || has_subgraphs {
+                    continue;
+                }
+                if let Some(shape) = static_f32_shape(g, o) {
+                    let len = jiuzhou_ir::tensor::checked_numel(&shape, DType::F32)
+                        .map_err(|e| ExecError::new(e.to_string()))?;
+                    if len == 0 {
+                        continue;
+                    }
+                    intervals.push(Interval {
+                        len,
+                        first: si,
+                        last: last.get(&o).copied().unwrap_or(si).max(si),
+                    });
+                    planned.push((o, shape));
+                }
+            }
+        }
+        let (offsets, arena_len) = plan::plan(&intervals);
+        let slots = planned
+            .into_iter()
+            .zip(offsets)
+            .map(|((v, shape), off)| (v, (off, shape)))
+            .collect();
+        if !fallback_ops.is_empty() {
+            let list: Vec<String> = fallback_ops
+                .iter()
+                .map(|f| format!("{} ({})", f.node, f.op))
+                .collect();
+            tracing::info!(
+                count = fallback_ops.len(),
+                "cpu target: nodes running the reference implementation: {}",
+                list.join(", ")
+            );
+        }
+        tracing::info!(
+            steps = steps.len(),
+            peak_arena_bytes = arena_len * 4,
+            "cpu target: compiled"
+        );
+        Ok(CpuExecutable {
+            graph,
+            steps,
+            fallback_ops,
+            slots,
+            arena_len,
+            interp: Interpreter::default(),
+            _jit: Arc::new(jit),
+        })
+    }
+
+    /// The nodes that run the reference implementation, in graph order.
+    pub fn fallback_ops(&self) -> &[FallbackOp] {
+        &self.fallback_ops
+    }
+
+    /// The size of the arena holding the planned intermediate tensors, in bytes.
+    pub fn peak_arena_bytes(&self) -> usize {
+        self.arena_len * 4
+    }
+
+    /// The number of steps (kernels and fallbacks) of the launch plan.
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn run_impl(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+        let g = &*self.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(ExecError::new(format!(
+                "the graph takes {} inputs, got {}",
+                g.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut env: Vec<Slot> = vec![Slot::Empty; g.values.len()];
+        for (id, v) in g.inputs.iter().zip(inputs) {
+            env[id.index()] = Slot::Heap(v);
+        }
+        for (i, v) in g.values.iter().enumerate() {
+            if let Some(c) = &v.constant {
+                env[i] = Slot::Heap(Value::Tensor(c.clone()));
+            }
+        }
+        let mut arena = vec![0.0f32; self.arena_len];
+        let mut rt = Runtime {
+            exec: self,
+            env,
+            base: arena.as_mut_ptr(),
+        };
+        for step in &self.steps {
+            match &step.kind {
+                StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
+                StepKind::Fallback(wrapped, outer) => {
+                    let vals = outer
+                        .iter()
+                        .map(|&v| rt.value(v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let outs = self
+                        .interp
+                        .run(wrapped, vals)
+                        .map_err(|e| ExecError::new(e.0))?;
+                    if outs.len() < step.outputs.len() {
+                        return Err(ExecError::new("a fallback node returned too few outputs"));
+                    }
+                    for (&o, v) in step.outputs.iter().zip(outs) {
+                        rt.env[o.index()] = Slot::Heap(v);
+                    }
+                }
+            }
+            for &v in &step.frees {
+                rt.env[v.index()] = Slot::Empty;
+            }
+        }
+        let out = g
+            .outputs
+            .iter()
+            .map(|&o| rt.value(o))
+            .collect::<Result<Vec<_>, _>>();
+        drop(arena);
+        out
+    }
+}
+
+/// The state of one run.
+struct Runtime<'a> {
+    exec: &'a CpuExecutable,
+    env: Vec<Slot>,
+    /// The arena's first element. Planned values are disjoint while live, so slices of different live values
+    /// never alias.
+    base: *mut f32,
+}
+
+impl Runtime<'_> {
+    fn name(&self, v: ValueId) -> &str {
+        &self.exec.graph.value(v).name
+    }
+
+    /// An f32 input with its shape.
+    fn f32_in(&self, v: ValueId) -> Result<(&[f32], Vec<usize>), ExecError> {
+        match &self.env[v.index()] {
+            Slot::Heap(Value::Tensor(t)) => {
+                let s = t.as_slice::<f32>().map_err(|_| {
+                    ExecError::new(format!(
+                        "`{}` should be f32, got {}",
+                        self.name(v),
+                        t.dtype()
+                    ))
+                })?;
+                Ok((s, t.shape().to_vec()))
+            }
+            Slot::Arena => {
+                let (off, shape) = &self.exec.slots[&v];
+                let len = shape.iter().product();
+                // SAFETY: the plan gives every live value its own `len` elements inside the arena.
+                Ok((
+                    unsafe { std::slice::from_raw_parts(self.base.add(*off), len) },
+                    shape.clone(),
+                ))
+            }
+            Slot::Heap(_) => Err(ExecError::new(format!(
+                "`{}` should be a tensor",
+                self.name(v)
+            ))),
+            Slot::Empty => Err(ExecError::new(format!(
+                "value `{}` is read before it is computed",
+                self.name(v)
+            ))),
+        }
+    }
+
+    /// A value as a run-time value (arena tensors are copied out).
+    fn value(&self, v: ValueId) -> Result<Value, ExecError> {
+        match &self.env[v.index()] {
+            Slot::Heap(val) => Ok(val.clone()),
+            Slot::Arena => {
+                let (data, shape) = self.f32_in(v)?;
+                let t = Tensor::from_vec(shape, data.to_vec())
+                    .map_err(|e| ExecError::new(e.to_string()))?;
+                Ok(Value::Tensor(Arc::new(t)))
+            }
+            Slot::Empty => Err(ExecError::new(format!(
+                "value `{}` is read before it is computed",
+                self.name(v)
+            ))),
+        }
+    }
+
+    /// Runs `f` on an output buffer of `shape` for value `out`, placed in the arena when planned.
+    fn write(
+        &mut self,
+        out: ValueId,
+        shape: Vec<usize>,
+        f: impl FnOnce(&Self, &mut [f32]) -> Result<(), ExecError>,
+    ) -> Result<(), ExecError> {
+        let len = jiuzhou_ir::tensor::checked_numel(&shape, DType::F32)
+            .map_err(|e| ExecError::new(e.to_string()))?;
+        if let Some((off, planned)) = self.exec.slots.get(&out) {
+            if *planned != shape {
+                return Err(ExecError::new(format!(
+                    "`{}` has shape {shape:?}, but {planned:?} was planned",
+                    self.name(out)
+                )));
+            }
+            // SAFETY: the plan reserves `len` elements at `off` for `out`, disjoint from every value live now
+            // (the inputs of this step included).
+            let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(*off), len) };
+            f(self, buf)?;
+            self.env[out.index()] = Slot::Arena;
+        } else {
+            let mut buf = vec![0.0f32; len];
+            f(self, &mut buf)?;
+            let t = Tensor::from_vec(shape, buf).map_err(|e| ExecError::new(e.to_string()))?;
+            self.env[out.index()] = Slot::Heap(Value::Tensor(Arc::new(t)));
+        }
+        Ok(())
+    }
+
+    fn kernel(&mut self, k: &Kernel, out: ValueId) -> Result<(), ExecError> {
+        match k {
+            Kernel::MatMul { a, b } => {
+                let shape = {
+                    let (_, ash) = self.f32_in(*a)?;
+                    let (_, bsh) = self.f32_in(*b)?;
+                    linalg::matmul_shape(&ash, &bsh)?
+                };
+                self.write(out, shape, |rt, buf| {
+                    let (ad, ash) = rt.f32_in(*a)?;
+                    let (bd, bsh) = rt.f32_in(*b)?;
+                    linalg::matmul(ad, &ash, bd, &bsh, buf)
+                })
+            }
+            Kernel::Gemm {
+                a,
+                b,
+                c,
+                alpha,
+                beta,
+                trans_a,
+                epi,
+            } => {
+                let run = |rt: &Self, buf: Option<&mut [f32]>| -> Result<Vec<usize>, ExecError> {
+                    let (ad, ash) = rt.f32_in(*a)?;
+                    let (bd, bsh, trans_b) = match b {
+                        GemmB::Packed(p, s) => (&p[..], s.to_vec(), false),
+                        GemmB::Value(v, t) => {
+                            let (d, s) = rt.f32_in(*v)?;
+                            (d, s, *t)
+                        }
+                    };
+                    let cv = match c {
+                        Some(c) => Some(rt.f32_in(*c)?),
+                        None => None,
+                    };
+                    let args = GemmArgs {
+                        a: ad,
+                        ash: &ash,
+                        trans_a: *trans_a,
+                        b: bd,
+                        bsh: &bsh,
+                        trans_b,
+                        c: cv.as_ref().map(|(d, s)| (*d, &s[..])),
+                        alpha: *alpha,
+                        beta: *beta,
+                    };
+                    let shape = linalg::gemm_shape(&args)?;
+                    if let Some(buf) = buf {
+                        linalg::gemm(&args, buf, *epi)?;
+                    }
+                    Ok(shape)
+                };
+                let shape = run(self, None)?;
+                self.write(out, shape, |rt, buf| run(rt, Some(buf)).map(|_| ()))
+            }
+            Kernel::Conv {
+                x,
+                w,
+                bias,
+                attrs,
+                epi,
+            } => {
+                let geom = {
+                    let (_, xs) = self.f32_in(*x)?;
+                    let (_, ws) = self.f32_in(*w)?;
+                    ConvGeom::new(&xs, &ws, attrs)?
+                };
+                self.write(out, geom.out_shape.clone(), |rt, buf| {
+                    let (xd, _) = rt.f32_in(*x)?;
+                    let (wd, _) = rt.f32_in(*w)?;
+                    let bd = match bias {
+                        Some(b) => Some(rt.f32_in(*b)?.0),
+                        None => None,
+                    };
+                    linalg::conv(&geom, xd, wd, bd, buf, *epi)
+                })
+            }
+            Kernel::Unary { f, x } => {
+                let shape = self.f32_in(*x)?.1;
+                self.write(out, shape, |rt, buf| {
+                    let (xd, _) = rt.f32_in(*x)?;
+                    if xd.len() != buf.len() {
+                        return Err(ExecError::new("unary buffers differ in length"));
+                    }
+                    if !xd.is_empty() {
+                        // SAFETY: both buffers hold `len` elements.
+                        unsafe { f(xd.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+                    }
+                    Ok(())
+                })
+            }
+            Kernel::Affine {
+                x,
+                scale,
+                shift,
+                epi,
+            } => {
+                let shape = self.f32_in(*x)?.1;
+                if shape.len() < 2 || shape[1] != scale.len() {
+                    return Err(ExecError::new(format!(
+                        "BatchNormalization: input {shape:?} does not have {} channels",
+                        scale.len()
+                    )));
+                }
+                let inner: usize = shape[2..].iter().product();
+                self.write(out, shape, |rt, buf| {
+                    let (xd, _) = rt.f32_in(*x)?;
+                    if inner > 0 {
+                        for (k, (src, dst)) in xd
+                            .chunks_exact(inner)
+                            .zip(buf.chunks_exact_mut(inner))
+                            .enumerate()
+                        {
+                            let c = k % scale.len();
+                            let (a, b) = (scale[c], shift[c]);
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = v * a + b;
+                            }
+                            if epi.relu {
+                                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            Kernel::Binary { k, a, b } => {
+                let shape = {
+                    let (_, ash) = self.f32_in(*a)?;
+                    let (_, bsh) = self.f32_in(*b)?;
+                    elementwise::binary_shape(&ash, &bsh)?
+                };
+                self.write(out, shape, |rt, buf| {
+                    let (ad, ash) = rt.f32_in(*a)?;
+                    let (bd, bsh) = rt.f32_in(*b)?;
+                    elementwise::binary(k, ad, &ash, bd, &bsh, buf)
+                })
+            }
+        }
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
+        self.run_impl(inputs).map_err(|e| RunError::Exec(e.0))
+    }
+
+    fn target_name(&self) -> &str {
+        "cpu"
+    }
+}
