@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use jiuzhou_ir::{Graph, Node, Op, Tensor, TensorType, ValueId, ValueType};
+use jiuzhou_ir::{Graph, Node, Op, Tensor, ValueType};
 use jiuzhou_passes::egraph::{self, ConstEvaluator, CostModel, OptError};
 use jiuzhou_runtime::{Session, Signature};
 
@@ -206,30 +206,8 @@ impl ConstEvaluator for ReferenceEvaluator {
         if !jiuzhou_target_reference::is_supported(op) {
             return None;
         }
-        let mut g = Graph::new("fold");
-        let ins = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.as_ref()
-                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
-            })
-            .collect();
-        let outs: Vec<ValueId> = (0..num_outputs)
-            .map(|k| {
-                let ty = TensorType::unranked(jiuzhou_ir::DType::F32);
-                g.add_value(format!("o{k}"), ty.into())
-            })
-            .collect();
-        g.nodes.push(Node {
-            name: "fold".into(),
-            op: op.clone(),
-            inputs: ins,
-            outputs: outs.clone(),
-        });
-        g.outputs = outs;
         let vals = jiuzhou_target_reference::Interpreter::default()
-            .run(&g, vec![])
+            .eval_op(op, inputs, num_outputs)
             .ok()?;
         vals.into_iter().map(|v| v.as_tensor().cloned()).collect()
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use jiuzhou_ir::{DType, Graph, Node, Op, Tensor, TensorType, ValueId};
+use jiuzhou_ir::{Op, Tensor};
 use jiuzhou_passes::egraph::{ConstEvaluator, OpCountCost, Options, optimize};
 use jiuzhou_target_reference::Interpreter;
 
@@ -16,26 +16,7 @@ struct ReferenceEvaluator;
 
 impl ConstEvaluator for ReferenceEvaluator {
     fn eval(&self, op: &Op, inputs: &[Option<Arc<Tensor>>], n: usize) -> Option<Vec<Arc<Tensor>>> {
-        let mut g = Graph::new("fold");
-        let ins = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.as_ref()
-                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
-            })
-            .collect();
-        let outs: Vec<ValueId> = (0..n)
-            .map(|k| g.add_value(format!("o{k}"), TensorType::unranked(DType::F32).into()))
-            .collect();
-        g.nodes.push(Node {
-            name: "n".into(),
-            op: op.clone(),
-            inputs: ins,
-            outputs: outs.clone(),
-        });
-        g.outputs = outs;
-        let vals = Interpreter::default().run(&g, vec![]).ok()?;
+        let vals = Interpreter::default().eval_op(op, inputs, n).ok()?;
         vals.into_iter().map(|v| v.as_tensor().cloned()).collect()
     }
 }

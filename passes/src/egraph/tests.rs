@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use jiuzhou_ir::{
-    DType, Graph, GraphBuilder, Node, Op, Tensor, TensorType, Value, ValueId, ValueType, ops,
+    DType, Graph, GraphBuilder, Op, Tensor, TensorType, Value, ValueId, ValueType, ops,
 };
 use jiuzhou_target_reference::Interpreter;
 
@@ -25,26 +25,9 @@ impl ConstEvaluator for ReferenceEvaluator {
         inputs: &[Option<Arc<Tensor>>],
         num_outputs: usize,
     ) -> Option<Vec<Arc<Tensor>>> {
-        let mut g = Graph::new("fold");
-        let ins = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.as_ref()
-                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
-            })
-            .collect();
-        let outs: Vec<ValueId> = (0..num_outputs)
-            .map(|k| g.add_value(format!("o{k}"), TensorType::unranked(DType::F32).into()))
-            .collect();
-        g.nodes.push(Node {
-            name: "n".into(),
-            op: op.clone(),
-            inputs: ins,
-            outputs: outs.clone(),
-        });
-        g.outputs = outs;
-        let vals = Interpreter::default().run(&g, vec![]).ok()?;
+        let vals = Interpreter::default()
+            .eval_op(op, inputs, num_outputs)
+            .ok()?;
         vals.into_iter().map(|v| v.as_tensor().cloned()).collect()
     }
 }

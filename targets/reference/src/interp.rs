@@ -203,6 +203,39 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
+    /// Evaluates one op on constant tensors (`None` is an absent optional input) and returns its
+    /// `num_outputs` outputs: what constant folding asks of the reference semantics.
+    pub fn eval_op(
+        &self,
+        op: &Op,
+        inputs: &[Option<Arc<Tensor>>],
+        num_outputs: usize,
+    ) -> Result<Vec<Value>, EvalError> {
+        let mut g = Graph::new("eval_op");
+        let ins = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_ref()
+                    .map(|t| g.add_constant(format!("c{i}"), t.clone()))
+            })
+            .collect();
+        let outs: Vec<_> = (0..num_outputs)
+            .map(|k| {
+                let ty = jiuzhou_ir::TensorType::unranked(jiuzhou_ir::DType::F32);
+                g.add_value(format!("o{k}"), ty.into())
+            })
+            .collect();
+        g.nodes.push(jiuzhou_ir::Node {
+            name: "eval_op".into(),
+            op: op.clone(),
+            inputs: ins,
+            outputs: outs.clone(),
+        });
+        g.outputs = outs;
+        self.run(&g, vec![])
+    }
+
     /// Runs `graph` on `inputs` (in graph-input order) and returns its outputs.
     pub fn run(&self, graph: &Graph, inputs: Vec<Value>) -> Result<Vec<Value>, EvalError> {
         self.run_graph(graph, inputs, None)
