@@ -32,6 +32,18 @@ struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// Checks that a bias, if given, has one value per output channel.
+    fn check_bias<T>(&self, bias: Option<&[T]>) -> Result<(), EvalError> {
+        match bias {
+            Some(b) if b.len() != self.out_channels => eval_bail!(
+                "the bias has {} values, expected {}",
+                b.len(),
+                self.out_channels
+            ),
+            _ => Ok(()),
+        }
+    }
+
     fn kernel_len(&self) -> usize {
         self.kernel.iter().product()
     }
@@ -178,15 +190,7 @@ fn conv_typed<T: Scalar>(
     if x.len() != g.batch * g.in_channels * ilen || w.len() != g.out_channels * kdim {
         eval_bail!("convolution operands do not match their shapes");
     }
-    if let Some(b) = bias
-        && b.len() != g.out_channels
-    {
-        eval_bail!(
-            "the bias has {} values, expected {}",
-            b.len(),
-            g.out_channels
-        );
-    }
+    g.check_bias(bias)?;
     let mut y = vec![T::ZERO; numel(&g.out_shape, dtype)?];
     // A 1x1 kernel with unit strides and no padding reads the input as it is: no im2col copy.
     let pointwise =
@@ -429,15 +433,7 @@ fn conv_transpose_typed<T: Scalar>(
     if x.len() != g.batch * g.in_channels * ilen || w.len() != g.in_channels * mg * klen {
         eval_bail!("ConvTranspose operands do not match their shapes");
     }
-    if let Some(b) = bias
-        && b.len() != g.out_channels
-    {
-        eval_bail!(
-            "the bias has {} values, expected {}",
-            b.len(),
-            g.out_channels
-        );
-    }
+    g.check_bias(bias)?;
     let mut y = vec![T::ZERO; numel(&g.out_shape, dtype)?];
     let rows = mg * klen;
     let mut col = vec![T::ZERO; numel(&[rows, ilen], dtype)?];
