@@ -43,8 +43,8 @@ pub struct Trap {
     pub engine: Option<Engine>,
     /// The instruction, in assembly text.
     pub instr: String,
-    /// What went wrong.
-    pub kind: TrapKind,
+    /// What went wrong (boxed: traps are rare and `Result<_, Trap>` stays small).
+    pub kind: Box<TrapKind>,
 }
 
 impl fmt::Display for Trap {
@@ -398,7 +398,7 @@ impl Machine {
     ) -> Result<Region, TrapKind> {
         let (loc, size, align) = self.locate(&access.mem, engine)?;
         let mem = access.mem.name().to_string();
-        if access.offset % align != 0 {
+        if !access.offset.is_multiple_of(align) {
             return Err(TrapKind::Unaligned {
                 mem,
                 offset: access.offset,
@@ -490,12 +490,12 @@ impl Machine {
     fn dma(&self, d: &Dma, load: bool) -> Result<Effect, TrapKind> {
         let engine = if load { Engine::DmaIn } else { Engine::DmaOut };
         let (src_global, dst_global) = (d.src.mem == Mem::Global, d.dst.mem == Mem::Global);
-        if load && !(src_global && !dst_global) {
+        if load && (dst_global || !src_global) {
             return Err(TrapKind::BadOperands(
                 "load reads global memory and writes a buffer".into(),
             ));
         }
-        if !load && !(!src_global && dst_global) {
+        if !load && (src_global || !dst_global) {
             return Err(TrapKind::BadOperands(
                 "store reads a buffer and writes global memory".into(),
             ));
@@ -921,7 +921,7 @@ impl<'a> Run<'a> {
             index,
             engine: instr.and_then(Instr::engine),
             instr: instr.map(ToString::to_string).unwrap_or_default(),
-            kind,
+            kind: Box::new(kind),
         }
     }
 

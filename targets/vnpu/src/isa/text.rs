@@ -654,7 +654,7 @@ mod tests {
             ),
             (
                 "vec.exp dst=ÜB[0]:f32",
-                "line 1, column 13: unexpected character",
+                "line 1, column 13: expected a value",
             ),
         ];
         for (text, want) in cases {

@@ -1,0 +1,508 @@
+//! Hand-written vnpu programs run on both shipped profiles: a double-buffered tiled matmul, a softmax, and
+//! deliberately broken programs; their text forms, cycle counts and a trace are golden files under
+//! `tests/golden/` (rewrite them with `UPDATE_GOLDEN=1 cargo test -p jiuzhou-target-vnpu`).
+
+use std::path::PathBuf;
+
+use jiuzhou_target_vnpu::isa::{binary, text};
+use jiuzhou_target_vnpu::{
+    Access, BinaryOp, DType, Engine, Machine, Operand, Profile, Program, ProgramBuilder, ReduceOp,
+    SimReport, UnaryOp, trace,
+};
+
+const PROFILES: [&str; 2] = ["default", "vector_heavy"];
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Compares `actual` with the golden file `name`, or rewrites the file when `UPDATE_GOLDEN` is set.
+fn check_golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "golden file {} differs (rerun with UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+const DIM: u64 = 64;
+const A_AT: u64 = 0;
+const B_AT: u64 = DIM * DIM * 4;
+const C_AT: u64 = 2 * DIM * DIM * 4;
+
+/// `C[64×64] = A[64×64] · B[64×64]` (f32 in global memory) with the profile's matrix input dtype on chip: 32×32
+/// output blocks, 32-deep k steps, double-buffered L0A/L0B (the load of step n+1 overlaps the mmad of step n) and
+/// double-buffered L0C (the store of one block overlaps the next block's mmads).
+fn matmul64(p: &Profile) -> Program {
+    let (bm, bn, ks) = (32, 32, 32);
+    let [tm, tn, tk] = p.matrix.tile;
+    let input = p.matrix.input_dtypes[0];
+    let (slot_a, slot_b, slot_c) = (bm * ks * input.size(), ks * bn * input.size(), bm * bn * 4);
+    let mut b = ProgramBuilder::new();
+    let mut step = 0u64;
+    for (blk, (bi, bj)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+        let cs = (blk % 2) as u64;
+        for kk in 0..DIM / ks {
+            let s = step % 2;
+            if step >= 2 {
+                b.wait_flag(Engine::Cube, Engine::DmaIn, 2 + s as u8);
+            }
+            let a_src = A_AT + ((bi * bm) * DIM + kk * ks) * 4;
+            let b_src = B_AT + ((kk * ks) * DIM + bj * bn) * 4;
+            b.load_2d(
+                Access::buf("L0A", s * slot_a, input),
+                Access::gm(a_src, DType::F32),
+                bm,
+                ks,
+                DIM,
+            )
+            .load_2d(
+                Access::buf("L0B", s * slot_b, input),
+                Access::gm(b_src, DType::F32),
+                ks,
+                bn,
+                DIM,
+            )
+            .sync(Engine::DmaIn, Engine::Cube, s as u8);
+            if kk == 0 && blk >= 2 {
+                b.wait_flag(Engine::DmaOut, Engine::Cube, 6 + cs as u8);
+            }
+            b.mmad(
+                Access::buf("L0C", cs * slot_c, DType::F32),
+                Access::buf("L0A", s * slot_a, input),
+                Access::buf("L0B", s * slot_b, input),
+                [bm / tm, bn / tn, ks / tk],
+                kk > 0,
+            )
+            .set_flag(Engine::Cube, Engine::DmaIn, 2 + s as u8);
+            step += 1;
+        }
+        let c_dst = C_AT + ((bi * bm) * DIM + bj * bn) * 4;
+        b.sync(Engine::Cube, Engine::DmaOut, 4 + cs as u8)
+            .store_2d(
+                Access::gm(c_dst, DType::F32),
+                Access::buf("L0C", cs * slot_c, DType::F32),
+                bm,
+                bn,
+                DIM,
+            )
+            .set_flag(Engine::DmaOut, Engine::Cube, 6 + cs as u8);
+    }
+    b.build()
+}
+
+const ROWS: u64 = 4;
+const COLS: u64 = 64;
+
+/// Softmax over each of 4 rows of 64 f32 values, in place in UB: max, subtract (per-row broadcast), exp, sum,
+/// divide (per-row broadcast).
+fn softmax(_p: &Profile) -> Program {
+    let f = DType::F32;
+    let (x, mx, sm) = (
+        Access::buf("UB", 0, f),
+        Access::buf("UB", 1024, f),
+        Access::buf("UB", 1088, f),
+    );
+    let shape = [ROWS, COLS];
+    let mut b = ProgramBuilder::new();
+    b.load_2d(x.clone(), Access::gm(0, f), ROWS, COLS, COLS)
+        .sync(Engine::DmaIn, Engine::Vector, 0)
+        .reduce(ReduceOp::Max, mx.clone(), x.clone(), shape)
+        .binary(BinaryOp::Sub, x.clone(), x.clone(), Operand::Row(mx), shape)
+        .unary(UnaryOp::Exp, x.clone(), x.clone(), shape)
+        .reduce(ReduceOp::Sum, sm.clone(), x.clone(), shape)
+        .binary(BinaryOp::Div, x.clone(), x.clone(), Operand::Row(sm), shape)
+        .sync(Engine::Vector, Engine::DmaOut, 1)
+        .store_2d(Access::gm(4096, f), x, ROWS, COLS, COLS);
+    b.build()
+}
+
+fn machine(profile: &str) -> Machine {
+    Machine::new(Profile::by_name(profile).unwrap())
+}
+
+fn round(dtype: DType, v: f32) -> f32 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
+fn run_matmul(profile: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>, SimReport, DType) {
+    let mut m = machine(profile);
+    let n = (DIM * DIM) as usize;
+    let (a, b) = (values(n, 1), values(n, 2));
+    m.write_global_values(A_AT, DType::F32, &a).unwrap();
+    m.write_global_values(B_AT, DType::F32, &b).unwrap();
+    let program = matmul64(m.profile());
+    let input = m.profile().matrix.input_dtypes[0];
+    let report = m.run(&program).unwrap_or_else(|t| panic!("{t}"));
+    let c = m.read_global_values(C_AT, DType::F32, DIM * DIM).unwrap();
+    (a, b, c, report, input)
+}
+
+#[test]
+fn tiled_matmul_matches_the_reference_on_every_profile() {
+    for profile in PROFILES {
+        let (a, b, c, report, input) = run_matmul(profile);
+        let d = DIM as usize;
+        let eps = match input {
+            DType::F16 => 2f64.powi(-11),
+            _ => 2f64.powi(-8),
+        };
+        for i in 0..d {
+            for j in 0..d {
+                // Bit-exact: inputs rounded to the cube's dtype, products exact in f32, summed in ascending k.
+                let mut s = 0f32;
+                let mut exact = 0f64;
+                for k in 0..d {
+                    s += round(input, a[i * d + k]) * round(input, b[k * d + j]);
+                    exact += f64::from(a[i * d + k]) * f64::from(b[k * d + j]);
+                }
+                let got = c[i * d + j];
+                assert_eq!(got.to_bits(), s.to_bits(), "{profile} C[{i}][{j}]");
+                // Within the input rounding bound: |ãb̃ - ab| ≤ (2ε + ε²)|a||b| with |a|, |b| ≤ 1, plus f32 sums.
+                let tol = DIM as f64 * (2.0 * eps + eps * eps) + 1e-5;
+                assert!(
+                    (f64::from(got) - exact).abs() <= tol,
+                    "{profile} C[{i}][{j}] = {got}, exact {exact}"
+                );
+            }
+        }
+        assert_eq!(report.macs, DIM * DIM * DIM);
+        // Each of the 4 output blocks loads a 32×64 strip of A and a 64×32 strip of B, as f32.
+        assert_eq!(report.bytes_loaded, 4 * 2 * (DIM / 2) * DIM * 4);
+        assert_eq!(report.bytes_stored, DIM * DIM * 4);
+        // Double buffering overlaps DMA with compute: the run is shorter than the sum of the busy times.
+        let busy: u64 = report.engines.iter().map(|e| e.busy_cycles).sum();
+        assert!(
+            report.total_cycles < busy,
+            "{profile}: {} cycles, {busy} busy",
+            report.total_cycles
+        );
+    }
+}
+
+#[test]
+fn softmax_rows_match_the_reference() {
+    for profile in PROFILES {
+        let mut m = machine(profile);
+        let x: Vec<f32> = values((ROWS * COLS) as usize, 3)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect();
+        m.write_global_values(0, DType::F32, &x).unwrap();
+        m.run(&softmax(m.profile()))
+            .unwrap_or_else(|t| panic!("{t}"));
+        let y = m.read_global_values(4096, DType::F32, ROWS * COLS).unwrap();
+        for (xr, yr) in x.chunks(COLS as usize).zip(y.chunks(COLS as usize)) {
+            let max = xr
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)));
+            let sum: f64 = xr.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+            for (&xv, &yv) in xr.iter().zip(yr) {
+                let want = (f64::from(xv) - max).exp() / sum;
+                assert!(
+                    (f64::from(yv) - want).abs() <= 1e-6 * want.max(1e-3),
+                    "{profile}: {yv} vs {want}"
+                );
+            }
+            let total: f32 = yr.iter().sum();
+            assert!((total - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+/// The text of every shipped-profile program is golden, and text and binary forms round-trip.
+#[test]
+fn program_text_is_golden_and_round_trips() {
+    let p = Profile::by_name("default").unwrap();
+    for (name, program) in [
+        ("matmul64_default.s", matmul64(&p)),
+        ("softmax_default.s", softmax(&p)),
+    ] {
+        let printed = program.to_string();
+        check_golden(name, &printed);
+        let parsed = text::parse(&printed).unwrap();
+        assert_eq!(parsed, program, "{name}: parse(print(p)) != p");
+        assert_eq!(
+            parsed.to_string(),
+            printed,
+            "{name}: print(parse(text)) != text"
+        );
+        let bytes = binary::encode(&program).unwrap();
+        assert_eq!(
+            binary::decode(&bytes).unwrap(),
+            program,
+            "{name}: decode(encode(p)) != p"
+        );
+    }
+}
+
+/// Cycle counts are deterministic and golden on both profiles.
+#[test]
+fn cycle_counts_are_golden() {
+    let mut out = String::new();
+    for profile in PROFILES {
+        let (.., report, _) = run_matmul(profile);
+        let (.., again, _) = run_matmul(profile);
+        assert_eq!(report, again, "two runs of the same program differ");
+        let mut m = machine(profile);
+        m.write_global_values(0, DType::F32, &values((ROWS * COLS) as usize, 3))
+            .unwrap();
+        let sm = m.run(&softmax(m.profile())).unwrap();
+        for (name, r) in [("matmul64", &report), ("softmax", &sm)] {
+            let busy: Vec<String> = Engine::ALL
+                .iter()
+                .zip(&r.engines)
+                .map(|(e, s)| format!("{e}={}", s.busy_cycles))
+                .collect();
+            out += &format!(
+                "{profile} {name}: total={} busy: {}\n",
+                r.total_cycles,
+                busy.join(" ")
+            );
+        }
+    }
+    check_golden("cycles.txt", &out);
+}
+
+/// A load, an mmad and a store, timed by hand from the profile numbers.
+#[test]
+fn timing_follows_the_profile_formulas() {
+    let text = "\
+load dst=L0A[0]:f16 src=gm[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+load dst=L0B[0]:f16 src=gm[1024]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+set_flag src=dma_in dst=cube id=0
+wait_flag src=dma_in dst=cube id=0
+mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] accumulate=false
+set_flag src=cube dst=dma_out id=0
+wait_flag src=cube dst=dma_out id=0
+store dst=gm[4096]:f32 src=L0C[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+";
+    let mut m = machine("default");
+    let r = m.run(&text::parse(text).unwrap()).unwrap();
+    // default: DMA 64 + 1024 B / min(64, 128) B/cycle = 80 cycles; one tile at 1 cycle.
+    let spans: Vec<(usize, u64, u64)> = r
+        .events
+        .iter()
+        .map(|e| (e.index, e.start, e.cycles))
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            (0, 0, 80),
+            (1, 80, 80),
+            (2, 160, 0),
+            (3, 160, 0),
+            (4, 160, 1),
+            (5, 161, 0),
+            (6, 161, 0),
+            (7, 161, 80)
+        ]
+    );
+    assert_eq!(r.total_cycles, 241);
+
+    // A load and an independent store overlap with two DMA channels and serialize with one.
+    let text = "\
+load dst=UB[0]:f32 src=gm[0]:f32 shape=[96] dst_strides=[1] src_strides=[1]
+store dst=gm[4096]:f32 src=UB[1024]:f32 shape=[96] dst_strides=[1] src_strides=[1]
+";
+    let program = text::parse(text).unwrap();
+    // default: 64 + 384/64 = 70 each, in parallel.
+    assert_eq!(machine("default").run(&program).unwrap().total_cycles, 70);
+    // vector_heavy: 100 + 384/96 = 104 each, one channel.
+    assert_eq!(
+        machine("vector_heavy").run(&program).unwrap().total_cycles,
+        208
+    );
+
+    let mut m = machine("default");
+    let r = m
+        .run(&text::parse("vec.exp dst=UB[0]:f32 src=UB[0]:f32 shape=[3,100]").unwrap())
+        .unwrap();
+    // ceil(300 / 128) passes × 4 cycles (transcendental).
+    assert_eq!(r.total_cycles, 12);
+}
+
+#[test]
+fn trace_is_golden() {
+    let text = "\
+load dst=L0A[0]:f16 src=gm[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+load dst=L0B[0]:f16 src=gm[1024]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+set_flag src=dma_in dst=cube id=0
+wait_flag src=dma_in dst=cube id=0
+mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] accumulate=false
+set_flag src=cube dst=vector id=0
+wait_flag src=cube dst=vector id=0
+vec.relu dst=L0C[0]:f32 src=L0C[0]:f32 shape=[16,16]
+barrier
+store dst=gm[4096]:f32 src=L0C[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]
+";
+    let mut m = machine("default");
+    let r = m.run(&text::parse(text).unwrap()).unwrap();
+    let mut out = Vec::new();
+    trace::write_chrome_trace(&r, m.profile(), &mut out).unwrap();
+    let json = String::from_utf8(out).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let events = value["traceEvents"].as_array().unwrap();
+    // One named track per engine, and every instruction on its engine's track.
+    let tracks: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(tracks, ["dma_in", "dma_out", "cube", "vector"]);
+    assert_eq!(events.iter().filter(|e| e["ph"] == "X").count(), 5);
+    check_golden("small_trace.json", &json);
+}
+
+/// Broken programs trap with the instruction, the engine, the address range and the reason.
+#[test]
+fn broken_programs_trap_with_clear_messages() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "default",
+            "load dst=UB[0]:f32 src=gm[1073741312]:f32 shape=[2,128] dst_strides=[128,1] src_strides=[256,1]",
+            "trap at instruction 0 on dma_in (`load dst=UB[0]:f32 src=gm[1073741312]:f32 shape=[2,128] \
+             dst_strides=[128,1] src_strides=[256,1]`): gm bytes [1073741312, 1073742848) are out of bounds \
+             (size 1073741824)",
+        ),
+        (
+            "default",
+            "barrier\nload dst=L0A[65280]:f16 src=gm[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]",
+            "trap at instruction 1 on dma_in (`load dst=L0A[65280]:f16 src=gm[0]:f32 shape=[16,16] \
+             dst_strides=[16,1] src_strides=[16,1]`): L0A bytes [65280, 65792) are out of bounds (size 65536)",
+        ),
+        (
+            "default",
+            // The mmad's set_flag is there, but nobody waits for it: the cube reads L0A while the DMA writes it.
+            "load dst=L0A[0]:f16 src=gm[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]\n\
+             load dst=L0B[0]:f16 src=gm[0]:f32 shape=[16,16] dst_strides=[16,1] src_strides=[16,1]\n\
+             set_flag src=dma_in dst=cube id=0\n\
+             mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] accumulate=false",
+            "trap at instruction 3 on cube (`mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] \
+             accumulate=false`): race on L0A bytes [0, 512): this read and the write by instruction 0 (dma_in) \
+             are not ordered by set_flag/wait_flag or barrier",
+        ),
+        (
+            "default",
+            // The store reads UB while the vector unit may still be writing it. Both could start at cycle 0; the
+            // store runs first (engine order breaks the tie), so the fill is the access that finds the race.
+            "vec.fill dst=UB[0]:f32 value=#1 shape=[1,64]\n\
+             store dst=gm[0]:f32 src=UB[128]:f32 shape=[32] dst_strides=[1] src_strides=[1]",
+            "trap at instruction 0 on vector (`vec.fill dst=UB[0]:f32 value=#1 shape=[1,64]`): race on UB bytes \
+             [128, 256): this write and the read by instruction 1 (dma_out) are not ordered by set_flag/wait_flag \
+             or barrier",
+        ),
+        (
+            "default",
+            "wait_flag src=cube dst=vector id=1\nvec.fill dst=UB[0]:f32 value=#1 shape=[1,64]",
+            "trap at instruction 0 on vector (`wait_flag src=cube dst=vector id=1`): deadlock: vector waits for a \
+             set_flag that never fires (instruction 0: `wait_flag src=cube dst=vector id=1`)",
+        ),
+        (
+            "vector_heavy",
+            "load dst=UB[32]:f32 src=gm[0]:f32 shape=[8] dst_strides=[1] src_strides=[1]",
+            "trap at instruction 0 on dma_in (`load dst=UB[32]:f32 src=gm[0]:f32 shape=[8] dst_strides=[1] \
+             src_strides=[1]`): UB offset 32 is not aligned to 64 bytes",
+        ),
+        (
+            "vector_heavy",
+            "mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] accumulate=false",
+            "trap at instruction 0 on cube (`mmad c=L0C[0]:f32 a=L0A[0]:f16 b=L0B[0]:f16 tiles=[1,1,1] \
+             accumulate=false`): unsupported by this profile: matrix unit input dtype f16",
+        ),
+        (
+            "default",
+            "vec.exp dst=L0A[0]:f32 src=L0A[0]:f32 shape=[1,8]",
+            "trap at instruction 0 on vector (`vec.exp dst=L0A[0]:f32 src=L0A[0]:f32 shape=[1,8]`): vector cannot \
+             access L0A in this profile",
+        ),
+        (
+            "default",
+            "vec.div dst=UB[0]:i32 a=UB[0]:i32 b=#2 shape=[1,8]",
+            "trap at instruction 0 on vector (`vec.div dst=UB[0]:i32 a=UB[0]:i32 b=#2 shape=[1,8]`): bad operands: \
+             vec.div is not defined on i32",
+        ),
+    ];
+    for (profile, text, want) in cases {
+        let program = text::parse(text).unwrap();
+        match machine(profile).run(&program) {
+            Ok(r) => panic!("{text:?} ran to completion in {} cycles", r.total_cycles),
+            Err(trap) => assert_eq!(trap.to_string(), *want),
+        }
+    }
+}
+
+/// The same two accesses, ordered by a flag or by a barrier, do not trap.
+#[test]
+fn synchronized_accesses_do_not_trap() {
+    for sync in [
+        "set_flag src=vector dst=dma_out id=0\nwait_flag src=vector dst=dma_out id=0",
+        "barrier",
+    ] {
+        let text = format!(
+            "vec.fill dst=UB[0]:f32 value=#1 shape=[1,64]\n{sync}\n\
+             store dst=gm[0]:f32 src=UB[128]:f32 shape=[32] dst_strides=[1] src_strides=[1]"
+        );
+        let mut m = machine("default");
+        m.run(&text::parse(&text).unwrap())
+            .unwrap_or_else(|t| panic!("{t}"));
+        assert_eq!(
+            m.read_global_values(0, DType::F32, 32).unwrap(),
+            vec![1.0; 32]
+        );
+    }
+}
+
+/// i8 inputs accumulate in wrapping i32.
+#[test]
+fn int8_matmul_accumulates_in_i32() {
+    let mut m = machine("default");
+    // A is all 127, B is all -128 (written as i8), K = 16: each C element is 16 · 127 · -128 = -260096.
+    m.write_global_values(0, DType::I8, &[127.0; 256]).unwrap();
+    m.write_global_values(256, DType::I8, &[-128.0; 256])
+        .unwrap();
+    let text = "\
+load dst=L0A[0]:i8 src=gm[0]:i8 shape=[256] dst_strides=[1] src_strides=[1]
+load dst=L0B[0]:i8 src=gm[256]:i8 shape=[256] dst_strides=[1] src_strides=[1]
+barrier
+mmad c=L0C[0]:i32 a=L0A[0]:i8 b=L0B[0]:i8 tiles=[1,1,1] accumulate=false
+mmad c=L0C[0]:i32 a=L0A[0]:i8 b=L0B[0]:i8 tiles=[1,1,1] accumulate=true
+barrier
+store dst=gm[1024]:i32 src=L0C[0]:i32 shape=[256] dst_strides=[1] src_strides=[1]
+";
+    m.run(&text::parse(text).unwrap()).unwrap();
+    let c = m.read_global(1024, 1024).unwrap();
+    for chunk in c.chunks(4) {
+        assert_eq!(
+            i32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            -520192
+        );
+    }
+}
