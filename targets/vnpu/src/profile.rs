@@ -23,6 +23,8 @@ use crate::isa::{Engine, Mem, OpClass, VectorOp};
 
 /// The largest on-chip buffer the simulator allocates, in bytes (buffers are allocated eagerly).
 pub const MAX_BUFFER_BYTES: u64 = 256 << 20;
+/// The most on-chip memory all buffers of a profile may have together, in bytes.
+pub const MAX_TOTAL_BUFFER_BYTES: u64 = 1 << 30;
 
 /// The profiles shipped with the crate: `(name, TOML text)`.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -88,6 +90,9 @@ pub enum ProfileError {
         /// Its declared size.
         size: u64,
     },
+    /// All buffers together are larger than [`MAX_TOTAL_BUFFER_BYTES`].
+    #[error("the buffers total {0} bytes; the simulator allows at most {MAX_TOTAL_BUFFER_BYTES}")]
+    BuffersTooLarge(u64),
     /// An alignment is not a power of two.
     #[error("`{field}`: alignment {value} is not a power of two")]
     BadAlignment {
@@ -282,6 +287,25 @@ impl Profile {
         }
     }
 
+    /// Cycles of one DMA transfer moving `bytes` across the global-memory side: the fixed latency plus the bytes
+    /// at the lower of the DMA channel's and global memory's rates.
+    pub fn dma_cycles(&self, bytes: u64) -> u64 {
+        let rate = self.dma.bytes_per_cycle.min(self.global.bytes_per_cycle);
+        self.dma.latency_cycles.saturating_add(bytes.div_ceil(rate))
+    }
+
+    /// Cycles of one `mmad` over `tiles` tile steps.
+    pub fn mmad_cycles(&self, tiles: u64) -> u64 {
+        self.matrix.cycles_per_tile.saturating_mul(tiles)
+    }
+
+    /// Cycles of one vector instruction of `op` over `elements` elements: one pass per `lanes` elements.
+    pub fn vector_op_cycles(&self, op: VectorOp, elements: u64) -> u64 {
+        elements
+            .div_ceil(self.vector.lanes)
+            .saturating_mul(self.vector_cycles(op.class()))
+    }
+
     /// Cycles per vector pass for an op class.
     pub fn vector_cycles(&self, class: OpClass) -> u64 {
         let c = &self.vector.cycles;
@@ -422,6 +446,10 @@ impl RawProfile {
                 size_bytes: b.size_bytes,
                 alignment,
             });
+        }
+        let total = buffers.iter().map(|b| b.size_bytes).sum::<u64>();
+        if total > MAX_TOTAL_BUFFER_BYTES {
+            return Err(ProfileError::BuffersTooLarge(total));
         }
         let known = |field: &'static str, name: &String| -> Result<String, ProfileError> {
             if buffers.iter().any(|b| &b.name == name) {

@@ -515,9 +515,7 @@ impl Machine {
         let values = self.read(&src);
         let global = if load { &src } else { &dst };
         let bytes = global.addrs.len() as u64 * global.dtype.size();
-        let p = &self.profile;
-        let rate = p.dma.bytes_per_cycle.min(p.global.bytes_per_cycle);
-        let cycles = p.dma.latency_cycles.saturating_add(bytes.div_ceil(rate));
+        let cycles = self.profile.dma_cycles(bytes);
         Ok(Effect {
             reads: vec![src],
             writes: vec![(dst, values)],
@@ -619,7 +617,7 @@ impl Machine {
         Ok(Effect {
             reads,
             writes: vec![(c, out)],
-            cycles: p.cycles_per_tile.saturating_mul(tiles),
+            cycles: self.profile.mmad_cycles(tiles),
             args: vec![
                 ("tiles", tiles),
                 ("macs", (rows * cols).saturating_mul(depth)),
@@ -720,9 +718,7 @@ impl Machine {
                 (Vec::new(), vr(dst, count)?, vec![x; count as usize])
             }
         };
-        let cycles = count
-            .div_ceil(p.lanes)
-            .saturating_mul(self.profile.vector_cycles(op.class()));
+        let cycles = self.profile.vector_op_cycles(op, count);
         Ok(Effect {
             reads,
             writes: vec![(dst, out)],
@@ -905,13 +901,13 @@ impl<'a> Run<'a> {
             Instr::Barrier => (0..4)
                 .all(|f| self.next(f) == Some(i))
                 .then(|| self.free.iter().copied().max().unwrap_or(0)),
-            instr => {
-                let ch = instr
-                    .engine()
-                    .and_then(|en| self.channel(en))
+            Instr::Load(_) | Instr::Store(_) => {
+                let ch = self
+                    .channel(Engine::ALL[e])
                     .map_or(0, |c| self.channel_free[c]);
                 Some(self.free[e].max(ch))
             }
+            _ => Some(self.free[e]),
         }
     }
 
@@ -926,6 +922,17 @@ impl<'a> Run<'a> {
     }
 
     fn go(mut self) -> Result<SimReport, Trap> {
+        // A flag from an engine to itself could never order anything (and its wait could deadlock the queue).
+        for (i, instr) in self.program.instrs.iter().enumerate() {
+            if let Instr::SetFlag(f) | Instr::WaitFlag(f) = instr
+                && f.src == f.dst
+            {
+                return Err(self.trap(
+                    i,
+                    TrapKind::BadOperands("a flag's src and dst must differ".into()),
+                ));
+            }
+        }
         loop {
             let pick = (0..4).filter_map(|e| self.ready(e).map(|t| (t, e))).min();
             let Some((start, e)) = pick else {
@@ -1005,12 +1012,6 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
             Instr::SetFlag(f) => {
-                if f.src == f.dst {
-                    return Err(self.trap(
-                        index,
-                        TrapKind::BadOperands("a flag's src and dst must differ".into()),
-                    ));
-                }
                 self.clocks[e][e] += 1;
                 self.flags
                     .entry(*f)

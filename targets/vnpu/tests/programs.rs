@@ -241,10 +241,13 @@ fn softmax_rows_match_the_reference() {
 #[test]
 fn program_text_is_golden_and_round_trips() {
     let p = Profile::by_name("default").unwrap();
-    for (name, program) in [
+    let v = Profile::by_name("vector_heavy").unwrap();
+    let programs = [
         ("matmul64_default.s", matmul64(&p)),
+        ("matmul64_vector_heavy.s", matmul64(&v)),
         ("softmax_default.s", softmax(&p)),
-    ] {
+    ];
+    for (name, program) in programs {
         let printed = program.to_string();
         check_golden(name, &printed);
         let parsed = text::parse(&printed).unwrap();
@@ -448,6 +451,12 @@ fn broken_programs_trap_with_clear_messages() {
             "vec.div dst=UB[0]:i32 a=UB[0]:i32 b=#2 shape=[1,8]",
             "trap at instruction 0 on vector (`vec.div dst=UB[0]:i32 a=UB[0]:i32 b=#2 shape=[1,8]`): bad operands: \
              vec.div is not defined on i32",
+        ),
+        (
+            "default",
+            "vec.fill dst=UB[0]:f32 value=#1 shape=[1,8]\nset_flag src=cube dst=cube id=0",
+            "trap at instruction 1 on cube (`set_flag src=cube dst=cube id=0`): bad operands: a flag's src and dst \
+             must differ",
         ),
     ];
     for (profile, text, want) in cases {

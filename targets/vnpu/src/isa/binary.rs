@@ -75,6 +75,18 @@ pub enum EncodeError {
     /// A buffer name does not fit the one-byte length field.
     #[error("buffer name `{0}` is longer than 255 bytes")]
     NameTooLong(String),
+    /// A DMA's shape and strides differ in length or have more than [`MAX_DMA_DIMS`] dimensions.
+    #[error(
+        "a DMA has {shape} shape dims, {dst} dst strides and {src} src strides (1 to {MAX_DMA_DIMS}, all equal)"
+    )]
+    BadDma {
+        /// Shape length.
+        shape: usize,
+        /// Destination stride count.
+        dst: usize,
+        /// Source stride count.
+        src: usize,
+    },
     /// The program has more than `u32::MAX` instructions.
     #[error("more than 2^32-1 instructions")]
     TooManyInstructions,
@@ -162,9 +174,18 @@ impl Writer {
                 });
                 self.access(&d.dst)?;
                 self.access(&d.src)?;
-                // The text parser and the decoder both bound dims by MAX_DMA_DIMS; a hand-built Dma with more is
-                // written as is and rejected on decode.
-                self.u8(u8::try_from(d.shape.len()).unwrap_or(u8::MAX));
+                let n = d.shape.len();
+                if !(1..=MAX_DMA_DIMS).contains(&n)
+                    || d.dst_strides.len() != n
+                    || d.src_strides.len() != n
+                {
+                    return Err(EncodeError::BadDma {
+                        shape: n,
+                        dst: d.dst_strides.len(),
+                        src: d.src_strides.len(),
+                    });
+                }
+                self.u8(n as u8);
                 for list in [&d.shape, &d.dst_strides, &d.src_strides] {
                     for &v in list.iter() {
                         self.u64(v);
@@ -495,6 +516,23 @@ store dst=gm[0]:f32 src=L0C[0]:f32 shape=[16] dst_strides=[1] src_strides=[1]
         let bytes = encode(&program).unwrap();
         assert_eq!(decode(&bytes).unwrap(), program);
         assert_eq!(&bytes[..6], b"VNPU\x01\x00");
+    }
+
+    #[test]
+    fn malformed_programs_do_not_encode() {
+        let mut program = parse(SAMPLE).unwrap();
+        if let Some(Instr::Load(d)) = program.instrs.first_mut() {
+            d.src_strides.push(1);
+        }
+        assert_eq!(
+            encode(&program).unwrap_err().to_string(),
+            "a DMA has 2 shape dims, 2 dst strides and 3 src strides (1 to 3, all equal)"
+        );
+        let mut long = parse("vec.fill dst=UB[0]:f32 value=#0 shape=[1,1]").unwrap();
+        if let Some(Instr::Vector(VectorInstr::Fill { dst, .. })) = long.instrs.first_mut() {
+            dst.mem = Mem::Buffer("B".repeat(256));
+        }
+        assert!(matches!(encode(&long), Err(EncodeError::NameTooLong(_))));
     }
 
     #[test]
