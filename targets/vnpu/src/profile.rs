@@ -5,8 +5,8 @@
 //! cycles per op class), the on-chip buffers (name, size, alignment), the DMA engines (count, bytes per cycle,
 //! latency, buffers they reach), global memory (size, bandwidth, alignment) and the number of cores. The file is
 //! parsed with serde into a raw form and then validated into a [`Profile`]; every bad value is a typed
-//! [`ProfileError`]. Adding a profile is adding a file: `vnpu:NAME` resolves to a shipped profile by name (the
-//! shipped files are embedded with `include_str!`) and [`Profile::from_path`] loads any other file.
+//! [`ProfileError`]. Adding a profile is adding a file: the build script embeds every `profiles/*.toml` (with
+//! `include_str!`) so `vnpu:NAME` finds it by name, and [`Profile::from_path`] loads any other file.
 //!
 //! ```
 //! let p = jiuzhou_target_vnpu::Profile::by_name("default").unwrap();
@@ -26,14 +26,9 @@ pub const MAX_BUFFER_BYTES: u64 = 256 << 20;
 /// The most on-chip memory all buffers of a profile may have together, in bytes.
 pub const MAX_TOTAL_BUFFER_BYTES: u64 = 1 << 30;
 
-/// The profiles shipped with the crate: `(name, TOML text)`.
-pub const SHIPPED: &[(&str, &str)] = &[
-    ("default", include_str!("../profiles/default.toml")),
-    (
-        "vector_heavy",
-        include_str!("../profiles/vector_heavy.toml"),
-    ),
-];
+/// The profiles shipped with the crate, `(name, TOML text)` sorted by name: every `profiles/*.toml`, embedded by
+/// the build script.
+pub const SHIPPED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/shipped.rs"));
 
 /// Why a profile cannot be loaded.
 #[derive(Debug, Error)]
@@ -580,6 +575,20 @@ mod tests {
             d.buffer("UB").map(|b| b.size_bytes),
             v.buffer("UB").map(|b| b.size_bytes)
         );
+    }
+
+    #[test]
+    fn every_profile_file_is_shipped_and_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
+        let files = std::fs::read_dir(dir).unwrap().filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        });
+        assert_eq!(files.count(), SHIPPED.len());
+        for (name, text) in SHIPPED {
+            let p = Profile::from_toml(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&p.name, name, "a profile's `name` is its file name");
+        }
     }
 
     #[test]
