@@ -29,8 +29,11 @@ use crate::isa::{
 use crate::profile::Profile;
 use crate::race::{self, Clock, Conflict, Runs, Shadow};
 
-/// The most elements one instruction may touch (bounds the work of a single, possibly hostile, instruction).
-pub const MAX_ELEMENTS: u64 = 1 << 28;
+/// The most elements one operand of one instruction may have (bounds the memory and work of a single, possibly
+/// hostile, instruction).
+pub const MAX_ELEMENTS: u64 = 1 << 24;
+/// The most multiply-accumulates one `mmad` may do.
+pub const MAX_MACS: u64 = 1 << 32;
 
 const PAGE: u64 = 1 << 16;
 
@@ -405,6 +408,7 @@ impl Machine {
                 alignment: align,
             });
         }
+        let count = elements(shape)?;
         let esize = access.dtype.size();
         let oob = |end: Option<u64>| TrapKind::OutOfBounds {
             mem: access.mem.name().to_string(),
@@ -425,7 +429,6 @@ impl Machine {
             Some(e) if e <= size => {}
             e => return Err(oob(e)),
         }
-        let count = elements(shape)?;
         let mut addrs = Vec::with_capacity(count as usize);
         // Odometer over the index space, outermost dimension first; every address is in bounds (checked above).
         let mut idx = vec![0u64; shape.len()];
@@ -571,6 +574,12 @@ impl Machine {
         let [Some(rows), Some(cols), Some(depth)] = dims else {
             return Err(TrapKind::BadOperands("matrix size overflows".into()));
         };
+        let macs = rows.saturating_mul(cols).saturating_mul(depth);
+        if macs > MAX_MACS {
+            return Err(TrapKind::BadOperands(format!(
+                "more than {MAX_MACS} multiply-accumulates in one mmad"
+            )));
+        }
         let a = self.region(&m.a, &[rows, depth], &[depth, 1], Engine::Cube)?;
         let b = self.region(&m.b, &[depth, cols], &[cols, 1], Engine::Cube)?;
         let c = self.region(&m.c, &[rows, cols], &[cols, 1], Engine::Cube)?;
@@ -581,29 +590,47 @@ impl Machine {
             Vec::new()
         };
         let (r, n, k) = (rows as usize, cols as usize, depth as usize);
-        let mut out = Vec::with_capacity(r * n);
-        for i in 0..r {
-            for j in 0..n {
-                let at = i * n + j;
-                out.push(if input.is_float() {
-                    let mut s = old.get(at).map_or(0.0, |v| v.as_f32());
-                    for kk in 0..k {
-                        s += av[i * k + kk].as_f32() * bv[kk * n + j].as_f32();
+        // Row i of C accumulates a[i][kk]·b[kk][..] for kk ascending: every element sums in ascending k, and the
+        // inner loop runs along contiguous rows.
+        let out: Vec<Value> = if input.is_float() {
+            let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                av.iter().map(|v| v.as_f32()).collect(),
+                bv.iter().map(|v| v.as_f32()).collect(),
+            );
+            let mut acc: Vec<f32> = if m.accumulate {
+                old.iter().map(|v| v.as_f32()).collect()
+            } else {
+                vec![0.0; r * n]
+            };
+            for (i, row) in acc.chunks_mut(n).enumerate() {
+                for kk in 0..k {
+                    let x = a32[i * k + kk];
+                    for (c, y) in row.iter_mut().zip(&b32[kk * n..(kk + 1) * n]) {
+                        *c += x * y;
                     }
-                    Value::Float(s)
-                } else {
-                    let mut s = old.get(at).map_or(0, |v| v.as_i32());
-                    for kk in 0..k {
-                        s = s.wrapping_add(
-                            av[i * k + kk]
-                                .as_i32()
-                                .wrapping_mul(bv[kk * n + j].as_i32()),
-                        );
-                    }
-                    Value::Int(s)
-                });
+                }
             }
-        }
+            acc.into_iter().map(Value::Float).collect()
+        } else {
+            let (ai, bi): (Vec<i32>, Vec<i32>) = (
+                av.iter().map(|v| v.as_i32()).collect(),
+                bv.iter().map(|v| v.as_i32()).collect(),
+            );
+            let mut acc: Vec<i32> = if m.accumulate {
+                old.iter().map(|v| v.as_i32()).collect()
+            } else {
+                vec![0; r * n]
+            };
+            for (i, row) in acc.chunks_mut(n).enumerate() {
+                for kk in 0..k {
+                    let x = ai[i * k + kk];
+                    for (c, y) in row.iter_mut().zip(&bi[kk * n..(kk + 1) * n]) {
+                        *c = c.wrapping_add(x.wrapping_mul(*y));
+                    }
+                }
+            }
+            acc.into_iter().map(Value::Int).collect()
+        };
         let tiles = mt.saturating_mul(nt).saturating_mul(kt);
         let mut reads = vec![a, b];
         if m.accumulate {
@@ -618,10 +645,7 @@ impl Machine {
             reads,
             writes: vec![(c, out)],
             cycles: self.profile.mmad_cycles(tiles),
-            args: vec![
-                ("tiles", tiles),
-                ("macs", (rows * cols).saturating_mul(depth)),
-            ],
+            args: vec![("tiles", tiles), ("macs", macs)],
         })
     }
 
