@@ -515,3 +515,86 @@ store dst=gm[1024]:i32 src=L0C[0]:i32 shape=[256] dst_strides=[1] src_strides=[1
         );
     }
 }
+
+/// A tiny deterministic generator for the mutation test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn value(&mut self) -> u64 {
+        const INTERESTING: [u64; 10] = [0, 1, 2, 7, 16, 64, 1 << 20, 1 << 40, u64::MAX / 3, u64::MAX];
+        INTERESTING[self.pick(INTERESTING.len())]
+    }
+}
+
+fn mutate(instr: &mut jiuzhou_target_vnpu::Instr, rng: &mut Rng) {
+    use jiuzhou_target_vnpu::{Instr, VectorInstr};
+    let v = rng.value();
+    match instr {
+        Instr::Load(d) | Instr::Store(d) => match rng.pick(5) {
+            0 => d.dst.offset = v,
+            1 => d.src.offset = v,
+            2 => {
+                let i = rng.pick(d.shape.len());
+                d.shape[i] = v;
+            }
+            3 => {
+                let i = rng.pick(d.src_strides.len());
+                d.src_strides[i] = v;
+            }
+            _ => d.dst_strides.push(v),
+        },
+        Instr::Mmad(m) => match rng.pick(3) {
+            0 => m.c.offset = v,
+            1 => m.tiles[rng.pick(3)] = v,
+            _ => m.a.dtype = DType::I8,
+        },
+        Instr::Vector(VectorInstr::Binary { shape, b, .. }) => {
+            if rng.pick(2) == 0 {
+                shape[rng.pick(2)] = v;
+            } else {
+                *b = Operand::Imm(v as f64 / 3.0);
+            }
+        }
+        Instr::Vector(
+            VectorInstr::Unary { shape, .. }
+            | VectorInstr::Reduce { shape, .. }
+            | VectorInstr::Cast { shape, .. }
+            | VectorInstr::Fill { shape, .. },
+        ) => shape[rng.pick(2)] = v,
+        Instr::SetFlag(f) | Instr::WaitFlag(f) => f.id = (v % 9) as u8,
+        Instr::Barrier => {}
+    }
+}
+
+/// Mutated programs (huge shapes, overflowing offsets and strides, wrong dtypes, mismatched flags) run to a
+/// result or a trap; none panics, hangs or allocates without bound.
+#[test]
+fn mutated_programs_never_panic() {
+    let mut rng = Rng(7);
+    for profile in PROFILES {
+        let p = Profile::by_name(profile).unwrap();
+        for base in [matmul64(&p), softmax(&p)] {
+            for _ in 0..150 {
+                let mut program = base.clone();
+                for _ in 0..1 + rng.pick(3) {
+                    let i = rng.pick(program.instrs.len());
+                    mutate(&mut program.instrs[i], &mut rng);
+                }
+                let _ = Machine::new(p.clone()).run(&program);
+                // The text form of a mutated program parses back to the same program when it is well formed.
+                if let Ok(parsed) = text::parse(&program.to_string()) {
+                    assert_eq!(parsed.to_string(), program.to_string());
+                }
+            }
+        }
+    }
+}
