@@ -134,6 +134,9 @@ pub enum TrapKind {
 pub struct EngineStats {
     /// Cycles spent executing instructions.
     pub busy_cycles: u64,
+    /// Cycles the queue had its next instruction but could not start it: waiting for a flag, a barrier, or a
+    /// DMA channel shared with the other DMA queue. (Idle time after the queue's last instruction is not counted.)
+    pub stall_cycles: u64,
     /// Instructions executed (synchronization included).
     pub instructions: u64,
 }
@@ -172,6 +175,28 @@ pub struct SimReport {
     pub macs: u64,
     /// Every executed instruction, in execution order.
     pub events: Vec<TraceEvent>,
+}
+
+impl SimReport {
+    /// A human-readable summary: total time, traffic, and per engine its busy share, stalls and instructions.
+    pub fn summary(&self, clock_mhz: u64) -> String {
+        let us = self.total_cycles as f64 / clock_mhz.max(1) as f64;
+        let mut out = format!(
+            "total {} cycles ({us:.3} us at {clock_mhz} MHz); loaded {} B, stored {} B, {} MACs\n",
+            self.total_cycles, self.bytes_loaded, self.bytes_stored, self.macs
+        );
+        for (e, s) in Engine::ALL.iter().zip(&self.engines) {
+            let share = 100.0 * s.busy_cycles as f64 / self.total_cycles.max(1) as f64;
+            out += &format!(
+                "  {:<8} busy {:>10} ({share:5.1}%)  stalled {:>10}  instructions {}\n",
+                e.name(),
+                s.busy_cycles,
+                s.stall_cycles,
+                s.instructions
+            );
+        }
+        out
+    }
 }
 
 /// A host access to global memory outside its bounds.
@@ -993,16 +1018,17 @@ impl<'a> Run<'a> {
         self.trap(first.unwrap_or(0), TrapKind::Deadlock(blocked.join("; ")))
     }
 
-    fn event(
-        &mut self,
-        e: usize,
-        index: usize,
-        start: u64,
-        cycles: u64,
-        args: Vec<(&'static str, u64)>,
-    ) {
+    /// Records an executed instruction: its trace event and its engine's busy and stall time.
+    fn event(&mut self, e: usize, index: usize, start: u64, effect: Option<&Effect>) {
         let program = self.program;
         let instr = &program.instrs[index];
+        let (cycles, args) = effect.map_or((0, Vec::new()), |ef| (ef.cycles, ef.args.clone()));
+        let stats = &mut self.report.engines[e];
+        stats.busy_cycles = stats.busy_cycles.saturating_add(cycles);
+        stats.stall_cycles = stats
+            .stall_cycles
+            .saturating_add(start.saturating_sub(self.free[e]));
+        stats.instructions += 1;
         self.report.events.push(TraceEvent {
             index,
             engine: Engine::ALL[e],
@@ -1012,15 +1038,14 @@ impl<'a> Run<'a> {
             cycles,
             args,
         });
-        let stats = &mut self.report.engines[e];
-        stats.busy_cycles = stats.busy_cycles.saturating_add(cycles);
-        stats.instructions += 1;
+        self.free[e] = start.saturating_add(cycles);
+        self.pc[e] += 1;
     }
 
     fn step(&mut self, e: usize, index: usize, start: u64) -> Result<(), Trap> {
         let program = self.program;
         let instr = &program.instrs[index];
-        match instr {
+        let effect = match instr {
             Instr::Barrier => {
                 let mut all = [0u64; 4];
                 for c in &self.clocks {
@@ -1028,9 +1053,7 @@ impl<'a> Run<'a> {
                 }
                 for f in 0..4 {
                     self.clocks[f] = all;
-                    self.free[f] = start;
-                    self.pc[f] += 1;
-                    self.event(f, index, start, 0, Vec::new());
+                    self.event(f, index, start, None);
                 }
                 self.shadow.clear();
                 return Ok(());
@@ -1041,48 +1064,40 @@ impl<'a> Run<'a> {
                     .entry(*f)
                     .or_default()
                     .push_back((start, self.clocks[e]));
+                self.event(e, index, start, None);
+                return Ok(());
             }
             Instr::WaitFlag(f) => {
                 if let Some((_, clock)) = self.flags.get_mut(f).and_then(VecDeque::pop_front) {
                     race::join(&mut self.clocks[e], &clock);
                 }
                 self.clocks[e][e] += 1;
-            }
-            Instr::Load(_) | Instr::Store(_) | Instr::Mmad(_) | Instr::Vector(_) => {
-                let effect = match instr {
-                    Instr::Load(d) => self.m.dma(d, true),
-                    Instr::Store(d) => self.m.dma(d, false),
-                    Instr::Mmad(mm) => self.m.mmad(mm),
-                    Instr::Vector(v) => self.m.vector(v),
-                    _ => unreachable_sync(),
-                }
-                .map_err(|k| self.trap(index, k))?;
-                self.clocks[e][e] += 1;
-                self.check_races(e, index, &effect)?;
-                for (r, vals) in &effect.writes {
-                    self.m.write(r, vals);
-                }
-                match instr {
-                    Instr::Load(_) => self.report.bytes_loaded += arg(&effect, "bytes"),
-                    Instr::Store(_) => self.report.bytes_stored += arg(&effect, "bytes"),
-                    Instr::Mmad(_) => self.report.macs += arg(&effect, "macs"),
-                    _ => {}
-                }
-                let end = start.saturating_add(effect.cycles);
-                if let Some(c) = instr.engine().and_then(|en| self.channel(en)) {
-                    self.channel_free[c] = end;
-                }
-                self.free[e] = end;
-                self.pc[e] += 1;
-                self.event(e, index, start, effect.cycles, effect.args);
-                let running = [0, 1, 2, 3].map(|f| self.next(f).is_some());
-                self.shadow.prune(&self.clocks, &running);
+                self.event(e, index, start, None);
                 return Ok(());
             }
+            Instr::Load(d) => self.m.dma(d, true),
+            Instr::Store(d) => self.m.dma(d, false),
+            Instr::Mmad(mm) => self.m.mmad(mm),
+            Instr::Vector(v) => self.m.vector(v),
         }
-        self.free[e] = start;
-        self.pc[e] += 1;
-        self.event(e, index, start, 0, Vec::new());
+        .map_err(|k| self.trap(index, k))?;
+        self.clocks[e][e] += 1;
+        self.check_races(e, index, &effect)?;
+        for (r, vals) in &effect.writes {
+            self.m.write(r, vals);
+        }
+        match instr {
+            Instr::Load(_) => self.report.bytes_loaded += arg(&effect, "bytes"),
+            Instr::Store(_) => self.report.bytes_stored += arg(&effect, "bytes"),
+            Instr::Mmad(_) => self.report.macs += arg(&effect, "macs"),
+            _ => {}
+        }
+        if let Some(c) = instr.engine().and_then(|en| self.channel(en)) {
+            self.channel_free[c] = start.saturating_add(effect.cycles);
+        }
+        self.event(e, index, start, Some(&effect));
+        let running = [0, 1, 2, 3].map(|f| self.next(f).is_some());
+        self.shadow.prune(&self.clocks, &running);
         Ok(())
     }
 
@@ -1133,11 +1148,4 @@ fn arg(effect: &Effect, name: &str) -> u64 {
         .iter()
         .find(|(n, _)| *n == name)
         .map_or(0, |(_, v)| *v)
-}
-
-/// The work arms of `step` only see work instructions; this documents that the sync arms were handled above.
-fn unreachable_sync() -> Result<Effect, TrapKind> {
-    Err(TrapKind::BadOperands(
-        "synchronization instruction in the work path".into(),
-    ))
 }

@@ -279,16 +279,7 @@ fn cycle_counts_are_golden() {
             .unwrap();
         let sm = m.run(&softmax(m.profile())).unwrap();
         for (name, r) in [("matmul64", &report), ("softmax", &sm)] {
-            let busy: Vec<String> = Engine::ALL
-                .iter()
-                .zip(&r.engines)
-                .map(|(e, s)| format!("{e}={}", s.busy_cycles))
-                .collect();
-            out += &format!(
-                "{profile} {name}: total={} busy: {}\n",
-                r.total_cycles,
-                busy.join(" ")
-            );
+            out += &format!("{profile} {name}: {}", r.summary(m.profile().clock_mhz));
         }
     }
     check_golden("cycles.txt", &out);
@@ -521,7 +512,10 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 
@@ -530,7 +524,8 @@ impl Rng {
     }
 
     fn value(&mut self) -> u64 {
-        const INTERESTING: [u64; 10] = [0, 1, 2, 7, 16, 64, 1 << 20, 1 << 40, u64::MAX / 3, u64::MAX];
+        const INTERESTING: [u64; 10] =
+            [0, 1, 2, 7, 16, 64, 1 << 20, 1 << 40, u64::MAX / 3, u64::MAX];
         INTERESTING[self.pick(INTERESTING.len())]
     }
 }
