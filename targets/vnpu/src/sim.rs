@@ -156,7 +156,8 @@ pub struct TraceEvent {
     pub start: u64,
     /// Duration in cycles (0 for synchronization).
     pub cycles: u64,
-    /// Work measures: `bytes`, `tiles`, `elements`.
+    /// Work measures (`bytes`, `tiles`, `macs`, `elements`); for `wait_flag`, `set_by`: the index of the matching
+    /// `set_flag`.
     pub args: Vec<(&'static str, u64)>,
 }
 
@@ -890,7 +891,8 @@ struct Run<'a> {
     free: [u64; 4],
     channel_free: [u64; 2],
     clocks: [Clock; 4],
-    flags: HashMap<Flag, VecDeque<(u64, Clock)>>,
+    /// Fired, not yet awaited flags: (fire cycle, setter's clock, set_flag's index), oldest first.
+    flags: HashMap<Flag, VecDeque<(u64, Clock, usize)>>,
     shadow: Shadow,
     report: SimReport,
 }
@@ -945,7 +947,7 @@ impl<'a> Run<'a> {
                 .flags
                 .get(f)?
                 .front()
-                .map(|(t, _)| t.max(&self.free[e]))
+                .map(|(t, _, _)| t.max(&self.free[e]))
                 .copied(),
             Instr::Barrier => (0..4)
                 .all(|f| self.next(f) == Some(i))
@@ -1019,10 +1021,16 @@ impl<'a> Run<'a> {
     }
 
     /// Records an executed instruction: its trace event and its engine's busy and stall time.
-    fn event(&mut self, e: usize, index: usize, start: u64, effect: Option<&Effect>) {
+    fn event(
+        &mut self,
+        e: usize,
+        index: usize,
+        start: u64,
+        cycles: u64,
+        args: Vec<(&'static str, u64)>,
+    ) {
         let program = self.program;
         let instr = &program.instrs[index];
-        let (cycles, args) = effect.map_or((0, Vec::new()), |ef| (ef.cycles, ef.args.clone()));
         let stats = &mut self.report.engines[e];
         stats.busy_cycles = stats.busy_cycles.saturating_add(cycles);
         stats.stall_cycles = stats
@@ -1053,7 +1061,7 @@ impl<'a> Run<'a> {
                 }
                 for f in 0..4 {
                     self.clocks[f] = all;
-                    self.event(f, index, start, None);
+                    self.event(f, index, start, 0, Vec::new());
                 }
                 self.shadow.clear();
                 return Ok(());
@@ -1063,16 +1071,20 @@ impl<'a> Run<'a> {
                 self.flags
                     .entry(*f)
                     .or_default()
-                    .push_back((start, self.clocks[e]));
-                self.event(e, index, start, None);
+                    .push_back((start, self.clocks[e], index));
+                self.event(e, index, start, 0, Vec::new());
                 return Ok(());
             }
             Instr::WaitFlag(f) => {
-                if let Some((_, clock)) = self.flags.get_mut(f).and_then(VecDeque::pop_front) {
+                let mut args = Vec::new();
+                if let Some((_, clock, set_by)) =
+                    self.flags.get_mut(f).and_then(VecDeque::pop_front)
+                {
                     race::join(&mut self.clocks[e], &clock);
+                    args.push(("set_by", set_by as u64));
                 }
                 self.clocks[e][e] += 1;
-                self.event(e, index, start, None);
+                self.event(e, index, start, 0, args);
                 return Ok(());
             }
             Instr::Load(d) => self.m.dma(d, true),
@@ -1095,7 +1107,7 @@ impl<'a> Run<'a> {
         if let Some(c) = instr.engine().and_then(|en| self.channel(en)) {
             self.channel_free[c] = start.saturating_add(effect.cycles);
         }
-        self.event(e, index, start, Some(&effect));
+        self.event(e, index, start, effect.cycles, effect.args);
         let running = [0, 1, 2, 3].map(|f| self.next(f).is_some());
         self.shadow.prune(&self.clocks, &running);
         Ok(())
