@@ -186,6 +186,12 @@ impl ProgramBuilder {
         self.push(Instr::Barrier)
     }
 
+    /// Appends every instruction of `program` (e.g. a kernel built separately).
+    pub fn append(&mut self, program: &Program) -> &mut Self {
+        self.instrs.extend(program.instrs.iter().cloned());
+        self
+    }
+
     /// The finished program.
     pub fn build(self) -> Program {
         Program {

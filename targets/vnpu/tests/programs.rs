@@ -57,6 +57,11 @@ const C_AT: u64 = 2 * DIM * DIM * 4;
 /// output blocks, 32-deep k steps, double-buffered L0A/L0B (the load of step n+1 overlaps the mmad of step n) and
 /// double-buffered L0C (the store of one block overlaps the next block's mmads).
 fn matmul64(p: &Profile) -> Program {
+    matmul64_buffered(p, 2)
+}
+
+/// [`matmul64`] with `slots` copies of each L0 buffer region: 2 double-buffers, 1 serializes DMA and compute.
+fn matmul64_buffered(p: &Profile, slots: u64) -> Program {
     let (bm, bn, ks) = (32, 32, 32);
     let [tm, tn, tk] = p.matrix.tile;
     let input = p.matrix.input_dtypes[0];
@@ -64,10 +69,10 @@ fn matmul64(p: &Profile) -> Program {
     let mut b = ProgramBuilder::new();
     let mut step = 0u64;
     for (blk, (bi, bj)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-        let cs = (blk % 2) as u64;
+        let cs = blk as u64 % slots;
         for kk in 0..DIM / ks {
-            let s = step % 2;
-            if step >= 2 {
+            let s = step % slots;
+            if step >= slots {
                 b.wait_flag(Engine::Cube, Engine::DmaIn, 2 + s as u8);
             }
             let a_src = A_AT + ((bi * bm) * DIM + kk * ks) * 4;
@@ -87,7 +92,7 @@ fn matmul64(p: &Profile) -> Program {
                 DIM,
             )
             .sync(Engine::DmaIn, Engine::Cube, s as u8);
-            if kk == 0 && blk >= 2 {
+            if kk == 0 && blk as u64 >= slots {
                 b.wait_flag(Engine::DmaOut, Engine::Cube, 6 + cs as u8);
             }
             b.mmad(
@@ -233,6 +238,83 @@ fn softmax_rows_match_the_reference() {
             }
             let total: f32 = yr.iter().sum();
             assert!((total - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+/// Double buffering hides the cube's work behind the DMA and the stores behind the next block: fewer cycles for the
+/// same result than with one buffer of each.
+#[test]
+fn double_buffering_is_faster_than_single_buffering() {
+    for profile in PROFILES {
+        let mut totals = Vec::new();
+        let mut results = Vec::new();
+        for slots in [1, 2] {
+            let mut m = machine(profile);
+            m.write_global_values(A_AT, DType::F32, &values((DIM * DIM) as usize, 1))
+                .unwrap();
+            m.write_global_values(B_AT, DType::F32, &values((DIM * DIM) as usize, 2))
+                .unwrap();
+            let r = m
+                .run(&matmul64_buffered(m.profile(), slots))
+                .unwrap_or_else(|t| panic!("{t}"));
+            totals.push(r.total_cycles);
+            results.push(m.read_global_values(C_AT, DType::F32, DIM * DIM).unwrap());
+        }
+        assert_eq!(results[0], results[1], "{profile}");
+        assert!(
+            totals[1] < totals[0],
+            "{profile}: double {} vs single {}",
+            totals[1],
+            totals[0]
+        );
+    }
+}
+
+/// Softmax on f16 data: converted to f16 by the load, widened to f32 on chip, and rounded back to f16 for the
+/// store, which widens it to f32 in global memory. Every output is exactly an f16 value, within f16 rounding of the
+/// softmax of the f16 inputs.
+#[test]
+fn f16_softmax_rounds_on_every_store() {
+    let (h, f) = (DType::F16, DType::F32);
+    let shape = [ROWS, COLS];
+    let (xh, x, mx, sm) = (
+        Access::buf("UB", 0, h),
+        Access::buf("UB", 1024, f),
+        Access::buf("UB", 2048, f),
+        Access::buf("UB", 2112, f),
+    );
+    let mut b = ProgramBuilder::new();
+    b.load_2d(xh.clone(), Access::gm(0, f), ROWS, COLS, COLS)
+        .sync(Engine::DmaIn, Engine::Vector, 0)
+        .cast(x.clone(), xh.clone(), shape)
+        .reduce(ReduceOp::Max, mx.clone(), x.clone(), shape)
+        .binary(BinaryOp::Sub, x.clone(), x.clone(), Operand::Row(mx), shape)
+        .unary(UnaryOp::Exp, x.clone(), x.clone(), shape)
+        .reduce(ReduceOp::Sum, sm.clone(), x.clone(), shape)
+        .binary(BinaryOp::Div, x.clone(), x.clone(), Operand::Row(sm), shape)
+        .cast(xh.clone(), x, shape)
+        .sync(Engine::Vector, Engine::DmaOut, 1)
+        .store_2d(Access::gm(4096, f), xh, ROWS, COLS, COLS);
+    let mut m = machine("default");
+    let input: Vec<f32> = values((ROWS * COLS) as usize, 5)
+        .iter()
+        .map(|v| v * 4.0)
+        .collect();
+    m.write_global_values(0, f, &input).unwrap();
+    m.run(&b.build()).unwrap_or_else(|t| panic!("{t}"));
+    let y = m.read_global_values(4096, f, ROWS * COLS).unwrap();
+    for (xr, yr) in input.chunks(COLS as usize).zip(y.chunks(COLS as usize)) {
+        let xr: Vec<f64> = xr.iter().map(|&v| f64::from(round(h, v))).collect();
+        let max = xr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = xr.iter().map(|v| (v - max).exp()).sum();
+        for (xv, &yv) in xr.iter().zip(yr) {
+            assert_eq!(round(h, yv), yv, "{yv} is not an f16 value");
+            let want = (xv - max).exp() / sum;
+            assert!(
+                (f64::from(yv) - want).abs() <= want * 2f64.powi(-10),
+                "{yv} vs {want}"
+            );
         }
     }
 }
