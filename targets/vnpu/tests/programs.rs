@@ -675,3 +675,41 @@ fn mutated_programs_never_panic() {
         }
     }
 }
+
+/// Dropping any one `wait_flag` from the double-buffered matmul leaves a race (the reuse of an L0 slot, or the
+/// read of a block the DMA is still writing) that the simulator names.
+#[test]
+fn matmul_without_any_one_wait_flag_traps_with_a_race() {
+    use jiuzhou_target_vnpu::Instr;
+    let p = Profile::by_name("default").unwrap();
+    let program = matmul64(&p);
+    let waits: Vec<usize> = (0..program.instrs.len())
+        .filter(|&i| matches!(program.instrs[i], Instr::WaitFlag(_)))
+        .collect();
+    // 8 k-steps wait for their loads, 6 for a free slot, 4 blocks for C, 2 for a free C slot.
+    assert_eq!(waits.len(), 20);
+    for i in waits {
+        let mut broken = program.clone();
+        let removed = broken.instrs.remove(i);
+        let mut m = machine("default");
+        match m.run(&broken) {
+            Ok(_) => panic!("without `{removed}` (instruction {i}) the matmul ran"),
+            Err(trap) => assert!(
+                matches!(*trap.kind, jiuzhou_target_vnpu::TrapKind::Race { .. }),
+                "without `{removed}`: {trap}"
+            ),
+        }
+    }
+}
+
+/// Engines may read the same bytes concurrently.
+#[test]
+fn concurrent_reads_do_not_race() {
+    let text = "\
+store dst=gm[0]:f32 src=UB[0]:f32 shape=[64] dst_strides=[1] src_strides=[1]
+vec.exp dst=UB[256]:f32 src=UB[0]:f32 shape=[1,64]
+";
+    machine("default")
+        .run(&text::parse(text).unwrap())
+        .unwrap_or_else(|t| panic!("{t}"));
+}
