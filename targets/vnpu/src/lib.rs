@@ -29,9 +29,9 @@
 //! # Simulation
 //!
 //! [`Machine::run`] ([`sim`]) executes a program exactly (f16/bf16 storage with f32 accumulation, i8 with i32) and
-//! traps on out-of-bounds or misaligned accesses and on races the synchronization leaves open ([`race`]). It also
-//! times every instruction on its engine's timeline; [`trace::write_chrome_trace`] turns the result into a
-//! Perfetto-loadable trace with one track per engine.
+//! traps on out-of-bounds or misaligned accesses and on races the synchronization leaves open (found with vector
+//! clocks, `race.rs`). It also times every instruction on its engine's timeline; [`trace::write_chrome_trace`] turns
+//! the result into a Perfetto-loadable trace with one track per engine.
 #![deny(missing_docs)]
 
 pub mod builder;

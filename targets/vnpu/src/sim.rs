@@ -5,8 +5,8 @@
 //! ascending `k` order; `i8` products accumulate in wrapping `i32`. The simulator traps ([`Trap`], with the
 //! instruction index, engine, instruction text and what went wrong) on: an access outside a buffer or global
 //! memory, an operand base offset that breaks the memory's alignment, a buffer the engine may not access, a dtype
-//! or op the profile's unit lacks, malformed operands, a race (see [`crate::race`]), and a deadlock (a `wait_flag`
-//! whose `set_flag` never comes, or a `barrier` some queue cannot reach).
+//! or op the profile's unit lacks, malformed operands, a race (found with vector clocks, see `race.rs`), and a
+//! deadlock (a `wait_flag` whose `set_flag` never comes, or a `barrier` some queue cannot reach).
 //!
 //! **Time.** Each engine queue has its own timeline. An instruction starts when its queue is free, its DMA channel
 //! (if any) is free, and (for `wait_flag`) the matching `set_flag` has fired; `set_flag`, `wait_flag` and `barrier`
