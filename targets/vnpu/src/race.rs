@@ -153,11 +153,19 @@ fn bounds(runs: &Runs) -> Option<(u64, u64)> {
     Some((runs.first()?.0, runs.last()?.1))
 }
 
-/// Whether `outer` covers every byte of `inner`.
+/// Whether `outer` covers every byte of `inner` (both sorted and merged, so one forward walk suffices).
 fn covers(outer: &Runs, inner: &Runs) -> bool {
-    inner
-        .iter()
-        .all(|&(lo, hi)| outer.iter().any(|&(a, b)| a <= lo && hi <= b))
+    let mut j = 0;
+    for &(lo, hi) in inner {
+        while j < outer.len() && outer[j].1 < hi {
+            j += 1;
+        }
+        match outer.get(j) {
+            Some(&(a, b)) if a <= lo && hi <= b => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Joins `other` into `clock` (componentwise maximum).
@@ -181,6 +189,17 @@ mod tests {
             overlap(&vec![(0, 4), (8, 12)], &vec![(4, 8), (12, 20)]),
             None
         );
+    }
+
+    #[test]
+    fn covers_walks_both_lists() {
+        assert!(covers(
+            &vec![(0, 10), (20, 30)],
+            &vec![(0, 4), (5, 10), (22, 30)]
+        ));
+        assert!(!covers(&vec![(0, 10), (20, 30)], &vec![(8, 12)]));
+        assert!(!covers(&vec![(0, 10)], &vec![(2, 4), (40, 41)]));
+        assert!(covers(&vec![(0, 10)], &vec![]));
     }
 
     #[test]

@@ -276,10 +276,20 @@ impl Region {
     /// The exact bytes touched, as sorted merged intervals.
     fn runs(&self) -> Runs {
         let size = self.dtype.size();
-        let mut v: Vec<(u64, u64)> = self.addrs.iter().map(|&a| (a, a + size)).collect();
-        v.sort_unstable();
-        let mut out: Runs = Vec::new();
-        for (lo, hi) in v {
+        // Consecutive addresses extend the current run; strided or reversed orders are sorted and merged after.
+        let mut runs: Runs = Vec::new();
+        for &a in &self.addrs {
+            match runs.last_mut() {
+                Some(last) if a == last.1 => last.1 = a + size,
+                _ => runs.push((a, a + size)),
+            }
+        }
+        if runs.windows(2).all(|w| w[0].1 < w[1].0) {
+            return runs;
+        }
+        runs.sort_unstable();
+        let mut out: Runs = Vec::with_capacity(runs.len());
+        for (lo, hi) in runs {
             match out.last_mut() {
                 Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
                 _ => out.push((lo, hi)),
@@ -455,18 +465,22 @@ impl Machine {
             Some(e) if e <= size => {}
             e => return Err(oob(e)),
         }
+        // Every address is in bounds (checked above), so none of this arithmetic overflows. Shapes have at most
+        // three dimensions (DMA; mmad and vector operands have one or two); pad to three, outermost first.
+        let (mut ext, mut st) = ([1u64; 3], [0u64; 3]);
+        let pad = 3usize
+            .checked_sub(shape.len())
+            .ok_or_else(|| TrapKind::BadOperands("more than 3 dimensions".into()))?;
+        for (d, (&n, &s)) in shape.iter().zip(strides).enumerate() {
+            ext[pad + d] = n;
+            st[pad + d] = s * esize;
+        }
         let mut addrs = Vec::with_capacity(count as usize);
-        // Odometer over the index space, outermost dimension first; every address is in bounds (checked above).
-        let mut idx = vec![0u64; shape.len()];
-        for _ in 0..count {
-            let elem: u64 = idx.iter().zip(strides).map(|(i, s)| i * s).sum();
-            addrs.push(access.offset + elem * esize);
-            for d in (0..idx.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < shape[d] {
-                    break;
-                }
-                idx[d] = 0;
+        for i in 0..ext[0] {
+            let base_i = access.offset + i * st[0];
+            for j in 0..ext[1] {
+                let base_j = base_i + j * st[1];
+                addrs.extend((0..ext[2]).map(|k| base_j + k * st[2]));
             }
         }
         Ok(Region {
@@ -482,34 +496,84 @@ impl Machine {
         self.region(access, &[count], &[1], engine)
     }
 
+    /// Reads every element of a region (in bounds by construction of the region).
     fn read(&self, r: &Region) -> Vec<Value> {
         let size = r.dtype.size() as usize;
-        let mut buf = [0u8; 4];
-        r.addrs
-            .iter()
-            .map(|&a| {
-                match r.loc {
-                    // In bounds by construction of the region.
-                    Loc::Buf(i) => {
-                        buf[..size].copy_from_slice(&self.buffers[i][a as usize..a as usize + size])
-                    }
-                    Loc::Global => self.global.read(a, &mut buf[..size]),
-                }
-                r.dtype.read(&buf[..size])
-            })
-            .collect()
+        match r.loc {
+            Loc::Buf(i) => {
+                let mem = &self.buffers[i];
+                r.addrs
+                    .iter()
+                    .map(|&a| r.dtype.read(&mem[a as usize..a as usize + size]))
+                    .collect()
+            }
+            Loc::Global => {
+                // Consecutive elements mostly share a page: look each page up once per stretch.
+                let mut cached: Option<(u64, Option<&Vec<u8>>)> = None;
+                let mut buf = [0u8; 4];
+                r.addrs
+                    .iter()
+                    .map(|&a| {
+                        let (page, at) = (a / PAGE, (a % PAGE) as usize);
+                        if at + size > PAGE as usize {
+                            self.global.read(a, &mut buf[..size]);
+                            return r.dtype.read(&buf[..size]);
+                        }
+                        let p = match cached {
+                            Some((n, p)) if n == page => p,
+                            _ => {
+                                let p = self.global.pages.get(&page);
+                                cached = Some((page, p));
+                                p
+                            }
+                        };
+                        match p {
+                            Some(p) => r.dtype.read(&p[at..at + size]),
+                            None => r.dtype.read(&[0u8; 4][..size]),
+                        }
+                    })
+                    .collect()
+            }
+        }
     }
 
+    /// Writes `values` to a region's elements, converting to its dtype.
     fn write(&mut self, r: &Region, values: &[Value]) {
         let size = r.dtype.size() as usize;
-        let mut buf = [0u8; 4];
-        for (&a, &v) in r.addrs.iter().zip(values) {
-            r.dtype.write(v, &mut buf[..size]);
-            match r.loc {
-                Loc::Buf(i) => {
-                    self.buffers[i][a as usize..a as usize + size].copy_from_slice(&buf[..size])
+        let n = r.addrs.len().min(values.len());
+        match r.loc {
+            Loc::Buf(b) => {
+                let mem = &mut self.buffers[b];
+                for (&a, &v) in r.addrs.iter().zip(values) {
+                    r.dtype.write(v, &mut mem[a as usize..a as usize + size]);
                 }
-                Loc::Global => self.global.write(a, &buf[..size]),
+            }
+            Loc::Global => {
+                let mut i = 0;
+                while i < n {
+                    let (page, at) = (r.addrs[i] / PAGE, (r.addrs[i] % PAGE) as usize);
+                    if at + size > PAGE as usize {
+                        let mut buf = [0u8; 4];
+                        r.dtype.write(values[i], &mut buf[..size]);
+                        self.global.write(r.addrs[i], &buf[..size]);
+                        i += 1;
+                        continue;
+                    }
+                    // Write the stretch of elements that stays inside this page with one page lookup.
+                    let p = self
+                        .global
+                        .pages
+                        .entry(page)
+                        .or_insert_with(|| vec![0; PAGE as usize]);
+                    while i < n {
+                        let (pg, at) = (r.addrs[i] / PAGE, (r.addrs[i] % PAGE) as usize);
+                        if pg != page || at + size > PAGE as usize {
+                            break;
+                        }
+                        r.dtype.write(values[i], &mut p[at..at + size]);
+                        i += 1;
+                    }
+                }
             }
         }
     }
