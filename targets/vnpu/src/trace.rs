@@ -2,9 +2,10 @@
 //!
 //! One process (the core) with one thread track per engine (`tid` = position in [`Engine::ALL`] + 1, named after
 //! the engine). Every work instruction is a complete (`"ph": "X"`) event named by its mnemonic, with `ts`/`dur`
-//! in microseconds at the profile's clock and `args` holding the instruction index, its text, its start cycle, its
-//! cycles and its work measures (bytes, tiles, macs, elements). Synchronization (`set_flag`, `wait_flag`,
-//! `barrier`) takes no time and is written as thread-scoped instant (`"ph": "i"`) events.
+//! in microseconds at the profile's clock (whole nanoseconds; no `displayTimeUnit`, which some importers read as
+//! the unit of `ts`) and `args` holding the instruction index, its text, its start cycle, its cycles and its work
+//! measures (bytes, tiles, macs, elements). Synchronization (`set_flag`, `wait_flag`, `barrier`) takes no time and
+//! is written as thread-scoped instant (`"ph": "i"`) events.
 
 use std::io;
 
@@ -16,7 +17,7 @@ use crate::sim::SimReport;
 
 /// The trace of `report` as a JSON value.
 pub fn chrome_trace(report: &SimReport, profile: &Profile) -> Value {
-    let mhz = profile.clock_mhz as f64;
+    let mhz = profile.clock_mhz.max(1);
     let mut events = vec![json!({
         "name": "process_name", "ph": "M", "pid": 0, "tid": 0,
         "args": { "name": format!("vnpu:{} core 0", profile.name) },
@@ -36,7 +37,7 @@ pub fn chrome_trace(report: &SimReport, profile: &Profile) -> Value {
             args.insert((*k).into(), json!(v));
         }
         let tid = ev.engine.index() + 1;
-        let ts = ev.start as f64 / mhz;
+        let ts = us(ns(ev.start, mhz));
         let event = if ev.cycles == 0
             && matches!(ev.name.as_str(), "set_flag" | "wait_flag" | "barrier")
         {
@@ -49,14 +50,14 @@ pub fn chrome_trace(report: &SimReport, profile: &Profile) -> Value {
             };
             json!({
                 "name": ev.name, "cat": cat, "ph": "X", "pid": 0, "tid": tid,
-                "ts": ts, "dur": ev.cycles as f64 / mhz, "args": args,
+                "ts": ts, "dur": us(ns(ev.start.saturating_add(ev.cycles), mhz) - ns(ev.start, mhz)),
+                "args": args,
             })
         };
         events.push(event);
     }
     json!({
         "traceEvents": events,
-        "displayTimeUnit": "ns",
         "otherData": {
             "profile": profile.name,
             "clock_mhz": profile.clock_mhz,
@@ -66,6 +67,17 @@ pub fn chrome_trace(report: &SimReport, profile: &Profile) -> Value {
             "macs": report.macs,
         },
     })
+}
+
+/// Whole nanoseconds at `cycle` (rounded down, so consecutive slices on a track never overlap).
+fn ns(cycle: u64, mhz: u64) -> u64 {
+    u64::try_from(u128::from(cycle) * 1000 / u128::from(mhz)).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds as the format's microseconds: at most three decimals, which importers round back to the same
+/// nanosecond.
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
 }
 
 /// Writes the trace of `report` as pretty-printed JSON.

@@ -457,6 +457,31 @@ store dst=gm[4096]:f32 src=L0C[0]:f32 shape=[16,16] dst_strides=[16,1] src_strid
     check_golden("small_trace.json", &json);
 }
 
+/// At a clock where cycles are fractional nanoseconds, slices on one track still never overlap.
+#[test]
+fn trace_slices_on_a_track_do_not_overlap() {
+    let (.., report, _) = run_matmul("vector_heavy");
+    let p = Profile::by_name("vector_heavy").unwrap();
+    let trace = trace::chrome_trace(&report, &p);
+    let mut by_track: std::collections::BTreeMap<u64, Vec<(i64, i64)>> = Default::default();
+    for e in trace["traceEvents"].as_array().unwrap() {
+        if e["ph"] == "X" {
+            let ns = |k: &str| (e[k].as_f64().unwrap() * 1000.0).round() as i64;
+            by_track
+                .entry(e["tid"].as_u64().unwrap())
+                .or_default()
+                .push((ns("ts"), ns("dur")));
+        }
+    }
+    assert_eq!(by_track.len(), 3, "dma_in, dma_out and cube have slices");
+    for slices in by_track.values_mut() {
+        slices.sort();
+        for w in slices.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{w:?}");
+        }
+    }
+}
+
 /// Broken programs trap with the instruction, the engine, the address range and the reason.
 #[test]
 fn broken_programs_trap_with_clear_messages() {
