@@ -1,8 +1,7 @@
 //! The semantics of the work instructions: what a DMA, an `mmad` or a vector instruction reads, computes and
 //! writes, and how many cycles it takes. Nothing is written here: the scheduler checks races first.
 
-use super::memory::Region;
-use super::memory::elements;
+use super::memory::{Region, elements};
 use super::{MAX_MACS, Machine, TrapKind};
 use crate::dtype::{DType, Value};
 use crate::isa::{
@@ -22,6 +21,7 @@ pub(super) struct Effect {
 }
 
 impl Machine {
+    /// A `load` (`load = true`: global memory → buffer) or `store`: strided copy with dtype conversion.
     pub(super) fn dma(&self, d: &Dma, load: bool) -> Result<Effect, TrapKind> {
         let engine = if load { Engine::DmaIn } else { Engine::DmaOut };
         let (src_global, dst_global) = (d.src.mem == Mem::Global, d.dst.mem == Mem::Global);
@@ -59,6 +59,7 @@ impl Machine {
         })
     }
 
+    /// An `mmad`: row-major tiles from the profile's A, B and C buffers, summed in ascending k.
     pub(super) fn mmad(&self, m: &Mmad) -> Result<Effect, TrapKind> {
         let p = &self.profile.matrix;
         let want = [
@@ -176,6 +177,7 @@ impl Machine {
         })
     }
 
+    /// A vector instruction over contiguous `rows×cols` regions of the buffers the vector unit may access.
     pub(super) fn vector(&self, v: &VectorInstr) -> Result<Effect, TrapKind> {
         let p = &self.profile.vector;
         let op = v.op();
