@@ -13,7 +13,7 @@
 //!     .unary(UnaryOp::Relu, Access::buf("UB", 0, DType::F32), Access::buf("UB", 0, DType::F32), [1, 8])
 //!     .sync(Engine::Vector, Engine::DmaOut, 0)
 //!     .store_2d(Access::gm(0, DType::F32), Access::buf("UB", 0, DType::F32), 1, 8, 8);
-//! let mut m = Machine::new(Profile::by_name("default").unwrap());
+//! let mut m = Machine::new(Profile::by_name("default").unwrap()).unwrap();
 //! m.write_global_values(0, DType::F32, &[-1.0, 2.0, -3.0, 4.0, 0.0, 1.0, -1.0, 5.0]).unwrap();
 //! m.run(&b.build()).unwrap();
 //! assert_eq!(m.read_global_values(0, DType::F32, 8).unwrap(), [0.0, 2.0, 0.0, 4.0, 0.0, 1.0, 0.0, 5.0]);

@@ -285,7 +285,12 @@ impl Profile {
     /// Cycles of one DMA transfer moving `bytes` across the global-memory side: the fixed latency plus the bytes
     /// at the lower of the DMA channel's and global memory's rates.
     pub fn dma_cycles(&self, bytes: u64) -> u64 {
-        let rate = self.dma.bytes_per_cycle.min(self.global.bytes_per_cycle);
+        // Validated profiles have positive rates; max(1) keeps a hand-built profile from dividing by zero.
+        let rate = self
+            .dma
+            .bytes_per_cycle
+            .min(self.global.bytes_per_cycle)
+            .max(1);
         self.dma.latency_cycles.saturating_add(bytes.div_ceil(rate))
     }
 
@@ -297,7 +302,7 @@ impl Profile {
     /// Cycles of one vector instruction of `op` over `elements` elements: one pass per `lanes` elements.
     pub fn vector_op_cycles(&self, op: VectorOp, elements: u64) -> u64 {
         elements
-            .div_ceil(self.vector.lanes)
+            .div_ceil(self.vector.lanes.max(1))
             .saturating_mul(self.vector_cycles(op.class()))
     }
 

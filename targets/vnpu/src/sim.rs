@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::dtype::{DType, Value};
 use crate::isa::{Engine, Program};
-use crate::profile::Profile;
+use crate::profile::{MAX_BUFFER_BYTES, MAX_TOTAL_BUFFER_BYTES, Profile, ProfileError};
 
 mod exec;
 mod memory;
@@ -220,19 +220,33 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// A machine with zeroed buffers and zeroed global memory.
-    pub fn new(profile: Profile) -> Machine {
-        // Buffer sizes are bounded by profile validation (MAX_BUFFER_BYTES).
+    /// A machine with zeroed buffers and zeroed global memory. Profiles loaded from TOML are validated already;
+    /// a profile built in code is checked here for the buffer sizes the machine allocates.
+    pub fn new(profile: Profile) -> Result<Machine, ProfileError> {
+        let mut total = 0u64;
+        for b in &profile.buffers {
+            if b.size_bytes > MAX_BUFFER_BYTES {
+                return Err(ProfileError::BufferTooLarge {
+                    name: b.name.clone(),
+                    size: b.size_bytes,
+                });
+            }
+            total = total.saturating_add(b.size_bytes);
+        }
+        if total > MAX_TOTAL_BUFFER_BYTES {
+            return Err(ProfileError::BuffersTooLarge(total));
+        }
+        // Each size is at most MAX_BUFFER_BYTES, so it fits a usize.
         let buffers = profile
             .buffers
             .iter()
             .map(|b| vec![0; b.size_bytes as usize])
             .collect();
-        Machine {
+        Ok(Machine {
             profile,
             buffers,
             global: Pages::default(),
-        }
+        })
     }
 
     /// The machine's profile.

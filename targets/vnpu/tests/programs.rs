@@ -146,7 +146,7 @@ fn softmax(_p: &Profile) -> Program {
 }
 
 fn machine(profile: &str) -> Machine {
-    Machine::new(Profile::by_name(profile).unwrap())
+    Machine::new(Profile::by_name(profile).unwrap()).unwrap()
 }
 
 fn round(dtype: DType, v: f32) -> f32 {
@@ -691,7 +691,7 @@ fn mutated_programs_never_panic() {
                     let i = rng.pick(program.instrs.len());
                     mutate(&mut program.instrs[i], &mut rng);
                 }
-                let _ = Machine::new(p.clone()).run(&program);
+                let _ = Machine::new(p.clone()).unwrap().run(&program);
                 // The text form of a mutated program parses back to the same program when it is well formed.
                 if let Ok(parsed) = text::parse(&program.to_string()) {
                     assert_eq!(parsed.to_string(), program.to_string());
@@ -725,6 +725,29 @@ fn matmul_without_any_one_wait_flag_traps_with_a_race() {
             ),
         }
     }
+}
+
+/// A profile built in code (bypassing TOML validation) cannot make the machine allocate without bound or divide by
+/// zero.
+#[test]
+fn hand_built_profiles_are_checked_by_the_machine() {
+    let mut p = Profile::by_name("default").unwrap();
+    p.buffers[0].size_bytes = u64::MAX;
+    assert!(
+        Machine::new(p.clone())
+            .unwrap_err()
+            .to_string()
+            .starts_with("buffer `L0A` has 18446744073709551615 bytes")
+    );
+    let mut p = Profile::by_name("default").unwrap();
+    p.dma.bytes_per_cycle = 0;
+    p.vector.lanes = 0;
+    let text = "load dst=UB[0]:f32 src=gm[0]:f32 shape=[8] dst_strides=[1] src_strides=[1]\nbarrier\nvec.exp dst=UB[0]:f32 src=UB[0]:f32 shape=[1,8]";
+    let r = Machine::new(p)
+        .unwrap()
+        .run(&text::parse(text).unwrap())
+        .unwrap();
+    assert_eq!(r.total_cycles, 64 + 32 + 8 * 4);
 }
 
 /// Engines may read the same bytes concurrently.
