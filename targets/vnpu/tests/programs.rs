@@ -452,9 +452,45 @@ store dst=gm[4096]:f32 src=L0C[0]:f32 shape=[16,16] dst_strides=[16,1] src_strid
         .filter(|e| e["name"] == "thread_name")
         .filter_map(|e| e["args"]["name"].as_str())
         .collect();
-    assert_eq!(tracks, ["dma_in", "dma_out", "cube", "vector"]);
-    assert_eq!(events.iter().filter(|e| e["ph"] == "X").count(), 5);
+    assert_eq!(tracks, ["programs", "dma_in", "dma_out", "cube", "vector"]);
+    // Four work instructions plus the program's own slice.
+    assert_eq!(events.iter().filter(|e| e["ph"] == "X").count(), 6);
     check_golden("small_trace.json", &json);
+}
+
+/// Several runs in one trace are laid end to end, each under its own slice on the `programs` track.
+#[test]
+fn trace_builder_lays_runs_end_to_end() {
+    let (.., first, _) = run_matmul("default");
+    let p = Profile::by_name("default").unwrap();
+    let mut m = machine("default");
+    let second = m.run(&softmax(&p)).unwrap();
+    let mut t = trace::TraceBuilder::new(&p);
+    t.add("matmul", &first).add("softmax", &second);
+    let json = t.finish();
+    assert_eq!(
+        json["otherData"]["total_cycles"],
+        first.total_cycles + second.total_cycles
+    );
+    let events = json["traceEvents"].as_array().unwrap();
+    let programs: Vec<(&str, u64)> = events
+        .iter()
+        .filter(|e| e["cat"] == "program")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["args"]["start_cycle"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(programs, [("matmul", 0), ("softmax", first.total_cycles)]);
+    // The softmax has one load, the latest of all, and it starts where the matmul ended.
+    let softmax_load = events
+        .iter()
+        .filter(|e| e["name"] == "load")
+        .map(|e| e["args"]["start_cycle"].as_u64().unwrap())
+        .max();
+    assert_eq!(softmax_load, Some(first.total_cycles));
 }
 
 /// At a clock where cycles are fractional nanoseconds, slices on one track still never overlap.
@@ -473,7 +509,11 @@ fn trace_slices_on_a_track_do_not_overlap() {
                 .push((ns("ts"), ns("dur")));
         }
     }
-    assert_eq!(by_track.len(), 3, "dma_in, dma_out and cube have slices");
+    assert_eq!(
+        by_track.len(),
+        4,
+        "programs, dma_in, dma_out and cube have slices"
+    );
     for slices in by_track.values_mut() {
         slices.sort();
         for w in slices.windows(2) {
