@@ -217,6 +217,7 @@ pub struct Machine {
     profile: Profile,
     buffers: Vec<Vec<u8>>,
     global: Pages,
+    record_events: bool,
 }
 
 impl Machine {
@@ -246,7 +247,14 @@ impl Machine {
             profile,
             buffers,
             global: Pages::default(),
+            record_events: true,
         })
+    }
+
+    /// Whether runs record [`SimReport::events`] (on by default). Turning it off saves memory on long programs;
+    /// cycle counts and statistics are the same either way.
+    pub fn set_record_events(&mut self, on: bool) {
+        self.record_events = on;
     }
 
     /// The machine's profile.

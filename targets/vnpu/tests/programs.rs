@@ -242,6 +242,27 @@ fn softmax_rows_match_the_reference() {
     }
 }
 
+/// Without event recording a run computes the same cycles and statistics.
+#[test]
+fn untraced_runs_report_the_same_numbers() {
+    let (.., traced, _) = run_matmul("default");
+    let mut m = machine("default");
+    m.set_record_events(false);
+    m.write_global_values(A_AT, DType::F32, &values((DIM * DIM) as usize, 1))
+        .unwrap();
+    m.write_global_values(B_AT, DType::F32, &values((DIM * DIM) as usize, 2))
+        .unwrap();
+    let untraced = m.run(&matmul64(m.profile())).unwrap();
+    assert!(untraced.events.is_empty());
+    assert_eq!(
+        SimReport {
+            events: traced.events.clone(),
+            ..untraced
+        },
+        traced
+    );
+}
+
 /// Double buffering hides the cube's work behind the DMA and the stores behind the next block: fewer cycles for the
 /// same result than with one buffer of each.
 #[test]

@@ -163,15 +163,17 @@ impl<'a> Run<'a> {
             .stall_cycles
             .saturating_add(start.saturating_sub(self.free[e]));
         stats.instructions += 1;
-        self.report.events.push(TraceEvent {
-            index,
-            engine: Engine::ALL[e],
-            name: instr.mnemonic(),
-            text: instr.to_string(),
-            start,
-            cycles,
-            args,
-        });
+        if self.m.record_events {
+            self.report.events.push(TraceEvent {
+                index,
+                engine: Engine::ALL[e],
+                name: instr.mnemonic(),
+                text: instr.to_string(),
+                start,
+                cycles,
+                args,
+            });
+        }
         self.free[e] = start.saturating_add(cycles);
         self.pc[e] += 1;
     }
