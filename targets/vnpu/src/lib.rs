@@ -1,0 +1,52 @@
+//! `jiuzhou-target-vnpu`: a simulated NPU — machine profiles, an instruction set with text and binary forms, and a
+//! functional + timing simulator that writes Chrome traces.
+//!
+//! # The machine
+//!
+//! The vnpu family is the shape most AI accelerators share. A core has:
+//!
+//! - a **matrix unit** ("cube") that computes `C[M×N] += A[M×K] · B[K×N]` on fixed tiles, from low-precision inputs
+//!   (f16, bf16, i8) into a wide accumulator (f32, i32), reading A and B from dedicated buffers and accumulating into
+//!   a third;
+//! - a **vector unit** with a number of lanes that runs elementwise ops, broadcasts, row reductions and casts on
+//!   the buffers it can reach;
+//! - small **software-managed on-chip buffers** (no caches): every byte a unit touches was put there by a DMA;
+//! - **DMA engines** that move strided 1-3-D blocks between global memory and the buffers, converting dtypes;
+//! - **global memory** with a size and a bandwidth.
+//!
+//! A [`Profile`] (a TOML file under `profiles/`, see [`profile`]) gives all of these numbers; two ship with the
+//! crate (`default`: a 16×16×16 f16 cube with L0A/L0B/L0C and a unified buffer UB; `vector_heavy`: a 32×8×16 bf16
+//! cube with a wide vector unit and a single DMA channel). Nothing in the code names a particular profile.
+//!
+//! # Programs
+//!
+//! A [`Program`] ([`isa`]) is a fully unrolled instruction list for one core. A scalar front end dispatches each
+//! instruction in order into one of four queues (`dma_in`, `dma_out`, `cube`, `vector`); queues run concurrently
+//! and are ordered only by `set_flag`/`wait_flag` events and barriers. Programs have a text form
+//! ([`isa::text`], `parse`/`print`) and a binary encoding ([`isa::binary`]); code generators build them with
+//! [`ProgramBuilder`].
+//!
+//! # Simulation
+//!
+//! [`Machine::run`] ([`sim`]) executes a program exactly (f16/bf16 storage with f32 accumulation, i8 with i32) and
+//! traps on out-of-bounds or misaligned accesses and on races the synchronization leaves open (found with vector
+//! clocks, `race.rs`). It also times every instruction on its engine's timeline; [`trace::write_chrome_trace`] turns
+//! the result into a Perfetto-loadable trace with one track per engine.
+#![deny(missing_docs)]
+
+pub mod builder;
+pub mod dtype;
+pub mod isa;
+pub mod profile;
+mod race;
+pub mod sim;
+pub mod trace;
+
+pub use builder::ProgramBuilder;
+pub use dtype::DType;
+pub use isa::{
+    Access, BinaryOp, Engine, Instr, Mem, Operand, Program, ReduceOp, UnaryOp, VectorInstr,
+    VectorOp,
+};
+pub use profile::{Profile, ProfileError};
+pub use sim::{Machine, SimReport, Trap, TrapKind};
