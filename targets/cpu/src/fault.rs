@@ -73,7 +73,7 @@ pub fn perturb(value: &Value) -> Value {
         return value.clone();
     };
     let mut t: Tensor = (**t).clone();
-    let sign = |i: usize| if i % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = |i: usize| if i.is_multiple_of(2) { 1.0 } else { -1.0 };
     match t.data() {
         Data::F32(_) => {
             if let Ok(v) = t.as_mut_vec::<f32>() {
