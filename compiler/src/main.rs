@@ -422,6 +422,12 @@ fn compile_model(
         (g, Some(s))
     };
     let kernels = graph.nodes.len();
+    // How many nodes of each op the compiled graph has (sorted by op name).
+    let mut ops = std::collections::BTreeMap::<&str, usize>::new();
+    for node in &graph.nodes {
+        *ops.entry(node.op.name()).or_default() += 1;
+    }
+    let ops = serde_json::json!(ops);
     jiuzhou_compiler::compile_graph(graph, model.opset, target)
         .context("cannot compile the model")?;
     println!(
@@ -438,6 +444,7 @@ fn compile_model(
             "egraph_nodes": stats.as_ref().map_or(0, |s| s.egraph_nodes),
             "iterations": stats.as_ref().map_or(0, |s| s.iterations),
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
+            "ops": ops,
         });
         println!("{json}");
     }

@@ -108,15 +108,15 @@ fn a_clean_run_is_equal_or_close() {
     let (o, report) = compare("clean-noopt", &["--no-opt"], None);
     check_clean(&report, &o);
     assert_eq!(report["optimized"], false);
-    // Without the optimizer, the CPU target materializes everything but what it fuses itself (Relu into the
-    // BatchNormalization kernel).
+    // Without the optimizer, the CPU target materializes everything but what it fuses itself (BatchNormalization
+    // folded into the Conv, Relu in its epilogue).
     let rows = tensors(&report);
     let not: Vec<&str> = rows
         .iter()
         .filter(|r| r["compared"] == false)
         .map(|r| r["tensor"].as_str().unwrap())
         .collect();
-    assert_eq!(not, ["bn1", "bn2"]);
+    assert_eq!(not, ["conv1", "bn1", "conv2", "bn2"]);
     assert!(
         rows[1]["note"]
             .as_str()
@@ -160,8 +160,8 @@ fn dumps_both_sides_as_npy() {
         let n = std::fs::read_dir(dir.join(side)).unwrap().count();
         assert_eq!(n, compared, "{side}");
     }
-    let want = jiuzhou_compiler::io::read_npy(&dir.join("reference/0000_conv1.npy")).unwrap();
-    let got = jiuzhou_compiler::io::read_npy(&dir.join("cpu/0000_conv1.npy")).unwrap();
+    let want = jiuzhou_compiler::io::read_npy(&dir.join("reference/0002_relu1.npy")).unwrap();
+    let got = jiuzhou_compiler::io::read_npy(&dir.join("cpu/0002_relu1.npy")).unwrap();
     assert_eq!(want.shape(), [1, 8, 32, 32]);
     assert_eq!(got.shape(), want.shape());
 }
@@ -189,37 +189,45 @@ fn check_fault(o: &Outcome, report: &Json) -> Json {
 
 #[test]
 fn a_wrong_kernel_is_named_as_the_first_divergence() {
-    // Without the optimizer, conv2 is a kernel of its own: the harness names exactly that node.
-    let (o, report) = compare("fault-noopt", &["--no-opt"], Some("cpu:conv2"));
-    let first = check_fault(&o, &report);
-    assert_eq!(first["node"], "conv2");
-    assert_eq!(first["op"], "Conv");
-    assert_eq!(first["tensor"], "conv2");
-    assert_eq!(kernel_nodes(&first["kernel"]), ["conv2"]);
-    assert!(
-        o.stdout
-            .contains("first diverging node: conv2 (Conv), tensor `conv2`: DIFFERENT"),
-        "{}",
-        o.stdout
-    );
+    // pool2 is a kernel of its own, with and without the optimizer: the harness names exactly that node.
+    for (test, extra) in [("pool-noopt", &["--no-opt"][..]), ("pool-opt", &[][..])] {
+        let (o, report) = compare(test, extra, Some("cpu:pool2"));
+        let first = check_fault(&o, &report);
+        assert_eq!(first["node"], "pool2", "{test}");
+        assert_eq!(first["op"], "MaxPool");
+        assert_eq!(first["tensor"], "pool2");
+        assert_eq!(kernel_nodes(&first["kernel"]), ["pool2"]);
+        assert!(
+            o.stdout
+                .contains("first diverging node: pool2 (MaxPool), tensor `pool2`: DIFFERENT"),
+            "{}",
+            o.stdout
+        );
+    }
 
-    // With the optimizer, bn2 is folded into conv2 and the CPU target fuses relu2 into it: the first tensor the
+    // conv2 is fused with bn2 and relu2 (by the optimizer and by the CPU target itself): the first tensor the
     // target materializes after the fault is relu2, computed by one kernel that starts at conv2.
-    let (o, report) = compare("fault-opt", &[], Some("cpu:conv2"));
-    let first = check_fault(&o, &report);
-    assert_eq!(kernel_nodes(&first["kernel"]), ["conv2", "bn2", "relu2"]);
-    assert_eq!(first["tensor"], "relu2");
-    assert!(
-        o.stdout
-            .contains("conv2 (Conv), bn2 (BatchNormalization), relu2 (Relu)"),
-        "{}",
-        o.stdout
-    );
-    // Nothing upstream of conv2 was perturbed.
-    let rows = tensors(&report);
-    let relu1 = rows.iter().find(|r| r["tensor"] == "relu1").unwrap();
-    assert_eq!(relu1["compared"], true);
-    assert!(relu1["verdict"] == "EQUAL" || relu1["verdict"] == "CLOSE");
+    for (test, extra) in [("conv-noopt", &["--no-opt"][..]), ("conv-opt", &[][..])] {
+        let (o, report) = compare(test, extra, Some("cpu:conv2"));
+        let first = check_fault(&o, &report);
+        assert_eq!(
+            kernel_nodes(&first["kernel"]),
+            ["conv2", "bn2", "relu2"],
+            "{test}"
+        );
+        assert_eq!(first["tensor"], "relu2");
+        assert!(
+            o.stdout
+                .contains("conv2 (Conv), bn2 (BatchNormalization), relu2 (Relu)"),
+            "{}",
+            o.stdout
+        );
+        // Nothing upstream of conv2 was perturbed.
+        let rows = tensors(&report);
+        let pool1 = rows.iter().find(|r| r["tensor"] == "pool1").unwrap();
+        assert_eq!(pool1["compared"], true);
+        assert!(pool1["verdict"] == "EQUAL" || pool1["verdict"] == "CLOSE");
+    }
 
     // A selector that matches no node warns and changes nothing.
     let (o, report) = compare("fault-none", &["--no-opt"], Some("cpu:no_such_node"));

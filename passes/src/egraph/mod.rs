@@ -28,6 +28,7 @@ pub mod extract;
 pub mod lang;
 pub mod provenance;
 pub mod rules;
+pub mod shapes;
 #[cfg(test)]
 mod tests;
 
