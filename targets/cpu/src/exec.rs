@@ -275,6 +275,20 @@ fn select_kernel(
         }));
     }
     let kernel = match &node.op {
+        Op::Pow(_) => {
+            let (Some(a), Some(b), 2) = (req(0), req(1), ins.len()) else {
+                return Ok(None);
+            };
+            Kernel::Binary {
+                k: BinaryKernels {
+                    vv: native::pow_vv,
+                    vs: native::pow_vs,
+                    sv: native::pow_sv,
+                },
+                a,
+                b,
+            }
+        }
         Op::Relu(_) | Op::Neg(_) | Op::Abs(_) | Op::Sqrt(_) | Op::Clip(_) => {
             let Some(x) = req(0) else { return Ok(None) };
             let op = match &node.op {
