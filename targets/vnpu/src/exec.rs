@@ -246,8 +246,8 @@ impl VnpuExecutable {
                 j += 1;
             }
             if on_npu[i] {
-                for idx in i..j {
-                    let Some(k) = &kernels[idx] else { continue };
+                for (idx, k) in kernels.iter().enumerate().take(j).skip(i) {
+                    let Some(k) = k else { continue };
                     for v in k.reads() {
                         if !on_device.contains(&v) {
                             plan.push(Plan::Upload(v));

@@ -138,14 +138,15 @@ pub(crate) fn place(ctx: &Ctx, graph: &Graph, cost: bool) -> Decision {
         }
     }
 
-    // Cost: isolated elementwise nodes stay on the host.
-    while cost {
+    // Cost: isolated elementwise nodes stay on the host (repeated until no node moves).
+    let mut changed = cost;
+    while changed {
         let npu_out: HashSet<ValueId> = kernels.iter().flatten().map(Kernel::out).collect();
         let mut npu_reads: HashSet<ValueId> = HashSet::new();
         for k in kernels.iter().flatten() {
             npu_reads.extend(k.reads());
         }
-        let mut changed = false;
+        changed = false;
         for i in 0..kernels.len() {
             let Some(Kernel::Elt { out, .. }) = &kernels[i] else {
                 continue;
@@ -160,9 +161,6 @@ pub(crate) fn place(ctx: &Ctx, graph: &Graph, cost: bool) -> Decision {
                 "cost: inputs and users on the host (two transfers for a few vector passes)".into(),
             );
             changed = true;
-        }
-        if !changed {
-            break;
         }
     }
     Decision {

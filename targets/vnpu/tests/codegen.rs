@@ -292,7 +292,8 @@ fn conv_graph(
 #[test]
 fn conv_on_odd_shapes_matches_the_reference() {
     // (input, cout, kernel, stride, pad, dilation, bias, relu)
-    let cases: [([usize; 4], usize, usize, i64, i64, i64, bool, bool); 6] = [
+    type Case = ([usize; 4], usize, usize, i64, i64, i64, bool, bool);
+    let cases: [Case; 6] = [
         ([1, 3, 11, 13], 5, 3, 1, 1, 1, true, false),
         ([2, 7, 9, 10], 19, 3, 2, 1, 1, false, true),
         ([1, 20, 6, 7], 33, 1, 1, 0, 1, true, true),
@@ -325,16 +326,17 @@ fn elementwise_ops_match_the_reference() {
             let mut b = GraphBuilder::new("elt");
             let x = f32_input(&mut b, "x", shape);
             let y = f32_input(&mut b, "y", shape);
-            let mut outs = Vec::new();
-            outs.push(b.node1(ops::Add::default(), &[x, y]).unwrap());
-            outs.push(b.node1(ops::Sub::default(), &[x, y]).unwrap());
-            outs.push(b.node1(ops::Mul::default(), &[x, y]).unwrap());
-            outs.push(b.node1(ops::Max::default(), &[x, y]).unwrap());
-            outs.push(b.node1(ops::Relu::default(), &[x]).unwrap());
-            outs.push(b.node1(ops::Exp::default(), &[x]).unwrap());
-            outs.push(b.node1(ops::Sigmoid::default(), &[x]).unwrap());
-            outs.push(b.node1(ops::Tanh::default(), &[x]).unwrap());
-            outs.push(b.node1(ops::Abs::default(), &[x]).unwrap());
+            let mut outs = vec![
+                b.node1(ops::Add::default(), &[x, y]).unwrap(),
+                b.node1(ops::Sub::default(), &[x, y]).unwrap(),
+                b.node1(ops::Mul::default(), &[x, y]).unwrap(),
+                b.node1(ops::Max::default(), &[x, y]).unwrap(),
+                b.node1(ops::Relu::default(), &[x]).unwrap(),
+                b.node1(ops::Exp::default(), &[x]).unwrap(),
+                b.node1(ops::Sigmoid::default(), &[x]).unwrap(),
+                b.node1(ops::Tanh::default(), &[x]).unwrap(),
+                b.node1(ops::Abs::default(), &[x]).unwrap(),
+            ];
             // A constant scalar, and a constant varying along the stored inner axis.
             let two = b.constant("two", Tensor::scalar(2.0f32));
             outs.push(b.node1(ops::Mul::default(), &[x, two]).unwrap());

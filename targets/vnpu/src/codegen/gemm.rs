@@ -208,44 +208,39 @@ pub fn choose_blocks(ctx: &Ctx, m: u64, n: u64, k: u64, conv: bool) -> Result<Bl
     let mut mb = round_up(m, mg).min(round_up(CAP, mg));
     let mut nb = round_up(n, ng).min(round_up(CAP, ng));
     let mut kb = round_up(k, kg).min(round_up(CAP, kg));
-    let shrink = |x: &mut u64, g: u64| -> bool {
-        if *x <= g {
-            return false;
+    // Halve the larger of two sizes (down to its granule), else the other; false when neither can shrink.
+    fn shrink2(x: &mut u64, gx: u64, y: &mut u64, gy: u64) -> bool {
+        fn shrink(v: &mut u64, g: u64) -> bool {
+            if *v <= g {
+                return false;
+            }
+            *v = round_up(*v / 2, g).max(g);
+            true
         }
-        *x = round_up(*x / 2, g).max(g);
-        true
-    };
+        let (first, g1, second, g2) = if *x >= *y {
+            (x, gx, y, gy)
+        } else {
+            (y, gy, x, gx)
+        };
+        shrink(first, g1) || shrink(second, g2)
+    }
     // Slot sizes are rounded to the buffers' alignment (slot 1 starts aligned).
-    let fits = |mb: u64, nb: u64, kb: u64| {
-        let slot = |bytes: u64, name: &str| 2 * round_up(bytes, ctx.buf_align(name));
-        slot(mb * kb * isz, &mx.a_buffer) <= sa
-            && slot(kb * nb * isz, &mx.b_buffer) <= sb
-            && slot(mb * nb * 4, &mx.c_buffer) <= sc
-    };
-    let a_same_as_b =
-        mx.a_buffer == mx.b_buffer || mx.a_buffer == mx.c_buffer || mx.b_buffer == mx.c_buffer;
-    if a_same_as_b {
+    let slot = |bytes: u64, name: &str| 2 * round_up(bytes, ctx.buf_align(name));
+    if mx.a_buffer == mx.b_buffer || mx.a_buffer == mx.c_buffer || mx.b_buffer == mx.c_buffer {
         return Err("the profile's cube shares a buffer between A, B and C".into());
     }
-    while !fits(mb, nb, kb) {
-        let a_over = 2 * round_up(mb * kb * isz, ctx.buf_align(&mx.a_buffer)) > sa;
-        let b_over = 2 * round_up(kb * nb * isz, ctx.buf_align(&mx.b_buffer)) > sb;
+    loop {
+        let a_over = slot(mb * kb * isz, &mx.a_buffer) > sa;
+        let b_over = slot(kb * nb * isz, &mx.b_buffer) > sb;
+        let c_over = slot(mb * nb * 4, &mx.c_buffer) > sc;
         let progressed = if a_over {
-            if kb >= mb {
-                shrink(&mut kb, kg) || shrink(&mut mb, mg)
-            } else {
-                shrink(&mut mb, mg) || shrink(&mut kb, kg)
-            }
+            shrink2(&mut kb, kg, &mut mb, mg)
         } else if b_over {
-            if kb >= nb {
-                shrink(&mut kb, kg) || shrink(&mut nb, ng)
-            } else {
-                shrink(&mut nb, ng) || shrink(&mut kb, kg)
-            }
-        } else if mb >= nb {
-            shrink(&mut mb, mg) || shrink(&mut nb, ng)
+            shrink2(&mut kb, kg, &mut nb, ng)
+        } else if c_over {
+            shrink2(&mut mb, mg, &mut nb, ng)
         } else {
-            shrink(&mut nb, ng) || shrink(&mut mb, mg)
+            break;
         };
         if !progressed {
             return Err(format!(
