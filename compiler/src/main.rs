@@ -331,6 +331,12 @@ fn compile_model(
         (g, Some(s))
     };
     let kernels = graph.nodes.len();
+    // How many nodes of each op the compiled graph has (sorted by op name).
+    let mut ops = std::collections::BTreeMap::<&str, usize>::new();
+    for node in &graph.nodes {
+        *ops.entry(node.op.name()).or_default() += 1;
+    }
+    let ops = serde_json::json!(ops);
     let mut vnpu = None;
     if let Target::Vnpu(profile) = target {
         let flops = node_flops(&graph);
@@ -375,6 +381,7 @@ fn compile_model(
             "egraph_nodes": stats.as_ref().map_or(0, |s| s.egraph_nodes),
             "iterations": stats.as_ref().map_or(0, |s| s.iterations),
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
+            "ops": ops,
         });
         if let Some((placement, cycles, bytes)) = vnpu_stats {
             json["placement"] = placement;
