@@ -375,6 +375,11 @@ fn silu_case(left: bool) -> Graph {
 
 /// `Softmax(MatMul(Q, Kᵀ) / 2 + M) · V` (`mask`) or `Softmax(MatMul(Q, Kᵀ) · ½) · V`.
 fn attention_case(mask: bool) -> Graph {
+    attention_graph(mask, 0.5)
+}
+
+/// [`attention_case`] with the unmasked scores scaled by `c`.
+fn attention_graph(mask: bool, c: f32) -> Graph {
     let mut b = GraphBuilder::new("case");
     let q = b.input("q", TensorType::known(DType::F32, &[2, 3, 4, 8]));
     let kt = b.input("kt", TensorType::known(DType::F32, &[2, 3, 8, 5]));
@@ -386,7 +391,7 @@ fn attention_case(mask: bool) -> Graph {
         let m = b.input("mask", TensorType::known(DType::F32, &[2, 1, 1, 5]));
         add(&mut b, s, m)
     } else {
-        let half = scalar_const(&mut b, "half", 0.5);
+        let half = scalar_const(&mut b, "half", c);
         mul(&mut b, half, s)
     };
     let p = un(&mut b, ops::Softmax::default(), s);
@@ -862,6 +867,14 @@ fn every_rule_is_sound_on_its_cases() {
         };
         assert_eq!(names(&out), names(&c.graph), "{}", c.rule);
     }
+}
+
+#[test]
+fn attention_needs_a_positive_scale() {
+    // Attention multiplies Q and K by √scale each: a negative scale is no Attention.
+    let g = attention_graph(false, -0.5);
+    let (out, _) = optimize_with(&g, &Avoid("Softmax"), &only("attention"));
+    assert!(has_op(&out, "Softmax") && !has_op(&out, "Attention"));
 }
 
 #[test]
