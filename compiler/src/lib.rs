@@ -31,6 +31,6 @@ pub mod io;
 pub mod onnx;
 
 pub use driver::{
-    CompileError, Target, compile, compile_graph, load_and_compile, optimize_graph,
-    optimize_graph_traced,
+    CompileError, SharedVnpu, Target, compile, compile_graph, compile_vnpu, load_and_compile,
+    optimize_graph, optimize_graph_traced,
 };

@@ -52,6 +52,10 @@ enum Command {
         /// Optimize with the e-graph optimizer first (off by default until every model passes with it on).
         #[arg(long)]
         opt: bool,
+        /// Write a Chrome trace-event file (Perfetto, chrome://tracing) of the simulated NPU: one track per
+        /// engine (vnpu targets only).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Optimize a model with the e-graph optimizer and print the optimized IR text.
     Opt {
@@ -146,10 +150,7 @@ fn parse_expect(s: &str) -> Result<Verdict, String> {
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
-    Target::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
-        format!("unknown target `{s}` (known: {})", names.join(", "))
-    })
+    Target::parse(s)
 }
 
 /// A command-line usage error as one `error: ...` line (clap's message without the usage block).
@@ -215,7 +216,8 @@ fn run(command: Command) -> Result<ExitCode> {
             inputs,
             output_dir,
             opt,
-        } => run_model(&model, target, &inputs, &output_dir, opt),
+            trace,
+        } => run_model(&model, target, &inputs, &output_dir, opt, trace.as_deref()),
         Command::Opt {
             model,
             target,
@@ -428,15 +430,43 @@ fn compile_model(
         *ops.entry(node.op.name()).or_default() += 1;
     }
     let ops = serde_json::json!(ops);
-    jiuzhou_compiler::compile_graph(graph, model.opset, target)
+    let mut vnpu = None;
+    if let Target::Vnpu(profile) = target {
+        let flops = node_flops(&graph);
+        let exec = jiuzhou_compiler::compile_vnpu(
+            graph,
+            model.opset,
+            profile,
+            &jiuzhou_target_vnpu::Options::default(),
+        )
         .context("cannot compile the model")?;
+        vnpu = Some((exec, flops));
+    } else {
+        jiuzhou_compiler::compile_graph(graph, model.opset, target)
+            .context("cannot compile the model")?;
+    }
     println!(
         "compiled {} for {target}: {kernels} kernel(s)",
         path.display()
     );
+    let mut vnpu_stats = None;
+    if let Some((exec, flops)) = &vnpu {
+        print_placement(exec.placement(), flops);
+        println!("transfers: {} bytes per run", exec.transfers_bytes());
+        if print_stats {
+            let cycles = exec
+                .simulate_cycles()
+                .context("cannot simulate the model")?;
+            vnpu_stats = Some((
+                placement_json(exec.placement(), flops),
+                cycles,
+                exec.transfers_bytes(),
+            ));
+        }
+    }
     if print_stats {
-        let json = serde_json::json!({
-            "target": target.name(),
+        let mut json = serde_json::json!({
+            "target": target.to_string(),
             "imported_nodes": imported_nodes,
             "optimized_nodes": stats.as_ref().map_or(imported_nodes, |s| s.optimized_nodes),
             "kernels": kernels,
@@ -446,9 +476,86 @@ fn compile_model(
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
             "ops": ops,
         });
+        if let Some((placement, cycles, bytes)) = vnpu_stats {
+            json["placement"] = placement;
+            json["sim_cycles"] = cycles.into();
+            json["transfers_bytes"] = bytes.into();
+        }
         println!("{json}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// FLOPs of every node (the optimizer's estimate), for the NPU share of a placement.
+fn node_flops(graph: &Graph) -> Vec<f64> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let ins: Vec<Option<&ValueType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| &graph.value(v).ty))
+                .collect();
+            let outs: Vec<ValueType> = n
+                .outputs
+                .iter()
+                .map(|v| graph.value(*v).ty.clone())
+                .collect();
+            egraph::cost::flops_and_bytes(&n.op, &ins, &outs).0
+        })
+        .collect()
+}
+
+/// Prints where the nodes run: how many on the NPU, their share of the FLOPs, and every op on the host with why.
+fn print_placement(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) {
+    println!(
+        "placement: {} of {} nodes on the NPU ({:.1}% of FLOPs)",
+        p.npu_nodes(),
+        p.nodes.len(),
+        100.0 * p.npu_flops_share(flops)
+    );
+    let fused = p
+        .nodes
+        .iter()
+        .filter(|n| n.npu && n.reason.is_some())
+        .count();
+    if fused > 0 {
+        println!("  {fused} node(s) fused into NPU kernels");
+    }
+    for (op, reason, count) in p.fallbacks() {
+        println!("  on the host CPU: {count} x {op}: {reason}");
+    }
+}
+
+fn placement_json(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) -> serde_json::Value {
+    let fallbacks: Vec<serde_json::Value> = p
+        .fallbacks()
+        .into_iter()
+        .map(
+            |(op, reason, count)| serde_json::json!({ "op": op, "reason": reason, "count": count }),
+        )
+        .collect();
+    let nodes: Vec<serde_json::Value> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "op": n.op,
+                "device": if n.npu { "npu" } else { "cpu" },
+                "reason": n.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "npu_nodes": p.npu_nodes(),
+        "cpu_nodes": p.nodes.len() - p.npu_nodes(),
+        "total_nodes": p.nodes.len(),
+        "npu_flops_fraction": p.npu_flops_share(flops),
+        "fallbacks": fallbacks,
+        "nodes": nodes,
+    })
 }
 
 fn run_model(
@@ -457,7 +564,13 @@ fn run_model(
     specs: &[String],
     out_dir: &Path,
     opt: bool,
+    trace: Option<&Path>,
 ) -> Result<ExitCode> {
+    let vnpu_profile = match target {
+        Target::Vnpu(p) => Some(p),
+        _ if trace.is_some() => bail!("--trace needs a vnpu target (--target vnpu[:PROFILE])"),
+        _ => None,
+    };
     let mut model = load(path)?;
     if opt {
         let (g, stats) =
@@ -467,7 +580,21 @@ fn run_model(
         model.graph = g;
     }
     let started = std::time::Instant::now();
-    let session = jiuzhou_compiler::compile(model, target).context("cannot compile the model")?;
+    let mut vnpu = None;
+    let session = match vnpu_profile {
+        Some(profile) => {
+            let signature = jiuzhou_runtime::Signature::of(&model.graph);
+            let options = jiuzhou_target_vnpu::Options {
+                record_trace: trace.is_some(),
+                ..Default::default()
+            };
+            let exec = jiuzhou_compiler::compile_vnpu(model.graph, model.opset, profile, &options)
+                .context("cannot compile the model")?;
+            vnpu = Some(exec.clone());
+            jiuzhou_runtime::Session::new(signature, Box::new(jiuzhou_compiler::SharedVnpu(exec)))
+        }
+        None => jiuzhou_compiler::compile(model, target).context("cannot compile the model")?,
+    };
     let compile_time = started.elapsed();
     let sig = session.signature().clone();
     let named = read_inputs(&sig, specs)?;
@@ -519,6 +646,34 @@ fn run_model(
         outputs.len(),
         out_dir.display()
     );
+    if let Some(exec) = vnpu {
+        let p = exec.placement();
+        let stats = exec.last_run().unwrap_or_default();
+        let mhz = exec.profile().clock_mhz.max(1);
+        println!(
+            "vnpu: {} of {} nodes on the NPU; simulated {} cycles ({:.1} us at {mhz} MHz); transfers {} bytes",
+            p.npu_nodes(),
+            p.nodes.len(),
+            stats.sim_cycles,
+            stats.sim_cycles as f64 / mhz as f64,
+            stats.transfers_bytes
+        );
+        if let Some(file) = trace {
+            let mut tb = jiuzhou_target_vnpu::trace::TraceBuilder::new(exec.profile());
+            for (name, report) in &stats.kernels {
+                tb.add(name, report);
+            }
+            let f = std::fs::File::create(file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            tb.write(std::io::BufWriter::new(f))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!(
+                "wrote trace of {} kernel(s) to {}",
+                stats.kernels.len(),
+                file.display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -631,7 +786,7 @@ fn run_conformance(
     }
     if let Some(path) = report {
         let json = serde_json::json!({
-            "target": target.name(),
+            "target": target.to_string(),
             "suite": suite.display().to_string(),
             "summary": summary,
             "cases": results,

@@ -278,6 +278,20 @@ fn select_kernel(
         }));
     }
     let kernel = match &node.op {
+        Op::Pow(_) => {
+            let (Some(a), Some(b), 2) = (req(0), req(1), ins.len()) else {
+                return Ok(None);
+            };
+            Kernel::Binary {
+                k: BinaryKernels {
+                    vv: native::pow_vv,
+                    vs: native::pow_vs,
+                    sv: native::pow_sv,
+                },
+                a,
+                b,
+            }
+        }
         Op::Relu(_) | Op::Neg(_) | Op::Abs(_) | Op::Sqrt(_) | Op::Clip(_) => {
             let Some(x) = req(0) else { return Ok(None) };
             let op = match &node.op {
@@ -427,6 +441,8 @@ impl CpuExecutable {
         let mut steps: Vec<Step> = Vec::new();
         let mut fallback_ops = Vec::new();
         let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
+        // The step that computes each value (values fused into a step map to that step).
+        let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
         let mut fault_steps: HashSet<usize> = HashSet::new();
         let mut faulty = |node: &Node, si: usize| {
             if let Some(f) = &fault
@@ -442,8 +458,6 @@ impl CpuExecutable {
                 fault_steps.insert(si);
             }
         };
-        // The step that computes each value (values fused into a step map to that step).
-        let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
         // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
         let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
         for node in &g.nodes {
@@ -499,10 +513,10 @@ impl CpuExecutable {
                         *residual = Some(r);
                         steps[si].reads.push(r);
                         steps[si].outputs = node.outputs.clone();
-                        faulty(node, si);
                         fused_into.remove(&c);
                         fused_into.insert(*out, si);
                         produced_at.insert(*out, si);
+                        faulty(node, si);
                         break;
                     }
                 }

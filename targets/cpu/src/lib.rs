@@ -15,6 +15,7 @@
 //! its public interpreter, for the fallback nodes.
 #![deny(missing_docs)]
 
+pub mod attention;
 pub mod elementwise;
 mod exec;
 pub mod fault;
