@@ -29,4 +29,7 @@ pub mod driver;
 pub mod io;
 pub mod onnx;
 
-pub use driver::{CompileError, Target, compile, compile_graph, load_and_compile, optimize_graph};
+pub use driver::{
+    CompileError, CompileOptions, Target, compile, compile_graph, compile_with, load_and_compile,
+    optimize_graph,
+};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use jiuzhou_compiler::conformance::{self, Status, Summary};
-use jiuzhou_compiler::{Target, io, onnx};
+use jiuzhou_compiler::{CompileOptions, Target, io, onnx};
 use jiuzhou_ir::{Dim, Graph, Value, ValueType};
 use jiuzhou_passes::egraph;
 
@@ -47,8 +47,11 @@ enum Command {
         /// Folder for output_K.npy (the K-th graph output).
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
-        /// Optimize with the e-graph optimizer first (off by default until every model passes with it on).
+        /// Do not run the e-graph optimizer (it runs by default).
         #[arg(long)]
+        no_opt: bool,
+        /// Accepted for compatibility: optimization is on by default now.
+        #[arg(long, hide = true, conflicts_with = "no_opt")]
         opt: bool,
     },
     /// Optimize a model with the e-graph optimizer and print the optimized IR text.
@@ -102,6 +105,9 @@ enum Command {
         /// Worker threads (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Do not run the e-graph optimizer (it runs by default).
+        #[arg(long)]
+        no_opt: bool,
     },
 }
 
@@ -143,8 +149,9 @@ fn run(command: Command) -> Result<ExitCode> {
             target,
             inputs,
             output_dir,
-            opt,
-        } => run_model(&model, target, &inputs, &output_dir, opt),
+            no_opt,
+            opt: _,
+        } => run_model(&model, target, &inputs, &output_dir, no_opt),
         Command::Opt {
             model,
             target,
@@ -165,6 +172,7 @@ fn run(command: Command) -> Result<ExitCode> {
             pass_list,
             update_pass_list,
             jobs,
+            no_opt,
         } => run_conformance(
             target,
             &suite,
@@ -173,6 +181,7 @@ fn run(command: Command) -> Result<ExitCode> {
             pass_list.as_deref(),
             update_pass_list,
             jobs,
+            no_opt,
         ),
     }
 }
@@ -356,18 +365,17 @@ fn run_model(
     target: Target,
     specs: &[String],
     out_dir: &Path,
-    opt: bool,
+    no_opt: bool,
 ) -> Result<ExitCode> {
-    let mut model = load(path)?;
-    if opt {
-        let (g, stats) =
-            jiuzhou_compiler::optimize_graph(&model.graph, target, &egraph::Options::default())
-                .context("cannot optimize the model")?;
-        tracing::info!(?stats, "optimized");
-        model.graph = g;
-    }
+    let model = load(path)?;
+    let options = if no_opt {
+        CompileOptions::no_opt()
+    } else {
+        CompileOptions::default()
+    };
     let started = std::time::Instant::now();
-    let session = jiuzhou_compiler::compile(model, target).context("cannot compile the model")?;
+    let session = jiuzhou_compiler::compile_with(model, target, &options)
+        .context("cannot compile the model")?;
     let compile_time = started.elapsed();
     let sig = session.signature().clone();
     let mut named: Vec<(String, Value)> = Vec::new();
@@ -453,6 +461,7 @@ fn run_model(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)] // One argument per command-line flag.
 fn run_conformance(
     target: Target,
     suite: &Path,
@@ -461,6 +470,7 @@ fn run_conformance(
     pass_list: Option<&Path>,
     update: bool,
     jobs: Option<usize>,
+    no_opt: bool,
 ) -> Result<ExitCode> {
     let mut cases = conformance::list_cases(suite)
         .with_context(|| format!("cannot read suite folder {}", suite.display()))?;
@@ -474,7 +484,12 @@ fn run_conformance(
         );
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let results = conformance::run_cases(suite, &cases, target, jobs);
+    let options = if no_opt {
+        CompileOptions::no_opt()
+    } else {
+        CompileOptions::default()
+    };
+    let results = conformance::run_cases_with(suite, &cases, target, jobs, &options);
     for r in &results {
         if r.status == Status::Failed {
             println!("FAIL {}: {}", r.name, r.reason.as_deref().unwrap_or(""));

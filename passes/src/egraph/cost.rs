@@ -22,12 +22,23 @@ pub trait CostModel {
 }
 
 /// Every op costs 1: extraction minimizes the number of nodes. The reference target's model.
+///
+/// jiuzhou's own ops (fused and composite ops) cost [`OWN_OP_COST`], a hair above 1: one fused node still beats the
+/// two or more nodes it replaces, but where the count ties the standard ONNX op is kept (a Gemm with nothing to
+/// fuse stays a Gemm).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpCountCost;
 
+/// What [`OpCountCost`] charges for one of jiuzhou's own ops.
+pub const OWN_OP_COST: f64 = 1.0 + 1.0 / 1024.0;
+
 impl CostModel for OpCountCost {
-    fn node_cost(&self, _op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
-        1.0
+    fn node_cost(&self, op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
+        if op.is_jiuzhou_own() {
+            OWN_OP_COST
+        } else {
+            1.0
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod elementwise;
 mod exec;
+pub mod fused;
 pub mod jit;
 pub mod linalg;
 pub mod plan;
