@@ -84,7 +84,7 @@ pub fn add(out: &mut [f32], osh: &[usize], addend: &[f32], ash: &[usize]) -> Res
         }
         Addend::Row => {
             let n = addend.len();
-            if n == 0 || out.len() % n != 0 {
+            if n == 0 || !out.len().is_multiple_of(n) {
                 return Err(ExecError::new("a bias row does not divide the output"));
             }
             for row in out.chunks_exact_mut(n) {
