@@ -26,10 +26,11 @@
 pub mod compare;
 pub mod conformance;
 pub mod driver;
+pub mod harness;
 pub mod io;
 pub mod onnx;
 
 pub use driver::{
-    CompileError, CompileOptions, Target, compile, compile_graph, compile_with, load_and_compile,
-    optimize_graph,
+    CompileError, CompileOptions, SharedVnpu, Target, compile, compile_graph, compile_vnpu,
+    compile_with, load_and_compile, optimize_graph, optimize_graph_traced,
 };

@@ -14,6 +14,9 @@ use super::lang::{AttrsLeaf, ENode};
 
 pub mod cleanup;
 pub mod fusion;
+pub mod layout;
+pub mod patterns;
+pub mod taso;
 pub mod weights;
 
 /// A rewrite rule over the IR's e-graph.
@@ -27,6 +30,9 @@ pub fn all_rules() -> Vec<Rule> {
     let mut rules = cleanup::rules();
     rules.extend(weights::rules());
     rules.extend(fusion::rules());
+    rules.extend(patterns::rules());
+    rules.extend(layout::rules());
+    rules.extend(taso::rules());
     rules
 }
 
