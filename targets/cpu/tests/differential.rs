@@ -393,6 +393,7 @@ fn fused_ops() {
     );
     let ops: Vec<&str> = e.fallback_ops().iter().map(|f| f.op).collect();
     assert_eq!(ops, ["FusedMatMul"]);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Native kernels (pool, reduce, norm, movement, activations): each against the reference on random shapes and
