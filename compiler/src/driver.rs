@@ -259,12 +259,65 @@ pub fn compile_vnpu(
     Ok(Arc::new(exec))
 }
 
-/// Compiles an imported model for `target`.
-pub fn compile(model: Model, target: Target) -> Result<Session, CompileError> {
-    compile_graph(model.graph, model.opset, target)
+/// How to compile: whether to optimize, and the optimizer's bounds and switches.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Run the e-graph optimizer before code generation (on by default; `--no-opt` turns it off).
+    pub optimize: bool,
+    /// The optimizer's options (limits, disabled rules).
+    pub opt: egraph::Options,
 }
 
-/// Loads an ONNX file and compiles it for `target`.
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions {
+            optimize: true,
+            opt: egraph::Options::default(),
+        }
+    }
+}
+
+impl CompileOptions {
+    /// The options with the optimizer off.
+    pub fn no_opt() -> CompileOptions {
+        CompileOptions {
+            optimize: false,
+            ..CompileOptions::default()
+        }
+    }
+}
+
+/// Compiles an imported model for `target` with the default options (optimizer on).
+pub fn compile(model: Model, target: Target) -> Result<Session, CompileError> {
+    compile_with(model, target, &CompileOptions::default())
+}
+
+/// Compiles an imported model for `target`: optimizes it (unless `options` say not to), then generates code.
+pub fn compile_with(
+    model: Model,
+    target: Target,
+    options: &CompileOptions,
+) -> Result<Session, CompileError> {
+    let graph = if options.optimize {
+        // Ops the target lacks are reported by name before the optimizer would fail to extract them.
+        let missing = missing_ops(&model.graph, target);
+        if !missing.is_empty() {
+            return Err(CompileError::Unsupported {
+                target,
+                opset: model.opset,
+                missing,
+            });
+        }
+        let (g, stats) = optimize_graph(&model.graph, target, &options.opt)?;
+        tracing::debug!(?stats, "optimized");
+        g
+    } else {
+        model.graph
+    };
+    compile_graph(graph, model.opset, target)
+}
+
+/// Loads an ONNX file and compiles it for `target` with the default options.
 pub fn load_and_compile(path: &Path, target: Target) -> Result<Session, CompileError> {
     let model = onnx::load_model(path)?;
     compile(model, target)
@@ -305,13 +358,30 @@ impl ConstEvaluator for ReferenceEvaluator {
     }
 }
 
+/// The CPU target's cost model: it counts ops like the reference, and takes only the fused ops whose epilogue the
+/// CPU computes itself (a FusedMatMul with a GELU would run entirely on the reference; MatMul plus a separate Gelu
+/// keeps the product on the CPU).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuCost;
+
+impl CostModel for CpuCost {
+    fn supports(&self, op: &Op) -> bool {
+        jiuzhou_target_reference::is_supported(op) && jiuzhou_target_cpu::fused::runs_natively(op)
+    }
+
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        egraph::OpCountCost.node_cost(op, inputs, outputs)
+    }
+}
+
 impl Target {
     /// The cost model the optimizer uses for this target.
     pub fn cost_model(self) -> Box<dyn CostModel> {
         match self {
+            Target::Reference => Box::new(ReferenceCost),
             // The CPU target runs every op the reference does (the rest through explicit fallbacks); until it has
             // a roofline model of its own kernels, it counts ops like the reference.
-            Target::Reference | Target::Cpu => Box::new(ReferenceCost),
+            Target::Cpu => Box::new(CpuCost),
             Target::Vnpu(p) => Box::new(VnpuCost(vnpu_roofline(p))),
         }
     }

@@ -31,6 +31,6 @@ pub mod io;
 pub mod onnx;
 
 pub use driver::{
-    CompileError, SharedVnpu, Target, compile, compile_graph, compile_vnpu, load_and_compile,
-    optimize_graph, optimize_graph_traced,
+    CompileError, CompileOptions, SharedVnpu, Target, compile, compile_graph, compile_vnpu,
+    compile_with, load_and_compile, optimize_graph, optimize_graph_traced,
 };

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use jiuzhou_compiler::compare::Verdict;
 use jiuzhou_compiler::conformance::{self, Status, Summary};
 use jiuzhou_compiler::harness::{self, Comparison};
-use jiuzhou_compiler::{Target, io, onnx};
+use jiuzhou_compiler::{CompileOptions, Target, io, onnx};
 use jiuzhou_ir::{Dim, Graph, Value, ValueType};
 use jiuzhou_passes::egraph;
 
@@ -49,8 +49,11 @@ enum Command {
         /// Folder for output_K.npy (the K-th graph output).
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
-        /// Optimize with the e-graph optimizer first (off by default until every model passes with it on).
+        /// Do not run the e-graph optimizer (it runs by default).
         #[arg(long)]
+        no_opt: bool,
+        /// Accepted for compatibility: optimization is on by default now.
+        #[arg(long, hide = true, conflicts_with = "no_opt")]
         opt: bool,
         /// Write a Chrome trace-event file (Perfetto, chrome://tracing) of the simulated NPU: one track per
         /// engine (vnpu targets only).
@@ -108,6 +111,9 @@ enum Command {
         /// Worker threads (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Do not run the e-graph optimizer (it runs by default).
+        #[arg(long)]
+        no_opt: bool,
     },
     /// Run a model on the reference and on a target and compare every intermediate tensor both have.
     ///
@@ -215,9 +221,17 @@ fn run(command: Command) -> Result<ExitCode> {
             target,
             inputs,
             output_dir,
-            opt,
+            no_opt,
+            opt: _,
             trace,
-        } => run_model(&model, target, &inputs, &output_dir, opt, trace.as_deref()),
+        } => run_model(
+            &model,
+            target,
+            &inputs,
+            &output_dir,
+            no_opt,
+            trace.as_deref(),
+        ),
         Command::Opt {
             model,
             target,
@@ -238,6 +252,7 @@ fn run(command: Command) -> Result<ExitCode> {
             pass_list,
             update_pass_list,
             jobs,
+            no_opt,
         } => run_conformance(
             target,
             &suite,
@@ -246,6 +261,7 @@ fn run(command: Command) -> Result<ExitCode> {
             pass_list.as_deref(),
             update_pass_list,
             jobs,
+            no_opt,
         ),
         Command::Compare {
             model,
@@ -563,7 +579,7 @@ fn run_model(
     target: Target,
     specs: &[String],
     out_dir: &Path,
-    opt: bool,
+    no_opt: bool,
     trace: Option<&Path>,
 ) -> Result<ExitCode> {
     let vnpu_profile = match target {
@@ -572,7 +588,8 @@ fn run_model(
         _ => None,
     };
     let mut model = load(path)?;
-    if opt {
+    // Ops the target lacks are left for the compile step to name (the optimizer could not extract them).
+    if !no_opt && jiuzhou_compiler::driver::missing_ops(&model.graph, target).is_empty() {
         let (g, stats) =
             jiuzhou_compiler::optimize_graph(&model.graph, target, &egraph::Options::default())
                 .context("cannot optimize the model")?;
@@ -593,7 +610,9 @@ fn run_model(
             vnpu = Some(exec.clone());
             jiuzhou_runtime::Session::new(signature, Box::new(jiuzhou_compiler::SharedVnpu(exec)))
         }
-        None => jiuzhou_compiler::compile(model, target).context("cannot compile the model")?,
+        // Already optimized above.
+        None => jiuzhou_compiler::compile_with(model, target, &CompileOptions::no_opt())
+            .context("cannot compile the model")?,
     };
     let compile_time = started.elapsed();
     let sig = session.signature().clone();
@@ -714,6 +733,7 @@ fn read_inputs(sig: &jiuzhou_runtime::Signature, specs: &[String]) -> Result<Vec
     Ok(named)
 }
 
+#[allow(clippy::too_many_arguments)] // One argument per command-line flag.
 fn run_conformance(
     target: Target,
     suite: &Path,
@@ -722,6 +742,7 @@ fn run_conformance(
     pass_list: Option<&Path>,
     update: bool,
     jobs: Option<usize>,
+    no_opt: bool,
 ) -> Result<ExitCode> {
     let mut cases = conformance::list_cases(suite)
         .with_context(|| format!("cannot read suite folder {}", suite.display()))?;
@@ -735,7 +756,12 @@ fn run_conformance(
         );
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let results = conformance::run_cases(suite, &cases, target, jobs);
+    let options = if no_opt {
+        CompileOptions::no_opt()
+    } else {
+        CompileOptions::default()
+    };
+    let results = conformance::run_cases_with(suite, &cases, target, jobs, &options);
     for r in &results {
         if r.status == Status::Failed {
             println!("FAIL {}: {}", r.name, r.reason.as_deref().unwrap_or(""));

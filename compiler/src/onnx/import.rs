@@ -53,9 +53,11 @@ pub(crate) fn unsupported_ops(
             continue;
         }
         let default = is_default_domain(&node.domain);
+        // jiuzhou's own ops (FusedConv, ...) are IR ops but not ONNX operators: a model file cannot use them.
         let known = default
             && (node.op_type == "Constant"
-                || Op::NAMES.contains(&node.op_type.as_str())
+                || (Op::NAMES.contains(&node.op_type.as_str())
+                    && !jiuzhou_ir::ops::own::is_own_name(&node.op_type))
                 || upgrade::REWRITTEN_OPS.contains(&node.op_type.as_str()));
         if !known {
             let domain = if default { "" } else { node.domain.as_str() };
@@ -639,8 +641,8 @@ impl<'a> Importer<'a> {
     /// Builds one upgraded node: the IR op, its inputs and outputs, and its inferred (and refined) output types.
     fn build_node(&mut self, n: OnnxNode) -> Result<(), ImportError> {
         let op = match Op::from_attrs(&n.op_type, n.attrs) {
-            Ok(Some(op)) => op,
-            Ok(None) => {
+            Ok(Some(op)) if !op.is_jiuzhou_own() => op,
+            Ok(_) => {
                 return Err(ImportError::UnsupportedOps(vec![UnsupportedOp {
                     node: n.name,
                     op_type: n.op_type,

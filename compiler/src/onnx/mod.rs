@@ -120,7 +120,11 @@ impl fmt::Display for UnsupportedOp {
             f,
             "{} (node `{node}`, domain {}, opset {})",
             self.op_type, self.domain, self.opset
-        )
+        )?;
+        if self.domain == "ai.onnx" && jiuzhou_ir::ops::own::is_own_name(&self.op_type) {
+            f.write_str(" [jiuzhou's own IR op, not an ONNX operator: model files cannot use it]")?;
+        }
+        Ok(())
     }
 }
 

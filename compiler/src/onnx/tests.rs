@@ -464,6 +464,29 @@ fn every_unsupported_op_is_listed() {
 }
 
 #[test]
+fn jiuzhou_own_ops_are_not_onnx_ops() {
+    // FusedConv/FusedMatMul exist in the IR (the optimizer makes them) but a model file cannot use them.
+    for own in jiuzhou_ir::ops::OWN_OPS {
+        let m = model(
+            17,
+            graph(
+                vec![node(own, "fused", &["x", "x"], &["y"], vec![])],
+                vec![f32s("x", &["2", "2"])],
+                vec![f32s("y", &["2", "2"])],
+                vec![],
+            ),
+        );
+        assert_eq!(
+            import_text(&m),
+            format!(
+                "error: the model uses 1 unsupported op(s): {own} (node `fused`, domain ai.onnx, opset 17) \
+                 [jiuzhou's own IR op, not an ONNX operator: model files cannot use it]"
+            )
+        );
+    }
+}
+
+#[test]
 fn inference_errors_name_the_node() {
     let m = model(
         14,

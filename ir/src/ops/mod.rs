@@ -12,7 +12,10 @@ use crate::attr::{AttrError, AttrValue, Attrs, take};
 #[allow(unused_imports)] // Used by attribute types in the table.
 use crate::{Graph, Tensor, ValueType};
 
+pub mod own;
 pub mod table;
+
+pub use own::{Activation, OWN_OPS};
 
 /// The Rust type of an attribute field of kind `def`, `opt` or `req`.
 macro_rules! __field_ty {
@@ -120,6 +123,9 @@ macro_rules! define_ops {
         impl Op {
             /// Every op name, sorted.
             pub const NAMES: &'static [&'static str] = &[$( stringify!($name), )*];
+
+            /// The table's doc attributes of every op, in [`Op::NAMES`] order (ONNX ops say `ONNX \`Name\``).
+            pub const DOCS: &'static [&'static str] = &[$( stringify!($(#[$meta])*), )*];
 
             /// The op's name (the ONNX op type it corresponds to).
             pub fn name(&self) -> &'static str {

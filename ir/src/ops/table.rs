@@ -280,6 +280,22 @@ macro_rules! for_each_op {
             /// ONNX `Floor` (opset 13).
             Floor {
             }
+            /// jiuzhou's own op (not ONNX): `act(Conv(X, W, B) + Z)`, with `B` (one value per output channel) and
+            /// the residual `Z` (broadcast to the output without growing it) optional, and `act` the activation.
+            FusedConv {
+                def activation: Activation = Activation::None,
+                def auto_pad: String = "NOTSET".to_string(),
+                opt dilations: Vec<i64>,
+                def group: i64 = 1,
+                opt kernel_shape: Vec<i64>,
+                opt pads: Vec<i64>,
+                opt strides: Vec<i64>,
+            }
+            /// jiuzhou's own op (not ONNX): `act(MatMul(A, B) + bias + Z)`, with `bias` and the residual `Z` optional
+            /// (each broadcast to the product without growing it), and `act` the activation.
+            FusedMatMul {
+                def activation: Activation = Activation::None,
+            }
             /// ONNX `GRU` (opset 22).
             GRU {
                 opt activation_alpha: Vec<f32>,

@@ -29,8 +29,15 @@ pub trait CostModel {
 /// keep whichever it saw first. The discount breaks such ties towards the composite, which every real target runs
 /// as one kernel. It is small (1/1024) so that it never outweighs a whole node: op count stays the first criterion
 /// for any graph with fewer than 1024 composites.
+///
+/// jiuzhou's own fused ops (FusedConv, FusedMatMul) cost [`OWN_OP_COST`], a hair above 1: one fused node still
+/// beats the two or more nodes it replaces, but where the count ties the standard ONNX op is kept (a Gemm with
+/// nothing to fuse stays a Gemm).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpCountCost;
+
+/// What [`OpCountCost`] charges for one of jiuzhou's own ops.
+pub const OWN_OP_COST: f64 = 1.0 + 1.0 / 1024.0;
 
 /// What a composite op is cheaper than one whole node under [`OpCountCost`].
 pub const COMPOSITE_DISCOUNT: f64 = 1.0 / 1024.0;
@@ -51,7 +58,9 @@ pub fn is_composite(op: &Op) -> bool {
 
 impl CostModel for OpCountCost {
     fn node_cost(&self, op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
-        if is_composite(op) {
+        if op.is_jiuzhou_own() {
+            OWN_OP_COST
+        } else if is_composite(op) {
             1.0 - COMPOSITE_DISCOUNT
         } else {
             1.0

@@ -15,6 +15,8 @@ use jiuzhou_target_reference::Interpreter;
 use super::rules::all_rule_names;
 use super::*;
 
+mod fusion;
+
 /// The reference target's semantics as a constant folder (the driver supplies the same).
 struct ReferenceEvaluator;
 
@@ -600,6 +602,12 @@ fn case(rule: &'static str, gone: &'static str, graph: Graph) -> Case {
 }
 
 fn cases() -> Vec<Case> {
+    let mut all = core_cases();
+    all.extend(fusion::cases());
+    all
+}
+
+fn core_cases() -> Vec<Case> {
     let cast = ops::Cast {
         to: DType::F32.onnx_code() as i64,
         ..Default::default()
@@ -809,10 +817,19 @@ fn assert_close(a: &[Value], b: &[Value], what: &str) {
     }
 }
 
+/// The default options without the wall-time limit (a loaded test machine must not change results): the
+/// iteration and node limits bound the runs.
+fn test_options() -> Options {
+    Options {
+        time_limit: std::time::Duration::from_secs(3600),
+        ..Options::default()
+    }
+}
+
 fn only(rule: &str) -> Options {
     Options {
         disabled_rules: all_rule_names().into_iter().filter(|r| r != rule).collect(),
-        ..Options::default()
+        ..test_options()
     }
 }
 
@@ -909,7 +926,7 @@ fn shape_chains_fold_to_constants() {
     let target = b.node1(ops::Concat { axis: 0 }, &[d0, m1]).unwrap();
     let y = b.node1(ops::Reshape::default(), &[x, target]).unwrap();
     let g = finish(b, y);
-    let (out, stats) = optimize_ref(&g, &Options::default());
+    let (out, stats) = optimize_ref(&g, &test_options());
     assert_eq!((stats.imported_nodes, stats.optimized_nodes), (4, 1));
     assert_eq!(out.value(out.outputs[0]).ty.to_string(), "f32[2,12]");
     let inputs = random_inputs(&g, 3);
@@ -942,7 +959,7 @@ fn multi_output_ops_and_shared_values_round_trip() {
     b.output(y);
     b.output(id);
     let g = b.finish().unwrap();
-    let (out, stats) = optimize_ref(&g, &Options::default());
+    let (out, stats) = optimize_ref(&g, &test_options());
     // The Identity of an input that is a graph output stays (the output keeps its name).
     assert_eq!(
         stats.optimized_nodes,
@@ -977,7 +994,7 @@ fn extraction_counts_shared_subgraphs_once() {
     let r2 = relu(&mut b, x);
     let y = b.node1(ops::Add::default(), &[r1, r2]).unwrap();
     let g = finish(b, y);
-    let (out, stats) = optimize_ref(&g, &Options::default());
+    let (out, stats) = optimize_ref(&g, &test_options());
     assert_eq!(
         stats.optimized_nodes,
         2,

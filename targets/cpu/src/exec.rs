@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use jiuzhou_ir::ops::Activation;
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
 use jiuzhou_runtime::{Executable, Observer, RunError};
 use jiuzhou_target_reference::Interpreter;
@@ -10,6 +11,7 @@ use jiuzhou_target_reference::Interpreter;
 use crate::ExecError;
 use crate::elementwise::{self, BinaryKernels};
 use crate::fault::{self, Fault};
+use crate::fused;
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
 use crate::native::{self, In};
@@ -66,6 +68,13 @@ enum Kernel {
         k: BinaryKernels,
         a: ValueId,
         b: ValueId,
+    },
+    /// A fused op: the product (`inner`), then its bias, its residual and its activation over the output.
+    Fused {
+        inner: Box<Kernel>,
+        bias: Option<ValueId>,
+        residual: Option<ValueId>,
+        act: Activation,
     },
     /// A native kernel ([`crate::native`]).
     Native(native::Native),
@@ -389,6 +398,64 @@ fn select_kernel(
                 epi: Epilogue::default(),
             }
         }
+        Op::FusedConv(c) => {
+            let (Some(x), Some(w)) = (req(0), req(1)) else {
+                return Ok(None);
+            };
+            let residual = req(3);
+            if !fused::supports_activation(&c.activation)
+                || residual.is_some_and(|z| !lines_up(graph, z, node.outputs[0], true))
+            {
+                return Ok(None);
+            }
+            // The conv kernel adds the bias and the residual and applies a Relu itself; a Clip runs after it.
+            let in_kernel = matches!(c.activation, Activation::None | Activation::Relu);
+            let conv = Kernel::Conv {
+                x,
+                w: Param::of(graph, w),
+                bias: req(2).map(|b| Param::of(graph, b)),
+                residual,
+                attrs: ConvAttrs {
+                    auto_pad: c.auto_pad.clone(),
+                    dilations: c.dilations.clone(),
+                    group: c.group,
+                    kernel_shape: c.kernel_shape.clone(),
+                    pads: c.pads.clone(),
+                    strides: c.strides.clone(),
+                },
+                epi: Epilogue {
+                    relu: c.activation == Activation::Relu,
+                },
+            };
+            if in_kernel {
+                conv
+            } else {
+                Kernel::Fused {
+                    inner: Box::new(conv),
+                    bias: None,
+                    residual: None,
+                    act: c.activation,
+                }
+            }
+        }
+        Op::FusedMatMul(m) => {
+            let (Some(a), Some(b)) = (req(0), req(1)) else {
+                return Ok(None);
+            };
+            let (bias, residual) = (req(2), req(3));
+            if !fused::supports_activation(&m.activation)
+                || bias.is_some_and(|v| !lines_up(graph, v, node.outputs[0], false))
+                || residual.is_some_and(|z| !lines_up(graph, z, node.outputs[0], true))
+            {
+                return Ok(None);
+            }
+            Kernel::Fused {
+                inner: Box::new(Kernel::MatMul { a, b }),
+                bias,
+                residual,
+                act: m.activation,
+            }
+        }
         Op::Conv(c) => {
             let (Some(x), Some(w)) = (req(0), req(1)) else {
                 return Ok(None);
@@ -412,6 +479,23 @@ fn select_kernel(
         _ => return Ok(native::select(graph, node).map(Kernel::Native)),
     };
     Ok(Some(kernel))
+}
+
+/// Whether the addend `v` of a fused node lines up with its output `out` in a way the CPU epilogue adds (a
+/// residual: the output's own shape; a bias: that, a scalar, or a row).
+fn lines_up(graph: &Graph, v: ValueId, out: ValueId, residual: bool) -> bool {
+    let dims = |id: ValueId| match &graph.value(id).ty {
+        ValueType::Tensor(t) if t.dtype == DType::F32 => t.shape.clone(),
+        _ => None,
+    };
+    let (Some(a), Some(o)) = (dims(v), dims(out)) else {
+        return false;
+    };
+    match fused::static_addend_kind(&a, &o) {
+        Some(fused::Addend::Full) => true,
+        Some(_) => !residual,
+        None => false,
+    }
 }
 
 unsafe extern "C" fn placeholder_unary(_: *const f32, _: *mut f32, _: usize) {}
@@ -882,6 +966,39 @@ impl Runtime<'_> {
         Ok(())
     }
 
+    /// Runs `f` on the f32 buffer of the computed value `out`, in place (the arena slot, or the heap tensor).
+    fn modify(
+        &mut self,
+        out: ValueId,
+        f: impl FnOnce(&Self, &mut [f32], &[usize]) -> Result<(), ExecError>,
+    ) -> Result<(), ExecError> {
+        match std::mem::replace(&mut self.env[out.index()], Slot::Empty) {
+            Slot::Arena => {
+                self.env[out.index()] = Slot::Arena;
+                let exec = self.exec;
+                let (off, shape) = &exec.slots[&out];
+                let len = shape.iter().product();
+                // SAFETY: the plan reserves `len` elements at `off` for `out`, disjoint from every other live value.
+                let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(*off), len) };
+                f(&*self, buf, shape)
+            }
+            Slot::Heap(Value::Tensor(t)) => {
+                let mut t = Arc::unwrap_or_clone(t);
+                let shape = t.shape().to_vec();
+                let data = t
+                    .as_mut_vec::<f32>()
+                    .map_err(|e| ExecError::new(e.to_string()))?;
+                f(&*self, data, &shape)?;
+                self.env[out.index()] = Slot::Heap(Value::Tensor(Arc::new(t)));
+                Ok(())
+            }
+            _ => Err(ExecError::new(format!(
+                "`{}` was not computed as an f32 tensor",
+                self.name(out)
+            ))),
+        }
+    }
+
     fn kernel(&mut self, k: &Kernel, out: ValueId) -> Result<(), ExecError> {
         match k {
             Kernel::MatMul { a, b } => {
@@ -1031,6 +1148,21 @@ impl Runtime<'_> {
                         }
                     }
                     Ok(())
+                })
+            }
+            Kernel::Fused {
+                inner,
+                bias,
+                residual,
+                act,
+            } => {
+                self.kernel(inner, out)?;
+                self.modify(out, |rt, buf, shape| {
+                    for v in [bias, residual].into_iter().flatten() {
+                        let (d, s) = rt.f32_in(*v)?;
+                        fused::add(buf, shape, d, &s)?;
+                    }
+                    fused::activate(buf, act)
                 })
             }
             Kernel::Native(n) => {

@@ -19,6 +19,7 @@ pub mod attention;
 pub mod elementwise;
 mod exec;
 pub mod fault;
+pub mod fused;
 pub mod jit;
 pub mod linalg;
 pub mod movement;

@@ -332,6 +332,69 @@ fn batch_norm_then_relu() {
     assert_eq!(e.num_steps(), 1);
 }
 
+/// FusedConv and FusedMatMul run on the CPU kernels with their bias, residual and Relu/Clip epilogue (in the arena
+/// and as graph outputs); a fused activation the CPU does not compute falls back, listed.
+#[test]
+fn fused_ops() {
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Clip {
+            min: -0.5,
+            max: 1.5,
+        },
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        let mut rng = Rng(90 + i as u64);
+        for residual in [false, true] {
+            // FusedConv (bias, optional residual), then a FusedMatMul over its flattened result.
+            let mut b = GraphBuilder::new("t");
+            let x = input(&mut b, "x", &[2, 3, 6, 6]);
+            let z = input(&mut b, "z", &[2, 4, 6, 6]);
+            let w = b.constant("w", rng.tensor(&[4, 3, 3, 3]));
+            let bias = b.constant("b", rng.tensor(&[4]));
+            let conv = FusedConv {
+                pads: Some(vec![1; 4]),
+                activation: act,
+                ..Default::default()
+            };
+            let ins = [Some(x), Some(w), Some(bias), residual.then_some(z)];
+            let c = b.node_opt(conv, &ins, 1).unwrap()[0];
+            let shape = b.constant("s", Tensor::vector(vec![2i64, 6, 24]));
+            let r = b.node1(Reshape::default(), &[c, shape]).unwrap();
+            let mw = b.constant("mw", rng.tensor(&[24, 5]));
+            let mb = b.constant("mb", rng.tensor(&[5]));
+            let mz = input(&mut b, "mz", &[2, 6, 5]);
+            let mm = FusedMatMul { activation: act };
+            let ins = [Some(r), Some(mw), Some(mb), residual.then_some(mz)];
+            let y = b.node_opt(mm, &ins, 1).unwrap()[0];
+            b.output(y);
+            let g = b.finish().unwrap();
+            let inputs = vec![
+                rng.tensor(&[2, 3, 6, 6]),
+                rng.tensor(&[2, 4, 6, 6]),
+                rng.tensor(&[2, 6, 5]),
+            ];
+            let e = check(g, inputs);
+            let ops: Vec<&str> = e.fallback_ops().iter().map(|f| f.op).collect();
+            assert!(
+                !ops.iter().any(|o| o.starts_with("Fused")),
+                "{act} residual={residual}: {ops:?}"
+            );
+        }
+    }
+    let e = check_node(
+        FusedMatMul {
+            activation: Activation::Gelu,
+        },
+        &[&[3, 4], &[4, 2]],
+        vec![],
+        5,
+    );
+    let ops: Vec<&str> = e.fallback_ops().iter().map(|f| f.op).collect();
+    assert_eq!(ops, ["FusedMatMul"]);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Native kernels (pool, reduce, norm, movement, activations): each against the reference on random shapes and
 // attributes, with no fallback. Tolerance: `1e-4 + 1e-4·|want|` per element (see `check`); most of these kernels

@@ -141,6 +141,33 @@ impl InferOp for Conv {
     }
 }
 
+impl InferOp for FusedConv {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        let out = conv_like(cx, 0, 1, dtype, &conv_attrs!(self))?;
+        if let Some(b) = cx.opt_tensor(2)? {
+            if b.dtype != dtype {
+                return Err(InferError::new(format!(
+                    "the bias is {} but the input is {dtype}",
+                    b.dtype
+                )));
+            }
+            if let Some(dims) = &b.shape
+                && dims.len() != 1
+            {
+                return Err(InferError::new(format!(
+                    "the bias must be a vector, got rank {}",
+                    dims.len()
+                )));
+            }
+        }
+        if let Some(ValueType::Tensor(t)) = out.first() {
+            super::check_addend(t, cx.opt_tensor(3)?, "residual")?;
+        }
+        Ok(out)
+    }
+}
+
 impl InferOp for ConvInteger {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         conv_like(cx, 0, 1, DType::I32, &conv_attrs!(self))

@@ -65,6 +65,17 @@ impl InferOp for MatMul {
     }
 }
 
+impl InferOp for FusedMatMul {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let out = MatMul::default().infer(cx)?;
+        if let Some(ValueType::Tensor(t)) = out.first() {
+            super::check_addend(t, cx.opt_tensor(2)?, "bias")?;
+            super::check_addend(t, cx.opt_tensor(3)?, "residual")?;
+        }
+        Ok(out)
+    }
+}
+
 impl InferOp for MatMulInteger {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         matmul_shape(cx, 0, 1, DType::I32)

@@ -238,3 +238,54 @@ fn normalization_and_quantization_types() {
         "u8[2], f32[], u8[]"
     );
 }
+
+#[test]
+fn fused_shapes_and_addends() {
+    let conv = FusedConv {
+        pads: Some(vec![1, 1, 1, 1]),
+        activation: Activation::Relu,
+        ..Default::default()
+    };
+    let x = f32(&["N", "3", "8", "8"]);
+    let w = f32(&["16", "3", "3", "3"]);
+    assert_eq!(
+        check(conv.clone(), &[x.clone(), w.clone()], 1),
+        "f32[N,16,8,8]"
+    );
+    let full = [
+        x.clone(),
+        w.clone(),
+        f32(&["16"]),
+        f32(&["N", "16", "8", "8"]),
+    ];
+    assert_eq!(check(conv.clone(), &full, 1), "f32[N,16,8,8]");
+    // A residual that broadcasts the result larger, or a bias that is not a vector, is refused.
+    let grows = [x.clone(), w.clone(), None, f32(&["2", "16", "8", "8"])];
+    assert!(check(conv.clone(), &grows, 1).contains("larger"));
+    assert!(check(conv, &[x, w, f32(&["1", "16"])], 1).contains("vector"));
+
+    let a = f32(&["B", "4", "8"]);
+    let b = f32(&["8", "5"]);
+    let mm = FusedMatMul::default();
+    assert_eq!(
+        check(mm.clone(), &[a.clone(), b.clone(), f32(&["5"])], 1),
+        "f32[B,4,5]"
+    );
+    assert_eq!(
+        check(
+            mm.clone(),
+            &[a.clone(), b.clone(), None, f32(&["B", "4", "5"])],
+            1
+        ),
+        "f32[B,4,5]"
+    );
+    assert!(
+        check(
+            mm.clone(),
+            &[a.clone(), b.clone(), f32(&["3", "4", "5"])],
+            1
+        )
+        .contains("larger")
+    );
+    assert!(check(mm, &[a, b, Some(TensorType::known(DType::F64, &[5]))], 1).contains("f64"));
+}

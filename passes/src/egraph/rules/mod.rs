@@ -13,6 +13,7 @@ use super::analysis::{GraphAnalysis, IrEGraph, attrs_of};
 use super::lang::{AttrsLeaf, ENode};
 
 pub mod cleanup;
+pub mod fusion;
 pub mod layout;
 pub mod patterns;
 pub mod taso;
@@ -28,6 +29,7 @@ pub type Guard = Box<dyn Fn(&mut IrEGraph, Id, &Subst) -> bool + Send + Sync>;
 pub fn all_rules() -> Vec<Rule> {
     let mut rules = cleanup::rules();
     rules.extend(weights::rules());
+    rules.extend(fusion::rules());
     rules.extend(patterns::rules());
     rules.extend(layout::rules());
     rules.extend(taso::rules());

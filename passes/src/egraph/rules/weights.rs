@@ -19,6 +19,11 @@ pub fn rules() -> Vec<Rule> {
         rw!("fold-bn-into-conv";        "(BatchNormalization ?bn (Conv ?c ?x ?w ?b) ?s ?beta ?m ?v)" => { FoldBn { bias: true } }),
         // The same without a conv bias (b = 0).
         rw!("fold-bn-into-conv-nobias"; "(BatchNormalization ?bn (Conv ?c ?x ?w) ?s ?beta ?m ?v)"    => { FoldBn { bias: false } }),
+        // BatchNormalization(P, s, β, μ, σ²) == FusedMatMul(x, W·k, (b − μ)·k + β), k = s / √(σ² + ε) per column,
+        // for P = MatMul(x, W) or FusedMatMul(x, W, b) (no residual, no activation) with a rank-2 result and
+        // constant f32 W [K, N] and b (BN's channel axis 1 is then the product's column axis). Gemm becomes such a
+        // FusedMatMul first (fusion.rs).
+        rw!("fold-bn-into-matmul";      "(BatchNormalization ?bn ?y ?s ?beta ?m ?v)" => { FoldBnMatMul }),
         // Conv(x, W, b) · k == Conv(x, W·k, b·k) for a per-output-channel (or scalar) constant k.
         rw!("fold-mul-into-conv";        "(Mul {} (Conv ?c ?x ?w ?b) ?k)" => { ConstIntoConv { mul: true, bias: true } }),
         // Conv(x, W) · k == Conv(x, W·k).
@@ -55,7 +60,12 @@ impl FoldBn {
             return None;
         }
         let conv = op_with(eg, s, "Conv", "?c")?;
-        let (wshape, w) = f32s(eg, s, "?w")?;
+        // The weights are read in place (they are most of a model's bytes).
+        let wt = konst(eg, bound(eg, s, "?w"))?;
+        let Data::F32(w) = wt.data() else {
+            return None;
+        };
+        let wshape = wt.shape().to_vec();
         let m = *wshape.first()?;
         if m == 0 || w.len() % m != 0 {
             return None;
@@ -220,5 +230,96 @@ impl Applier<ENode, GraphAnalysis> for ConstIntoConv {
             Some(new) => union_into(eg, eclass, new),
             None => vec![],
         }
+    }
+}
+
+/// Folds an inference-mode BatchNormalization into the matrix product before it.
+struct FoldBnMatMul;
+
+impl FoldBnMatMul {
+    fn fold(&self, eg: &mut IrEGraph, s: &Subst, p: &super::fusion::Producer) -> Option<Id> {
+        let Op::BatchNormalization(bn) = op_with(eg, s, "BatchNormalization", "?bn")? else {
+            return None;
+        };
+        if bn.training_mode != 0 || !p.is_matmul() || p.inputs[3].is_some() {
+            return None;
+        }
+        let out = super::tensor_type(eg, bound(eg, s, "?y"))?;
+        if out.rank() != Some(2) {
+            return None;
+        }
+        let (x, w_id) = (p.inputs[0]?, p.inputs[1]?);
+        let wt = konst(eg, w_id)?;
+        let (wshape, w) = match wt.data() {
+            Data::F32(d) => (wt.shape().to_vec(), d),
+            _ => return None,
+        };
+        let [k_dim, n] = <[usize; 2]>::try_from(wshape).ok()?;
+        let vec_of = |v: &str| f32s(eg, s, v).map(|(_, d)| d).filter(|d| d.len() == n);
+        let (scale, beta, mean, var) = (
+            vec_of("?s")?,
+            vec_of("?beta")?,
+            vec_of("?m")?,
+            vec_of("?v")?,
+        );
+        let b = match p.inputs[2] {
+            None => vec![0.0; n],
+            Some(b) => {
+                let t = konst(eg, b)?;
+                let Data::F32(d) = t.data() else { return None };
+                match d.len() {
+                    1 => vec![d[0]; n],
+                    l if l == n => d.clone(),
+                    _ => return None,
+                }
+            }
+        };
+        let k: Vec<f64> = (0..n)
+            .map(|j| scale[j] as f64 / (var[j] as f64 + bn.epsilon as f64).sqrt())
+            .collect();
+        let w2: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v as f64 * k[i % n]) as f32)
+            .collect();
+        let b2: Vec<f32> = (0..n)
+            .map(|j| ((b[j] as f64 - mean[j] as f64) * k[j] + beta[j] as f64) as f32)
+            .collect();
+        let w2 = add_const(eg, Tensor::from_vec(vec![k_dim, n], w2).ok()?);
+        let b2 = add_const(eg, Tensor::from_vec(vec![n], b2).ok()?);
+        Some(add_op(eg, &p.op, &[x, w2, b2]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for FoldBnMatMul {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let y = bound(eg, s, "?y");
+        let producers = super::fusion::producers(eg, y);
+        let mut changed = vec![];
+        for p in producers {
+            let key: Vec<Id> = ["?bn", "?s", "?beta", "?m", "?v"]
+                .iter()
+                .map(|v| bound(eg, s, v))
+                .chain(p.inputs.iter().flatten().copied())
+                .chain([eg.find(eclass)])
+                .collect();
+            if !eg.analysis.applied.insert((rule.to_string(), key)) {
+                continue;
+            }
+            if let Some(new) = self.fold(eg, s, &p)
+                && super::tensor_type(eg, new).is_some()
+                && super::tensor_type(eg, new) == super::tensor_type(eg, eclass)
+            {
+                changed.extend(union_into(eg, eclass, new));
+            }
+        }
+        changed
     }
 }

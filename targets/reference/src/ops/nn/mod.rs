@@ -15,6 +15,7 @@ use crate::EvalError;
 
 mod conv;
 mod einsum;
+pub mod fused;
 mod gemm;
 mod norm;
 mod pool;
