@@ -42,7 +42,7 @@ pub enum HarnessError {
     #[error(transparent)]
     Compile(#[from] CompileError),
     /// Running one side failed.
-    #[error("the {side} run failed: {source}")]
+    #[error("the {side} run failed")]
     Run {
         /// `reference` or the target's name.
         side: String,
