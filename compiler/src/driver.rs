@@ -362,6 +362,23 @@ pub fn optimize_graph(
     )?)
 }
 
+/// Optimizes like [`optimize_graph`] (the same graph) and also returns the optimizer's provenance: which original
+/// values and nodes each part of the optimized graph stands for (what `jiuzhou compare` lines tensors up with).
+pub fn optimize_graph_traced(
+    graph: &Graph,
+    target: Target,
+    options: &egraph::Options,
+) -> Result<(Graph, egraph::Stats, egraph::Provenance), CompileError> {
+    let evaluator: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
+    let cost = target.cost_model();
+    Ok(egraph::optimize_traced(
+        graph,
+        cost.as_ref(),
+        Some(evaluator),
+        options,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

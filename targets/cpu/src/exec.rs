@@ -4,13 +4,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
-use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_runtime::{Executable, Observer, RunError};
 use jiuzhou_target_reference::Interpreter;
 
 use crate::ExecError;
 use crate::elementwise::{self, BinaryKernels};
+use crate::fault::{self, Fault};
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
+use crate::native::{self, In};
 use crate::plan::{self, Interval};
 
 /// A node that runs the reference implementation because no CPU kernel covers it.
@@ -40,8 +42,11 @@ enum Kernel {
     },
     Conv {
         x: ValueId,
-        w: ValueId,
-        bias: Option<ValueId>,
+        /// The weight, pre-arranged at compile time when constant (BatchNorm folded in).
+        w: Param,
+        bias: Option<Param>,
+        /// Added to the output before the activation (a fused residual Add).
+        residual: Option<ValueId>,
         attrs: ConvAttrs,
         epi: Epilogue,
     },
@@ -62,6 +67,29 @@ enum Kernel {
         a: ValueId,
         b: ValueId,
     },
+    /// A native kernel ([`crate::native`]).
+    Native(native::Native),
+}
+
+/// An f32 operand known at compile time or read at run time.
+enum Param {
+    /// A constant, as data and shape.
+    Const(Arc<Vec<f32>>, Vec<usize>),
+    /// A value of the graph.
+    Value(ValueId),
+}
+
+impl Param {
+    /// The constant data of an f32 constant, else the value.
+    fn of(graph: &Graph, id: ValueId) -> Param {
+        match &graph.value(id).constant {
+            Some(t) => match t.as_slice::<f32>() {
+                Ok(d) => Param::Const(Arc::new(d.to_vec()), t.shape().to_vec()),
+                Err(_) => Param::Value(id),
+            },
+            None => Param::Value(id),
+        }
+    }
 }
 
 /// The right operand of a Gemm.
@@ -97,6 +125,8 @@ pub struct CpuExecutable {
     slots: HashMap<ValueId, (usize, Vec<usize>)>,
     arena_len: usize,
     interp: Interpreter,
+    /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
+    fault_steps: HashSet<usize>,
     _jit: Arc<Jit>,
 }
 
@@ -215,7 +245,7 @@ fn select_kernel(
     let all_f32 = ins.iter().flatten().all(|&i| is_f32(graph, i))
         && node.outputs.iter().all(|&o| is_f32(graph, o));
     if !all_f32 || node.outputs.len() != 1 {
-        return Ok(None);
+        return Ok(native::select(graph, node).map(Kernel::Native));
     }
     let bop = match &node.op {
         Op::Add(_) | Op::Sum(_) => Some(BinaryOp::Add),
@@ -248,6 +278,20 @@ fn select_kernel(
         }));
     }
     let kernel = match &node.op {
+        Op::Pow(_) => {
+            let (Some(a), Some(b), 2) = (req(0), req(1), ins.len()) else {
+                return Ok(None);
+            };
+            Kernel::Binary {
+                k: BinaryKernels {
+                    vv: native::pow_vv,
+                    vs: native::pow_vs,
+                    sv: native::pow_sv,
+                },
+                a,
+                b,
+            }
+        }
         Op::Relu(_) | Op::Neg(_) | Op::Abs(_) | Op::Sqrt(_) | Op::Clip(_) => {
             let Some(x) = req(0) else { return Ok(None) };
             let op = match &node.op {
@@ -283,7 +327,9 @@ fn select_kernel(
                     (c.rank() == 1).then(|| c.as_slice::<f32>().ok()).flatten()
                 })
                 .collect();
-            let Some(p) = consts else { return Ok(None) };
+            let Some(p) = consts else {
+                return Ok(native::select(graph, node).map(Kernel::Native));
+            };
             let c = p[0].len();
             if p.iter().any(|v| v.len() != c) {
                 return Ok(None);
@@ -349,8 +395,9 @@ fn select_kernel(
             };
             Kernel::Conv {
                 x,
-                w,
-                bias: req(2),
+                w: Param::of(graph, w),
+                bias: req(2).map(|b| Param::of(graph, b)),
+                residual: None,
                 attrs: ConvAttrs {
                     auto_pad: c.auto_pad.clone(),
                     dilations: c.dilations.clone(),
@@ -362,7 +409,7 @@ fn select_kernel(
                 epi: Epilogue::default(),
             }
         }
-        _ => return Ok(None),
+        _ => return Ok(native::select(graph, node).map(Kernel::Native)),
     };
     Ok(Some(kernel))
 }
@@ -373,7 +420,18 @@ unsafe extern "C" fn placeholder_binary(_: *const f32, _: *const f32, _: *mut f3
 impl CpuExecutable {
     /// Compiles `graph`: chooses a kernel or an explicit fallback per node, fuses Relu into a preceding Conv or
     /// Gemm, generates the elementwise kernels, and plans the arena.
+    ///
+    /// A test-only fault set in the environment ([`crate::fault`]) applies.
     pub fn compile(graph: Arc<Graph>) -> Result<CpuExecutable, ExecError> {
+        Self::compile_with_fault(graph, Fault::from_env()?)
+    }
+
+    /// Compiles like [`CpuExecutable::compile`], with `fault` (test-only: the nodes it selects compute wrong
+    /// results on purpose) instead of the one the environment asks for.
+    pub fn compile_with_fault(
+        graph: Arc<Graph>,
+        fault: Option<Fault>,
+    ) -> Result<CpuExecutable, ExecError> {
         let g = &*graph;
         let mut jit = Jit::new()?;
         let mut unary_ids = Vec::new();
@@ -383,6 +441,23 @@ impl CpuExecutable {
         let mut steps: Vec<Step> = Vec::new();
         let mut fallback_ops = Vec::new();
         let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
+        // The step that computes each value (values fused into a step map to that step).
+        let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
+        let mut fault_steps: HashSet<usize> = HashSet::new();
+        let mut faulty = |node: &Node, si: usize| {
+            if let Some(f) = &fault
+                && f.matches(&node.name, node.op.name())
+            {
+                tracing::warn!(
+                    node = %node.name,
+                    op = node.op.name(),
+                    "{}: the cpu target computes node `{}` WRONG on purpose (test-only fault injection)",
+                    fault::ENV,
+                    node.name
+                );
+                fault_steps.insert(si);
+            }
+        };
         // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
         let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
         for node in &g.nodes {
@@ -403,11 +478,99 @@ impl CpuExecutable {
             {
                 epi.relu = true;
                 steps[si].outputs = node.outputs.clone();
+                faulty(node, si);
                 fused_into.remove(x);
+                produced_at.insert(node.outputs[0], si);
                 continue;
             }
+            // Which step computes a value that can still take a fused epilogue (single use, not an output).
+            let fusable = |v: &ValueId, fused_into: &HashMap<ValueId, usize>| -> Option<usize> {
+                let si = *fused_into.get(v)?;
+                (uses.get(v.index()) == Some(&1) && !outputs.contains(v) && !has_subgraphs)
+                    .then_some(si)
+            };
+            // An Add of a Conv output and a value computed before that Conv becomes the Conv's residual.
+            if let (Op::Add(_) | Op::Sum(_), [Some(a), Some(b)], [out]) =
+                (&node.op, &node.inputs[..], &node.outputs[..])
+            {
+                let shapes = [*a, *b, *out].map(|v| static_f32_shape(g, v));
+                let same = shapes[0].is_some() && shapes.iter().all(|s| *s == shapes[0]);
+                for (c, r) in [(*a, *b), (*b, *a)] {
+                    if !same || c == r {
+                        break;
+                    }
+                    let Some(si) = fusable(&c, &fused_into) else {
+                        continue;
+                    };
+                    if produced_at.get(&r).is_some_and(|&p| p >= si) {
+                        continue;
+                    }
+                    if let StepKind::Kernel(Kernel::Conv { residual, epi, .. }) =
+                        &mut steps[si].kind
+                        && residual.is_none()
+                        && !epi.relu
+                    {
+                        *residual = Some(r);
+                        steps[si].reads.push(r);
+                        steps[si].outputs = node.outputs.clone();
+                        fused_into.remove(&c);
+                        fused_into.insert(*out, si);
+                        produced_at.insert(*out, si);
+                        faulty(node, si);
+                        break;
+                    }
+                }
+                if produced_at.contains_key(out) {
+                    continue;
+                }
+            }
             let si = steps.len();
-            match select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)? {
+            let selected = select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)?;
+            // An inference BatchNormalization right after a Conv with constant weights folds into them:
+            // w'[m] = w[m]·scale[m], b'[m] = b[m]·scale[m] + shift[m].
+            if let Some(Kernel::Affine {
+                x, scale, shift, ..
+            }) = &selected
+                && let Some(ci) = fusable(x, &fused_into)
+                && let StepKind::Kernel(Kernel::Conv {
+                    w: Param::Const(wd, ws),
+                    bias,
+                    residual: None,
+                    epi,
+                    ..
+                }) = &mut steps[ci].kind
+                && !epi.relu
+                && ws.first() == Some(&scale.len())
+                && !matches!(bias, Some(Param::Value(_)))
+            {
+                let per = wd.len() / scale.len().max(1);
+                let mut w2 = wd.as_ref().clone();
+                for (m, row) in w2.chunks_exact_mut(per.max(1)).enumerate() {
+                    row.iter_mut().for_each(|v| *v *= scale[m]);
+                }
+                let b2: Vec<f32> = (0..scale.len())
+                    .map(|m| {
+                        let b = match bias {
+                            Some(Param::Const(b, _)) => b.get(m).copied().unwrap_or(0.0),
+                            _ => 0.0,
+                        };
+                        b * scale[m] + shift[m]
+                    })
+                    .collect();
+                *wd = Arc::new(w2);
+                *bias = Some(Param::Const(Arc::new(b2), vec![scale.len()]));
+                steps[ci].outputs = node.outputs.clone();
+                faulty(node, ci);
+                fused_into.remove(x);
+                fused_into.insert(node.outputs[0], ci);
+                produced_at.insert(node.outputs[0], ci);
+                continue;
+            }
+            for &o in &node.outputs {
+                produced_at.insert(o, si);
+            }
+            faulty(node, si);
+            match selected {
                 Some(k) => {
                     if matches!(
                         k,
@@ -436,6 +599,16 @@ impl CpuExecutable {
                     });
                 }
             }
+        }
+        if let Some(f) = &fault
+            && fault_steps.is_empty()
+        {
+            tracing::warn!(
+                "{}: selector `{}` matches no node of graph `{}`: nothing is perturbed",
+                fault::ENV,
+                f.selector,
+                g.name
+            );
         }
         jit.finish()?;
         for (si, id) in unary_ids {
@@ -520,6 +693,7 @@ impl CpuExecutable {
             slots,
             arena_len,
             interp: Interpreter::default(),
+            fault_steps,
             _jit: Arc::new(jit),
         })
     }
@@ -539,7 +713,11 @@ impl CpuExecutable {
         self.steps.len()
     }
 
-    fn run_impl(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+    fn run_impl(
+        &self,
+        inputs: Vec<Value>,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<Vec<Value>, ExecError> {
         let g = &*self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(ExecError::new(format!(
@@ -563,7 +741,7 @@ impl CpuExecutable {
             env,
             base: arena.as_mut_ptr(),
         };
-        for step in &self.steps {
+        for (si, step) in self.steps.iter().enumerate() {
             match &step.kind {
                 StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
                 StepKind::Fallback(wrapped, outer) => {
@@ -581,6 +759,19 @@ impl CpuExecutable {
                     for (&o, v) in step.outputs.iter().zip(outs) {
                         rt.env[o.index()] = Slot::Heap(v);
                     }
+                }
+            }
+            if self.fault_steps.contains(&si) {
+                for &o in &step.outputs {
+                    // The perturbed copy lives on the heap; the arena slot (if any) is simply not read again.
+                    let v = fault::perturb(&rt.value(o)?);
+                    rt.env[o.index()] = Slot::Heap(v);
+                }
+            }
+            if let Some(observe) = observer.as_mut() {
+                // Copied out now: an arena slot is reused once its value is dead.
+                for &o in &step.outputs {
+                    observe(&g.value(o).name, &rt.value(o)?);
                 }
             }
             for &v in &step.frees {
@@ -751,22 +942,46 @@ impl Runtime<'_> {
                 x,
                 w,
                 bias,
+                residual,
                 attrs,
                 epi,
             } => {
+                let param =
+                    |rt: &Self, p: &Param| -> Result<(Arc<Vec<f32>>, Vec<usize>), ExecError> {
+                        match p {
+                            Param::Const(d, s) => Ok((d.clone(), s.clone())),
+                            Param::Value(v) => {
+                                let (d, s) = rt.f32_in(*v)?;
+                                Ok((Arc::new(d.to_vec()), s))
+                            }
+                        }
+                    };
+                // Weights read at run time are copied once per run (rare: ONNX convs have constant weights).
+                let (wd, ws) = param(self, w)?;
+                let bd = match bias {
+                    Some(b) => Some(param(self, b)?.0),
+                    None => None,
+                };
                 let geom = {
                     let (_, xs) = self.f32_in(*x)?;
-                    let (_, ws) = self.f32_in(*w)?;
                     ConvGeom::new(&xs, &ws, attrs)?
                 };
                 self.write(out, geom.out_shape.clone(), |rt, buf| {
                     let (xd, _) = rt.f32_in(*x)?;
-                    let (wd, _) = rt.f32_in(*w)?;
-                    let bd = match bias {
-                        Some(b) => Some(rt.f32_in(*b)?.0),
+                    let res = match residual {
+                        Some(r) => {
+                            let (d, s) = rt.f32_in(*r)?;
+                            if s != geom.out_shape {
+                                return Err(ExecError::new(format!(
+                                    "a fused residual of shape {s:?} does not match the Conv output {:?}",
+                                    geom.out_shape
+                                )));
+                            }
+                            Some(d)
+                        }
                         None => None,
                     };
-                    linalg::conv(&geom, xd, wd, bd, buf, *epi)
+                    linalg::conv(&geom, xd, &wd, bd.as_deref().map(|b| &b[..]), res, buf, *epi)
                 })
             }
             Kernel::Unary { f, x } => {
@@ -818,6 +1033,27 @@ impl Runtime<'_> {
                     Ok(())
                 })
             }
+            Kernel::Native(n) => {
+                let shape = {
+                    let shapes = n
+                        .inputs
+                        .iter()
+                        .map(|&v| self.f32_in(v).map(|x| x.1))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+                    n.kernel.out_shape(&refs)?
+                };
+                self.write(out, shape, |rt, buf| {
+                    let ins = n
+                        .inputs
+                        .iter()
+                        .map(|&v| rt.f32_in(v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let views: Vec<In<'_>> =
+                        ins.iter().map(|(d, s)| In { data: d, shape: s }).collect();
+                    n.kernel.run(&views, buf)
+                })
+            }
             Kernel::Binary { k, a, b } => {
                 let shape = {
                     let (_, ash) = self.f32_in(*a)?;
@@ -836,10 +1072,19 @@ impl Runtime<'_> {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
-        self.run_impl(inputs).map_err(|e| RunError::Exec(e.0))
+        self.run_impl(inputs, None).map_err(|e| RunError::Exec(e.0))
     }
 
     fn target_name(&self) -> &str {
         "cpu"
+    }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        self.run_impl(inputs, Some(observer))
+            .map_err(|e| RunError::Exec(e.0))
     }
 }
