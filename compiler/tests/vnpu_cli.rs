@@ -105,11 +105,21 @@ fn compile_prints_the_placement_and_stats() {
     ]);
     assert!(o.ok, "{}", o.stderr);
     assert!(o.stdout.contains("nodes on the NPU"), "{}", o.stdout);
-    // Pools and Softmax have no NPU kernel: they are listed with the reason.
+    // Without the optimizer, BatchNormalization has no NPU kernel: it is listed with the reason.
+    let o2 = jiuzhou(&[
+        "compile",
+        fixture("model.onnx").to_str().unwrap(),
+        "--target",
+        "vnpu",
+        "--no-opt",
+    ]);
+    assert!(o2.ok, "{}", o2.stderr);
     assert!(
-        o.stdout.contains("on the host CPU:") && o.stdout.contains("MaxPool"),
+        o2.stdout.contains(
+            "on the host CPU: 2 x BatchNormalization: no vnpu kernel for BatchNormalization"
+        ),
         "{}",
-        o.stdout
+        o2.stdout
     );
     let last = o.stdout.lines().last().unwrap();
     let json: serde_json::Value = serde_json::from_str(last).unwrap();

@@ -22,6 +22,7 @@ use crate::codegen::eltwise::{self, EltB, EltKind, EltOp};
 use crate::codegen::gemm::{self, ASrc, BSrc, ConvGeom, GemmOp, GemmState};
 use crate::codegen::layout::Layout;
 use crate::codegen::lower::{EltArg, GemmB, Kernel, f32_shape, pack_conv_weights, pack_weights};
+use crate::codegen::rows::{self, MaxPoolOp, SoftmaxOp};
 use crate::codegen::{Ctx, round_up};
 use crate::dtype::DType;
 use crate::isa::{Program, VectorOp};
@@ -356,6 +357,14 @@ impl VnpuExecutable {
                         EltArg::None | EltArg::Value(_) | EltArg::Imm(_) => {}
                     }
                 }
+                Kernel::Mean { dims, .. } => {
+                    // A = one row of 1/hw (padded with zeros to an aligned pitch).
+                    let ld = round_up(dims[2], ctx.pitch_gran());
+                    let mut row = vec![1.0 / dims[2] as f32; dims[2] as usize];
+                    row.resize(ld as usize, 0.0);
+                    kc.b = Some((blob(&mut alloc, DType::F32, row), ld));
+                }
+                Kernel::Softmax { .. } | Kernel::MaxPool { .. } => {}
             }
             kconst.insert(*idx, kc);
         }
@@ -831,6 +840,67 @@ fn emit_kernel(
                 relu: *relu,
             };
             gemm::emit(ctx, &op, blocks, zero, &mut GemmState::default(), &mut b)?;
+        }
+        Kernel::Mean { x, dims, out } => {
+            let (lx, lo) = (lay(*x)?, lay(*out)?);
+            let (ones, ld) = kc.b.ok_or("the averaging row was not placed")?;
+            let blocks = gemm::choose_blocks(ctx, 1, dims[1], dims[2], false)?;
+            let mut st = GemmState::default();
+            for bi in 0..dims[0] {
+                let op = GemmOp {
+                    m: 1,
+                    n: dims[1],
+                    k: dims[2],
+                    a: ASrc::Dense { addr: ones, ld },
+                    b: BSrc::Dense {
+                        addr: at(*x)? + bi * dims[2] * lx.pitch as u64 * 4,
+                        ld: lx.pitch as u64,
+                    },
+                    bias: None,
+                    out: at(*out)? + bi * lo.pitch as u64 * 4,
+                    ldc: lo.pitch as u64,
+                    relu: false,
+                };
+                gemm::emit(ctx, &op, blocks, zero, &mut st, &mut b)?;
+            }
+        }
+        Kernel::Softmax { x, rows, cols, out } => {
+            let lx = lay(*x)?;
+            let op = SoftmaxOp {
+                x: at(*x)?,
+                out: at(*out)?,
+                rows: *rows,
+                cols: *cols,
+                pitch: lx.pitch as u64,
+            };
+            rows::emit_softmax(ctx, &op, &mut b)?;
+        }
+        Kernel::MaxPool {
+            x,
+            in_shape,
+            out_hw,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            out,
+        } => {
+            let lx = lay(*x)?;
+            let op = MaxPoolOp {
+                x: at(*x)?,
+                out: at(*out)?,
+                n: in_shape[0],
+                h: in_shape[2],
+                w: in_shape[3],
+                c: in_shape[1],
+                cpitch: lx.pitch as u64,
+                out_hw: *out_hw,
+                kernel: *kernel,
+                strides: *strides,
+                dilations: *dilations,
+                pads: *pads,
+            };
+            rows::emit_maxpool(ctx, &op, &mut b)?;
         }
         Kernel::Elt { op, a, b: arg, out } => {
             let la = lay(*a)?;

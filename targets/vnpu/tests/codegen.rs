@@ -369,13 +369,13 @@ fn elementwise_ops_match_the_reference() {
 
 #[test]
 fn mixed_graph_moves_tensors_and_counts_them() {
-    // MatMul (NPU) → Softmax (host) → Add (NPU): two transfers each way and the host region in between.
+    // MatMul (NPU) → Sin (host) → Add (NPU): two transfers each way and the host region in between.
     for profile in PROFILES {
         let mut b = GraphBuilder::new("mixed");
         let x = f32_input(&mut b, "x", &[9, 31]);
         let w = b.constant("w", tensor(&[31, 12], 31));
         let y = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
-        let s = b.node1(ops::Softmax::default(), &[y]).unwrap();
+        let s = b.node1(ops::Sin::default(), &[y]).unwrap();
         let z = b.node1(ops::Add::default(), &[s, y]).unwrap();
         b.output(z);
         let r = run(
@@ -386,9 +386,9 @@ fn mixed_graph_moves_tensors_and_counts_them() {
         );
         let p = r.exec.placement();
         assert_eq!(p.npu_nodes(), 2);
-        let sm = p.nodes.iter().find(|n| n.op == "Softmax").unwrap();
-        assert!(!sm.npu && sm.reason.as_deref() == Some("no vnpu kernel for Softmax"));
-        // Up: x, softmax; down: y, z (f32).
+        let fl = p.nodes.iter().find(|n| n.op == "Sin").unwrap();
+        assert!(!fl.npu && fl.reason.as_deref() == Some("no vnpu kernel for Sin"));
+        // Up: x, sin; down: y, z (f32).
         assert_eq!(
             r.exec.transfers_bytes(),
             4 * (9 * 31 + 9 * 12 + 9 * 12 + 9 * 12)
@@ -441,4 +441,64 @@ fn unsupported_nodes_say_why() {
     assert_eq!(n.reason.as_deref(), Some("grouped Conv (group = 4)"));
     check_exact(&r, "default", "grouped conv on the host");
     assert!(matches!(Op::Relu(ops::Relu::default()), Op::Relu(_)));
+}
+
+#[test]
+fn pools_softmax_and_views_match_the_reference() {
+    // MaxPool (padding, stride, ceil mode), GlobalAveragePool, full-window AveragePool, Flatten and Softmax.
+    let cases: [([usize; 4], i64, i64, i64, i64); 4] = [
+        ([1, 5, 11, 13], 3, 2, 1, 0),
+        ([2, 20, 8, 7], 2, 2, 0, 0),
+        ([1, 3, 9, 9], 3, 2, 1, 1),
+        ([1, 70, 6, 6], 3, 1, 1, 0),
+    ];
+    for profile in PROFILES {
+        for &(shape, k, s, p, ceil) in &cases {
+            let mut b = GraphBuilder::new("pools");
+            let x = f32_input(&mut b, "x", &shape);
+            let mp = ops::MaxPool {
+                kernel_shape: vec![k, k],
+                strides: Some(vec![s, s]),
+                pads: Some(vec![p, p, p, p]),
+                ceil_mode: ceil,
+                ..Default::default()
+            };
+            let y = b.node1(mp, &[x]).unwrap();
+            let g = b.node1(ops::GlobalAveragePool::default(), &[x]).unwrap();
+            let ap = ops::AveragePool {
+                kernel_shape: vec![shape[2] as i64, shape[3] as i64],
+                ..Default::default()
+            };
+            let a = b.node1(ap, &[x]).unwrap();
+            let f = b.node1(ops::Flatten::default(), &[g]).unwrap();
+            let sm = b.node1(ops::Softmax::default(), &[f]).unwrap();
+            for o in [y, g, a, f, sm] {
+                b.output(o);
+            }
+            let what = format!("pools {shape:?} k={k} s={s} p={p} ceil={ceil}");
+            let r = run(
+                b.finish().unwrap(),
+                profile,
+                vec![tensor(&shape, 41)],
+                &[
+                    "MaxPool",
+                    "GlobalAveragePool",
+                    "AveragePool",
+                    "Flatten",
+                    "Softmax",
+                ],
+            );
+            // MaxPool and the copies are exact; the averages go through the cube (inputs rounded once).
+            let e = eps(profile);
+            for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
+                let tol = if i == 0 { 0.0 } else { 2.0 * e + 1e-6 };
+                for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (f64::from(*g) - f64::from(*w)).abs() <= tol,
+                        "{what} on {profile}: output {i} element {j} = {g}, reference {w}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -346,12 +346,77 @@ struct Gather {
     cols: u64,
 }
 
+/// One run of output pixels inside one output row whose window position `(kh, kw)` falls inside the input: the
+/// input pixel of the run's first element (`(b·h + ih)·w + iw`; consecutive elements are a horizontal stride
+/// apart), the run's length, and its first pixel's index in the block.
+pub(crate) struct Run {
+    pub(crate) pixel: u64,
+    pub(crate) len: u64,
+    pub(crate) local: u64,
+}
+
+/// The runs of output pixels `[p0, p0+count)` (ordered batch, row, column over an `out[0]×out[1]` output) whose
+/// window position `(kh, kw)` lies inside the `h×w` input; the bool says whether some pixel's position does not
+/// (padding).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn window_runs(
+    h: u64,
+    w: u64,
+    out: [u64; 2],
+    strides: [u64; 2],
+    dilations: [u64; 2],
+    pads: [u64; 2],
+    (kh, kw): (u64, u64),
+    p0: u64,
+    count: u64,
+) -> (Vec<Run>, bool) {
+    let mut runs = Vec::new();
+    let mut holes = false;
+    let (oh_n, ow_n) = (out[0], out[1]);
+    let mut p = p0;
+    while p < p0 + count {
+        let (b, rest) = (p / (oh_n * ow_n), p % (oh_n * ow_n));
+        let (oh, ow_a) = (rest / ow_n, rest % ow_n);
+        let ow_b = ow_n.min(ow_a + (p0 + count - p));
+        let seg_local = p - p0;
+        p += ow_b - ow_a;
+        let ih = (oh * strides[0] + kh * dilations[0]) as i64 - pads[0] as i64;
+        if ih < 0 || ih >= h as i64 {
+            holes = true;
+            continue;
+        }
+        // iw(ow) = ow·sw + kw·dw − pw must lie in [0, w).
+        let off = (kw * dilations[1]) as i64 - pads[1] as i64;
+        let sw = strides[1] as i64;
+        let lo_needed = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
+        let hi_excl = if (w as i64) - off <= 0 {
+            0
+        } else {
+            ((w as i64) - off + sw - 1) / sw
+        };
+        let lo = (ow_a as i64).max(lo_needed);
+        let hi = (ow_b as i64).min(hi_excl);
+        if lo > ow_a as i64 || hi < ow_b as i64 {
+            holes = true;
+        }
+        if lo >= hi {
+            continue;
+        }
+        let iw = (lo * sw + off) as u64;
+        runs.push(Run {
+            pixel: (b * h + ih as u64) * w + iw,
+            len: (hi - lo) as u64,
+            local: seg_local + (lo as u64 - ow_a),
+        });
+    }
+    (runs, holes)
+}
+
 /// The gathers of one A slot for pixel rows `[r0, r0+mvalid)` and step `ks`; the bool says whether any element of
 /// the slot's valid rows stays uncovered (and must be zero).
 fn im2col_gathers(g: &ConvGeom, ks: &KStep, r0: u64, mvalid: u64) -> (Vec<Gather>, bool) {
     let mut out = Vec::new();
     let mut holes = false;
-    let (oh_n, ow_n) = (g.out[0], g.out[1]);
     for pc in &ks.pieces {
         if pc.cvalid < pc.span {
             holes = true;
@@ -359,42 +424,24 @@ fn im2col_gathers(g: &ConvGeom, ks: &KStep, r0: u64, mvalid: u64) -> (Vec<Gather
         if pc.cvalid == 0 {
             continue;
         }
-        let mut p = r0;
-        while p < r0 + mvalid {
-            let (b, rest) = (p / (oh_n * ow_n), p % (oh_n * ow_n));
-            let (oh, ow_a) = (rest / ow_n, rest % ow_n);
-            let ow_b = ow_n.min(ow_a + (r0 + mvalid - p));
-            let seg_local = p - r0;
-            p += ow_b - ow_a;
-            let ih = (oh * g.strides[0] + pc.kh * g.dilations[0]) as i64 - g.pads[0] as i64;
-            if ih < 0 || ih >= g.h as i64 {
-                holes = true;
-                continue;
-            }
-            // iw(ow) = ow·sw + kw·dw − pw must lie in [0, w).
-            let off = (pc.kw * g.dilations[1]) as i64 - g.pads[1] as i64;
-            let sw = g.strides[1] as i64;
-            let lo_needed = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
-            let hi_excl = if (g.w as i64) - off <= 0 {
-                0
-            } else {
-                ((g.w as i64) - off + sw - 1) / sw
-            };
-            let lo = (ow_a as i64).max(lo_needed);
-            let hi = (ow_b as i64).min(hi_excl);
-            if lo > ow_a as i64 || hi < ow_b as i64 {
-                holes = true;
-            }
-            if lo >= hi {
-                continue;
-            }
-            let iw = (lo * sw + off) as u64;
-            let pix = (b * g.h + ih as u64) * g.w + iw;
+        let (runs, h) = window_runs(
+            g.h,
+            g.w,
+            g.out,
+            g.strides,
+            g.dilations,
+            g.pads,
+            (pc.kh, pc.kw),
+            r0,
+            mvalid,
+        );
+        holes |= h;
+        for r in runs {
             out.push(Gather {
-                src: g.addr + (pix * g.cpitch + pc.c0) * 4,
+                src: g.addr + (r.pixel * g.cpitch + pc.c0) * 4,
                 src_row: g.strides[1] * g.cpitch,
-                dst_off: (seg_local + (lo as u64 - ow_a)) * ks.span + pc.q,
-                rows: (hi - lo) as u64,
+                dst_off: r.local * ks.span + pc.q,
+                rows: r.len,
                 cols: pc.cvalid,
             });
         }

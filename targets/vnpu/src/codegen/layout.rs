@@ -86,6 +86,14 @@ impl Layout {
         })
     }
 
+    /// Whether `other` stores the same number of elements at the same places (a reshape between the two is a
+    /// plain copy).
+    pub fn same_storage(&self, other: &Layout) -> bool {
+        self.len() == other.len()
+            && self.physical_len() == other.physical_len()
+            && self.positions().eq(other.positions())
+    }
+
     /// Logical data (IR order) → stored data, pads zero.
     pub fn pack(&self, data: &[f32]) -> Vec<f32> {
         let mut out = vec![0.0; self.physical_len()];

@@ -3,10 +3,13 @@
 //!
 //! On the NPU: MatMul (A of rank 2–3, B a constant or a 2-D/equal-batch activation), Gemm (`transA = 0`; constant
 //! B, either `transB`; `alpha`, `beta` and a constant bias row folded into the packed weights and the f32 bias),
-//! 2-D Conv with `group = 1` (any stride, padding, dilation; constant weights and bias), and the unary and binary
-//! elementwise ops the profile's vector unit lists (Relu, Neg, Abs, Exp, Log, Sqrt, Reciprocal, Tanh, Sigmoid; Add,
-//! Sub, Mul, Div, Max, Min, two-input Sum) on equal shapes, with a constant scalar, or with a constant
-//! per-row-vector (per-channel) second operand. Everything is f32 with static shapes.
+//! 2-D Conv with `group = 1` (any stride, padding, dilation; constant weights and bias), GlobalAveragePool (and an
+//! AveragePool whose window is the whole unpadded input) on the cube; 2-D MaxPool, Softmax along the last axis of
+//! a row-major tensor, shape-only ops (Flatten, Reshape, Squeeze, Unsqueeze, Identity) whose input and output are
+//! stored alike, and the unary and binary elementwise ops the profile's vector unit lists (Relu, Neg, Abs, Exp,
+//! Log, Sqrt, Reciprocal, Tanh, Sigmoid; Add, Sub, Mul, Div, Max, Min, two-input Sum) on equal shapes, with a
+//! constant scalar, or with a constant per-row-vector (per-channel) second operand. Everything is f32 with static
+//! shapes.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use jiuzhou_ir::{DType as IrType, Graph, Node, Op, Tensor, ValueId};
 use super::Ctx;
 use super::gemm;
 use super::layout::Layout;
-use crate::isa::{BinaryOp, UnaryOp, VectorOp};
+use crate::isa::{BinaryOp, ReduceOp, UnaryOp, VectorOp};
 
 /// The second operand of an elementwise kernel.
 #[derive(Clone, Debug)]
@@ -93,6 +96,45 @@ pub enum Kernel {
         /// Relu fused in.
         relu: bool,
     },
+    /// Softmax along the last axis of a row-major tensor.
+    Softmax {
+        /// The input.
+        x: ValueId,
+        /// Rows.
+        rows: u64,
+        /// Elements per row.
+        cols: u64,
+        /// The result.
+        out: ValueId,
+    },
+    /// Max pooling of a rank-4 (channels-last) tensor.
+    MaxPool {
+        /// The input.
+        x: ValueId,
+        /// `[n, c, h, w]`.
+        in_shape: [u64; 4],
+        /// Output height and width.
+        out_hw: [u64; 2],
+        /// Window.
+        kernel: [u64; 2],
+        /// Strides.
+        strides: [u64; 2],
+        /// Dilations.
+        dilations: [u64; 2],
+        /// Leading pads.
+        pads: [u64; 2],
+        /// The result.
+        out: ValueId,
+    },
+    /// The mean over all pixels of a rank-4 tensor (GlobalAveragePool), on the cube: `(1/hw)·1ᵀ · X`.
+    Mean {
+        /// The input.
+        x: ValueId,
+        /// `[n, c, h·w]`.
+        dims: [u64; 3],
+        /// The result (`[n, c, 1, 1]`).
+        out: ValueId,
+    },
     /// An elementwise op.
     Elt {
         /// The vector op.
@@ -110,7 +152,12 @@ impl Kernel {
     /// The value the kernel writes.
     pub fn out(&self) -> ValueId {
         match self {
-            Kernel::Gemm { out, .. } | Kernel::Conv { out, .. } | Kernel::Elt { out, .. } => *out,
+            Kernel::Gemm { out, .. }
+            | Kernel::Conv { out, .. }
+            | Kernel::Softmax { out, .. }
+            | Kernel::MaxPool { out, .. }
+            | Kernel::Mean { out, .. }
+            | Kernel::Elt { out, .. } => *out,
         }
     }
 
@@ -124,7 +171,10 @@ impl Kernel {
                 }
                 v
             }
-            Kernel::Conv { x, .. } => vec![*x],
+            Kernel::Conv { x, .. }
+            | Kernel::Softmax { x, .. }
+            | Kernel::MaxPool { x, .. }
+            | Kernel::Mean { x, .. } => vec![*x],
             Kernel::Elt { a, b, .. } => {
                 let mut v = vec![*a];
                 if let EltArg::Value(b) = b {
@@ -150,7 +200,8 @@ impl Kernel {
                 2.0 * (in_shape[0] * out_shape[0] * out_shape[1] * out_shape[2]) as f64
                     * (in_shape[1] * kernel[0] * kernel[1]) as f64
             }
-            Kernel::Elt { .. } => 0.0,
+            Kernel::Mean { dims, .. } => 2.0 * (dims[0] * dims[1] * dims[2]) as f64,
+            Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Elt { .. } => 0.0,
         }
     }
 
@@ -169,7 +220,7 @@ impl Kernel {
                 *out = new_out;
                 *relu = true;
             }
-            Kernel::Elt { .. } => {}
+            _ => {}
         }
     }
 }
@@ -257,6 +308,13 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
         return lower_binary(ctx, graph, node, b, out);
     }
     match &node.op {
+        Op::Flatten(_) | Op::Reshape(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_) => {
+            lower_view(ctx, graph, node, out)
+        }
+        Op::Softmax(s) => lower_softmax(ctx, graph, node, s.axis, out),
+        Op::MaxPool(p) => lower_maxpool(ctx, graph, node, p, out),
+        Op::GlobalAveragePool(_) => lower_mean(ctx, graph, node, None, out),
+        Op::AveragePool(p) => lower_mean(ctx, graph, node, Some(p), out),
         Op::MatMul(_) => lower_matmul(ctx, graph, node, out),
         Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
         Op::Conv(c) => lower_conv(ctx, graph, node, c, out),
@@ -269,6 +327,160 @@ fn need_cube(ctx: &Ctx) -> Result<(), String> {
         Some(_) => Ok(()),
         None => Err("the profile's matrix unit takes no f16/bf16 inputs".into()),
     }
+}
+
+fn need_vector(ctx: &Ctx, ops: &[VectorOp]) -> Result<(), String> {
+    if ctx.stage.is_none() {
+        return Err("no staging buffer for the vector unit".into());
+    }
+    match ops.iter().find(|op| !ctx.vector_has(**op)) {
+        Some(op) => Err(format!("the vector unit lacks {} on f32", op.name())),
+        None => Ok(()),
+    }
+}
+
+/// A computed f32 input 0 of static shape, and the output's shape.
+fn computed_input(
+    graph: &Graph,
+    node: &Node,
+    out: ValueId,
+) -> Result<(ValueId, Vec<usize>, Vec<usize>), String> {
+    let x = req(node, 0)?;
+    if constant(graph, x).is_some() {
+        return Err("constant input (folded by the optimizer)".into());
+    }
+    Ok((x, f32_shape(graph, x)?, f32_shape(graph, out)?))
+}
+
+/// Shape-only ops: a copy when the input and output are stored alike (the same bytes in the same places).
+fn lower_view(ctx: &Ctx, graph: &Graph, node: &Node, out: ValueId) -> Result<Kernel, String> {
+    need_vector(ctx, &[VectorOp::Unary(UnaryOp::Copy)])?;
+    let (x, sx, so) = computed_input(graph, node, out)?;
+    let (lx, lo) = (
+        Layout::new(&sx, ctx.pitch_gran()),
+        Layout::new(&so, ctx.pitch_gran()),
+    );
+    if !lx.same_storage(&lo) {
+        return Err(format!("{sx:?} → {so:?} changes the stored layout"));
+    }
+    Ok(Kernel::Elt {
+        op: VectorOp::Unary(UnaryOp::Copy),
+        a: x,
+        b: EltArg::None,
+        out,
+    })
+}
+
+fn lower_softmax(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    axis: i64,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    need_vector(
+        ctx,
+        &[
+            VectorOp::Reduce(ReduceOp::Max),
+            VectorOp::Binary(BinaryOp::Sub),
+            VectorOp::Unary(UnaryOp::Exp),
+            VectorOp::Reduce(ReduceOp::Sum),
+            VectorOp::Binary(BinaryOp::Div),
+        ],
+    )?;
+    let (x, sx, _) = computed_input(graph, node, out)?;
+    let rank = sx.len() as i64;
+    if rank == 4 || rank == 0 {
+        return Err(format!(
+            "Softmax of rank {rank} (the NPU takes row-major ranks 1-3)"
+        ));
+    }
+    if axis != -1 && axis != rank - 1 {
+        return Err("Softmax along an inner axis".into());
+    }
+    let cols = *sx.last().unwrap_or(&1) as u64;
+    Ok(Kernel::Softmax {
+        x,
+        rows: sx.iter().product::<usize>() as u64 / cols,
+        cols,
+        out,
+    })
+}
+
+fn lower_maxpool(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    p: &jiuzhou_ir::ops::MaxPool,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    need_vector(ctx, &[VectorOp::Fill, VectorOp::Binary(BinaryOp::Max)])?;
+    let (x, sx, so) = computed_input(graph, node, out)?;
+    if sx.len() != 4 {
+        return Err(format!(
+            "{}-D MaxPool (the NPU takes 2-D)",
+            sx.len().saturating_sub(2)
+        ));
+    }
+    let win = Window::new(
+        2,
+        &p.kernel_shape,
+        p.strides.as_deref(),
+        p.dilations.as_deref(),
+        p.pads.as_deref(),
+        &p.auto_pad,
+        p.ceil_mode,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pads = [0u64; 2];
+    for (i, pd) in pads.iter_mut().enumerate() {
+        let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
+        if g.output != so[2 + i] {
+            return Err("MaxPool output shape disagrees with its geometry".into());
+        }
+        *pd = g.pad_begin as u64;
+    }
+    let u = |v: usize| v as u64;
+    Ok(Kernel::MaxPool {
+        x,
+        in_shape: [u(sx[0]), u(sx[1]), u(sx[2]), u(sx[3])],
+        out_hw: [u(so[2]), u(so[3])],
+        kernel: [u(win.kernel[0]), u(win.kernel[1])],
+        strides: [u(win.strides[0]), u(win.strides[1])],
+        dilations: [u(win.dilations[0]), u(win.dilations[1])],
+        pads,
+        out,
+    })
+}
+
+/// GlobalAveragePool, or an AveragePool whose one window covers the whole unpadded input.
+fn lower_mean(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    avg: Option<&jiuzhou_ir::ops::AveragePool>,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    need_cube(ctx)?;
+    let (x, sx, so) = computed_input(graph, node, out)?;
+    if sx.len() != 4 || so.len() != 4 || so[2] != 1 || so[3] != 1 {
+        return Err(format!(
+            "pooling {sx:?} to {so:?} (the NPU takes global 2-D averages)"
+        ));
+    }
+    if let Some(p) = avg {
+        let whole = p.kernel_shape == [sx[2] as i64, sx[3] as i64];
+        let unpadded = p.pads.as_deref().is_none_or(|v| v.iter().all(|&x| x == 0))
+            && matches!(p.auto_pad.as_str(), "NOTSET" | "VALID" | "");
+        if !whole || !unpadded {
+            return Err("AveragePool with a window smaller than the input or padding".into());
+        }
+    }
+    Ok(Kernel::Mean {
+        x,
+        dims: [sx[0] as u64, sx[1] as u64, (sx[2] * sx[3]) as u64],
+        out,
+    })
 }
 
 fn lower_unary(

@@ -11,6 +11,7 @@
 //!   double-buffered A/B/C slots, f32 bias preloaded into the accumulator, optional Relu on the vector unit;
 //! - [`eltwise`]: unary and binary elementwise kernels on the vector unit, streamed through a double-buffered
 //!   staging buffer;
+//! - [`rows`]: softmax along rows and max pooling on the vector unit;
 //! - [`lower`]: which IR node becomes which kernel (or why it cannot run on the NPU).
 //!
 //! # Synchronization
@@ -25,6 +26,7 @@ pub mod eltwise;
 pub mod gemm;
 pub mod layout;
 pub mod lower;
+pub mod rows;
 
 use crate::dtype::DType;
 use crate::isa::{UnaryOp, VectorOp};
