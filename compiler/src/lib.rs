@@ -26,7 +26,11 @@
 pub mod compare;
 pub mod conformance;
 pub mod driver;
+pub mod harness;
 pub mod io;
 pub mod onnx;
 
-pub use driver::{CompileError, Target, compile, compile_graph, load_and_compile, optimize_graph};
+pub use driver::{
+    CompileError, SharedVnpu, Target, compile, compile_graph, compile_vnpu, load_and_compile,
+    optimize_graph, optimize_graph_traced,
+};

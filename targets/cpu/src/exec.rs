@@ -4,11 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
-use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_runtime::{Executable, Observer, RunError};
 use jiuzhou_target_reference::Interpreter;
 
 use crate::ExecError;
 use crate::elementwise::{self, BinaryKernels};
+use crate::fault::{self, Fault};
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
 use crate::native::{self, In};
@@ -134,6 +135,8 @@ pub struct CpuExecutable {
     slots: HashMap<ValueId, (usize, Vec<usize>)>,
     arena_len: usize,
     interp: Interpreter,
+    /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
+    fault_steps: HashSet<usize>,
     _jit: Arc<Jit>,
 }
 
@@ -427,7 +430,18 @@ unsafe extern "C" fn placeholder_binary(_: *const f32, _: *const f32, _: *mut f3
 impl CpuExecutable {
     /// Compiles `graph`: chooses a kernel or an explicit fallback per node, fuses Relu into a preceding Conv or
     /// Gemm, generates the elementwise kernels, and plans the arena.
+    ///
+    /// A test-only fault set in the environment ([`crate::fault`]) applies.
     pub fn compile(graph: Arc<Graph>) -> Result<CpuExecutable, ExecError> {
+        Self::compile_with_fault(graph, Fault::from_env()?)
+    }
+
+    /// Compiles like [`CpuExecutable::compile`], with `fault` (test-only: the nodes it selects compute wrong
+    /// results on purpose) instead of the one the environment asks for.
+    pub fn compile_with_fault(
+        graph: Arc<Graph>,
+        fault: Option<Fault>,
+    ) -> Result<CpuExecutable, ExecError> {
         let g = &*graph;
         let mut jit = Jit::new()?;
         let mut unary_ids = Vec::new();
@@ -439,6 +453,21 @@ impl CpuExecutable {
         let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
         // The step that computes each value (values fused into a step map to that step).
         let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
+        let mut fault_steps: HashSet<usize> = HashSet::new();
+        let mut faulty = |node: &Node, si: usize| {
+            if let Some(f) = &fault
+                && f.matches(&node.name, node.op.name())
+            {
+                tracing::warn!(
+                    node = %node.name,
+                    op = node.op.name(),
+                    "{}: the cpu target computes node `{}` WRONG on purpose (test-only fault injection)",
+                    fault::ENV,
+                    node.name
+                );
+                fault_steps.insert(si);
+            }
+        };
         // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
         let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
         for node in &g.nodes {
@@ -459,6 +488,7 @@ impl CpuExecutable {
             {
                 epi.relu = true;
                 steps[si].outputs = node.outputs.clone();
+                faulty(node, si);
                 fused_into.remove(x);
                 produced_at.insert(node.outputs[0], si);
                 continue;
@@ -496,6 +526,7 @@ impl CpuExecutable {
                         fused_into.remove(&c);
                         fused_into.insert(*out, si);
                         produced_at.insert(*out, si);
+                        faulty(node, si);
                         break;
                     }
                 }
@@ -539,6 +570,7 @@ impl CpuExecutable {
                 *wd = Arc::new(w2);
                 *bias = Some(Param::Const(Arc::new(b2), vec![scale.len()]));
                 steps[ci].outputs = node.outputs.clone();
+                faulty(node, ci);
                 fused_into.remove(x);
                 fused_into.insert(node.outputs[0], ci);
                 produced_at.insert(node.outputs[0], ci);
@@ -547,6 +579,7 @@ impl CpuExecutable {
             for &o in &node.outputs {
                 produced_at.insert(o, si);
             }
+            faulty(node, si);
             match selected {
                 Some(k) => {
                     if matches!(
@@ -576,6 +609,16 @@ impl CpuExecutable {
                     });
                 }
             }
+        }
+        if let Some(f) = &fault
+            && fault_steps.is_empty()
+        {
+            tracing::warn!(
+                "{}: selector `{}` matches no node of graph `{}`: nothing is perturbed",
+                fault::ENV,
+                f.selector,
+                g.name
+            );
         }
         jit.finish()?;
         for (si, id) in unary_ids {
@@ -662,6 +705,7 @@ impl CpuExecutable {
             slots,
             arena_len,
             interp: Interpreter::default(),
+            fault_steps,
             _jit: Arc::new(jit),
         })
     }
@@ -681,7 +725,11 @@ impl CpuExecutable {
         self.steps.len()
     }
 
-    fn run_impl(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+    fn run_impl(
+        &self,
+        inputs: Vec<Value>,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<Vec<Value>, ExecError> {
         let g = &*self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(ExecError::new(format!(
@@ -705,7 +753,7 @@ impl CpuExecutable {
             env,
             base: arena.as_mut_ptr(),
         };
-        for step in &self.steps {
+        for (si, step) in self.steps.iter().enumerate() {
             match &step.kind {
                 StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
                 StepKind::Fallback(wrapped, outer) => {
@@ -723,6 +771,19 @@ impl CpuExecutable {
                     for (&o, v) in step.outputs.iter().zip(outs) {
                         rt.env[o.index()] = Slot::Heap(v);
                     }
+                }
+            }
+            if self.fault_steps.contains(&si) {
+                for &o in &step.outputs {
+                    // The perturbed copy lives on the heap; the arena slot (if any) is simply not read again.
+                    let v = fault::perturb(&rt.value(o)?);
+                    rt.env[o.index()] = Slot::Heap(v);
+                }
+            }
+            if let Some(observe) = observer.as_mut() {
+                // Copied out now: an arena slot is reused once its value is dead.
+                for &o in &step.outputs {
+                    observe(&g.value(o).name, &rt.value(o)?);
                 }
             }
             for &v in &step.frees {
@@ -1042,10 +1103,19 @@ impl Runtime<'_> {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
-        self.run_impl(inputs).map_err(|e| RunError::Exec(e.0))
+        self.run_impl(inputs, None).map_err(|e| RunError::Exec(e.0))
     }
 
     fn target_name(&self) -> &str {
         "cpu"
+    }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        self.run_impl(inputs, Some(observer))
+            .map_err(|e| RunError::Exec(e.0))
     }
 }

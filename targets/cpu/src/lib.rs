@@ -7,7 +7,9 @@
 //! native kernels chosen by [`native::select`]; every other node (and every dtype these kernels do not cover) runs
 //! the reference implementation, explicitly: the executable lists those nodes in [`CpuExecutable::fallback_ops`]
 //! and compilation logs them. Intermediate f32 tensors with static shapes live in one arena laid out at compile
-//! time from liveness ([`plan`]). Execution is single-threaded and deterministic.
+//! time from liveness ([`plan`]). Execution is single-threaded and deterministic. Runs can report every step's
+//! outputs (`run_observed`, for `jiuzhou compare`); [`fault`] is a test-only switch that makes chosen nodes compute
+//! wrong results on purpose.
 //!
 //! **Architecture invariant:** this crate sees only the IR, never ONNX; it uses the reference target only through
 //! its public interpreter, for the fallback nodes.
@@ -16,6 +18,7 @@
 pub mod attention;
 pub mod elementwise;
 mod exec;
+pub mod fault;
 pub mod jit;
 pub mod linalg;
 pub mod movement;
