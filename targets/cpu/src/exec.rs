@@ -16,6 +16,7 @@ use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
 use crate::native::{self, In};
 use crate::plan::{self, Interval};
+use crate::tensor_ops;
 
 /// A node that runs the reference implementation because no CPU kernel covers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,15 @@ enum Kernel {
     },
     /// A native kernel ([`crate::native`]).
     Native(native::Native),
+    /// A kernel over whole tensors of any dtype ([`crate::tensor_ops`]); its output lives on the heap.
+    Tensor(tensor_ops::TensorStep),
+}
+
+/// A native f32 kernel for `node`, else a tensor kernel, else `None` (the reference runs it).
+fn other_kernel(graph: &Graph, node: &Node) -> Option<Kernel> {
+    native::select(graph, node)
+        .map(Kernel::Native)
+        .or_else(|| tensor_ops::select(graph, node).map(Kernel::Tensor))
 }
 
 /// An f32 operand known at compile time or read at run time.
@@ -254,7 +264,7 @@ fn select_kernel(
     let all_f32 = ins.iter().flatten().all(|&i| is_f32(graph, i))
         && node.outputs.iter().all(|&o| is_f32(graph, o));
     if !all_f32 || node.outputs.len() != 1 {
-        return Ok(native::select(graph, node).map(Kernel::Native));
+        return Ok(other_kernel(graph, node));
     }
     let bop = match &node.op {
         Op::Add(_) | Op::Sum(_) => Some(BinaryOp::Add),
@@ -337,7 +347,7 @@ fn select_kernel(
                 })
                 .collect();
             let Some(p) = consts else {
-                return Ok(native::select(graph, node).map(Kernel::Native));
+                return Ok(other_kernel(graph, node));
             };
             let c = p[0].len();
             if p.iter().any(|v| v.len() != c) {
@@ -476,7 +486,7 @@ fn select_kernel(
                 epi: Epilogue::default(),
             }
         }
-        _ => return Ok(native::select(graph, node).map(Kernel::Native)),
+        _ => return Ok(other_kernel(graph, node)),
     };
     Ok(Some(kernel))
 }
@@ -726,7 +736,9 @@ impl CpuExecutable {
         let mut planned: Vec<(ValueId, Vec<usize>)> = Vec::new();
         let mut intervals = Vec::new();
         for (si, s) in steps.iter().enumerate() {
-            if !matches!(s.kind, StepKind::Kernel(_)) {
+            if !matches!(s.kind, StepKind::Kernel(_))
+                || matches!(s.kind, StepKind::Kernel(Kernel::Tensor(_)))
+            {
                 continue;
             }
             for &o in &s.outputs {
@@ -1185,6 +1197,25 @@ impl Runtime<'_> {
                         ins.iter().map(|(d, s)| In { data: d, shape: s }).collect();
                     n.kernel.run(&views, buf)
                 })
+            }
+            Kernel::Tensor(t) => {
+                let ins = t
+                    .inputs
+                    .iter()
+                    .map(|v| match v {
+                        Some(v) => match self.value(*v)? {
+                            Value::Tensor(t) => Ok(Some(t)),
+                            _ => Err(ExecError::new(format!(
+                                "`{}` should be a tensor",
+                                self.name(*v)
+                            ))),
+                        },
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>, ExecError>>()?;
+                let y = t.kernel.run(&ins)?;
+                self.env[out.index()] = Slot::Heap(Value::Tensor(Arc::new(y)));
+                Ok(())
             }
             Kernel::Binary { k, a, b } => {
                 let shape = {

@@ -28,6 +28,7 @@ pub mod norm;
 pub mod plan;
 pub mod pool;
 pub mod reduce;
+pub mod tensor_ops;
 
 pub use exec::{CpuExecutable, FallbackOp};
 

@@ -1003,3 +1003,46 @@ fn attention_variants() {
         native(op, &refs, vec![], i as u64 + 300);
     }
 }
+
+/// Shape computations of dynamic-shape models (Shape → Gather → Unsqueeze → Concat → Reshape) and an embedding
+/// Gather with run-time indices run as tensor kernels, not on the reference.
+#[test]
+fn shape_ops_run_natively() {
+    let mut rng = Rng(77);
+    let mut b = GraphBuilder::new("t");
+    let x = input(&mut b, "x", &[2, 3, 4]);
+    let s = b
+        .node1(
+            jiuzhou_ir::ops::Shape {
+                start: 0,
+                end: Some(-1),
+            },
+            &[x],
+        )
+        .unwrap();
+    let i0 = b.constant("i0", Tensor::scalar(0i64));
+    let d0 = b.node1(Gather { axis: 0 }, &[s, i0]).unwrap();
+    let ax = b.constant("ax", i64s(&[0]));
+    let u = b.node1(Unsqueeze::default(), &[d0, ax]).unwrap();
+    let m1 = b.constant("m1", i64s(&[-1]));
+    let shape = b.node1(Concat { axis: 0 }, &[u, m1]).unwrap();
+    let r = b.node1(Reshape::default(), &[x, shape]).unwrap();
+    let table = input(&mut b, "table", &[5, 3]);
+    let idx = b.input("idx", TensorType::known(DType::I64, &[2, 2]));
+    let emb = b.node1(Gather { axis: 0 }, &[table, idx]).unwrap();
+    b.output(r);
+    b.output(emb);
+    let g = b.finish().unwrap();
+    let inputs: Vec<Value> = vec![
+        Value::Tensor(Arc::new(rng.tensor(&[2, 3, 4]))),
+        Value::Tensor(Arc::new(rng.tensor(&[5, 3]))),
+        Value::Tensor(Arc::new(
+            Tensor::from_vec(vec![2, 2], vec![4i64, 0, -1, 2]).unwrap(),
+        )),
+    ];
+    let want = Interpreter::default().run(&g, inputs.clone()).unwrap();
+    let exec = CpuExecutable::compile(Arc::new(g)).unwrap();
+    let got = exec.run(inputs).unwrap();
+    assert_eq!(got, want);
+    assert!(exec.fallback_ops().is_empty(), "{:?}", exec.fallback_ops());
+}
