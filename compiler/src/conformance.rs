@@ -13,7 +13,7 @@ use std::time::Instant;
 use jiuzhou_ir::Value;
 
 use crate::compare::{Tolerance, compare_values};
-use crate::driver::{CompileError, Target, compile};
+use crate::driver::{CompileError, CompileOptions, Target, compile_graph_with};
 use crate::onnx::{self, ImportError};
 
 /// Cases whose expected outputs come from a random generator, so no implementation can reproduce them.
@@ -103,8 +103,21 @@ pub fn list_cases(suite: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Runs every case of `suite` whose name is in `cases` on `target`, on `jobs` threads.
+/// Runs every case of `suite` whose name is in `cases` on `target`, on `jobs` threads, with the default
+/// [`CompileOptions`].
 pub fn run_cases(suite: &Path, cases: &[String], target: Target, jobs: usize) -> Vec<CaseResult> {
+    run_cases_with(suite, cases, target, jobs, &CompileOptions::default())
+}
+
+/// Runs every case of `suite` whose name is in `cases` on `target`, on `jobs` threads, each compiled with
+/// `options`.
+pub fn run_cases_with(
+    suite: &Path,
+    cases: &[String],
+    target: Target,
+    jobs: usize,
+    options: &CompileOptions,
+) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<CaseResult>> = Mutex::new(Vec::with_capacity(cases.len()));
     // Ops report bad input as errors; a panic would be a bug. Catch it per case so one bug does not hide the rest
@@ -117,7 +130,7 @@ pub fn run_cases(suite: &Path, cases: &[String], target: Target, jobs: usize) ->
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(name) = cases.get(i) else { break };
-                    let r = run_case(&suite.join(name), name, target);
+                    let r = run_case_with(&suite.join(name), name, target, options);
                     results
                         .lock()
                         .expect("no thread panics while holding the lock")
@@ -134,14 +147,24 @@ pub fn run_cases(suite: &Path, cases: &[String], target: Target, jobs: usize) ->
     results
 }
 
-/// Runs one case folder.
+/// Runs one case folder with the default [`CompileOptions`].
 pub fn run_case(dir: &Path, name: &str, target: Target) -> CaseResult {
+    run_case_with(dir, name, target, &CompileOptions::default())
+}
+
+/// Runs one case folder, compiled with `options`.
+pub fn run_case_with(
+    dir: &Path,
+    name: &str,
+    target: Target,
+    options: &CompileOptions,
+) -> CaseResult {
     let start = Instant::now();
     let (status, reason) =
         if let Some((_, why)) = SKIPPED.iter().find(|(prefix, _)| name.starts_with(prefix)) {
             (Status::Skipped, Some(why.to_string()))
         } else {
-            match std::panic::catch_unwind(|| check_case(dir, target)) {
+            match std::panic::catch_unwind(|| check_case(dir, target, options)) {
                 Ok(Ok(())) => (Status::Passed, None),
                 Ok(Err(why)) => (Status::Failed, Some(why)),
                 Err(payload) => {
@@ -199,7 +222,7 @@ fn read_numbered(
     Ok(values)
 }
 
-fn check_case(dir: &Path, target: Target) -> Result<(), String> {
+fn check_case(dir: &Path, target: Target, options: &CompileOptions) -> Result<(), String> {
     let model = onnx::load_model(&dir.join("model.onnx")).map_err(|e| match e {
         ImportError::UnsupportedOps(ops) => {
             let names: BTreeSet<String> = ops.iter().map(|o| o.op_type.clone()).collect();
@@ -210,16 +233,18 @@ fn check_case(dir: &Path, target: Target) -> Result<(), String> {
         }
         e => format!("import error: {e}"),
     })?;
-    let session = compile(model, target).map_err(|e| match e {
-        CompileError::Unsupported { missing, .. } => {
-            let names: BTreeSet<&str> = missing.iter().map(|m| m.op).collect();
-            format!(
-                "unsupported op {} on {target}",
-                names.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        }
-        e => format!("error: {e}"),
-    })?;
+    let session = compile_graph_with(model.graph, model.opset, target, options)
+        .map(|c| c.session)
+        .map_err(|e| match e {
+            CompileError::Unsupported { missing, .. } => {
+                let names: BTreeSet<&str> = missing.iter().map(|m| m.op).collect();
+                format!(
+                    "unsupported op {} on {target}",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            }
+            e => format!("error: {e}"),
+        })?;
     let sig = session.signature().clone();
     for set in data_sets(dir)? {
         let inputs = read_numbered(&set, "input", &sig.inputs)?;

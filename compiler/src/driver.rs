@@ -140,10 +140,58 @@ fn collect_missing(graph: &Graph, target: Target, out: &mut Vec<MissingOp>) {
     }
 }
 
-/// Compiles a graph for `target` into a runtime session.
+/// Options for the targets' code generators.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Threads for intra-op parallelism (CPU target); 0 (the default) means every available core. Results do not
+    /// depend on it.
+    pub threads: usize,
+}
+
+/// A node that runs the reference implementation on a target that lacks a kernel for it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FallbackOp {
+    /// The node's name.
+    pub node: String,
+    /// The node's op.
+    pub op: String,
+}
+
+/// What a target's code generator reports about the executable it made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TargetStats {
+    /// Nodes that run the reference implementation instead of a kernel of the target, in graph order.
+    pub fallback_ops: Vec<FallbackOp>,
+    /// Bytes of the arena that holds intermediate tensors (0 when the target has none).
+    pub peak_arena_bytes: usize,
+    /// Threads the executable runs on.
+    pub threads: usize,
+}
+
+/// A compiled graph: the session that runs it and what the code generator reports.
+pub struct Compiled {
+    /// The session.
+    pub session: Session,
+    /// The code generator's report.
+    pub stats: TargetStats,
+}
+
+/// Compiles a graph for `target` into a runtime session, with the default [`CompileOptions`].
 ///
 /// `opset` is only used in error messages.
 pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session, CompileError> {
+    compile_graph_with(graph, opset, target, &CompileOptions::default()).map(|c| c.session)
+}
+
+/// Compiles a graph for `target` with `options` into a session and the code generator's report.
+///
+/// `opset` is only used in error messages.
+pub fn compile_graph_with(
+    graph: Graph,
+    opset: i64,
+    target: Target,
+    options: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     let missing = missing_ops(&graph, target);
     if !missing.is_empty() {
         return Err(CompileError::Unsupported {
@@ -154,17 +202,43 @@ pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session
     }
     let signature = Signature::of(&graph);
     let graph = Arc::new(graph);
-    let exec: Box<dyn jiuzhou_runtime::Executable> = match target {
-        Target::Reference => Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
-        Target::Cpu => Box::new(jiuzhou_target_cpu::CpuExecutable::compile(graph).map_err(
-            |e| CompileError::Codegen {
-                target,
-                message: e.0,
+    let (exec, stats): (Box<dyn jiuzhou_runtime::Executable>, TargetStats) = match target {
+        Target::Reference => (
+            Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
+            TargetStats {
+                threads: 1,
+                ..TargetStats::default()
             },
-        )?),
+        ),
+        Target::Cpu => {
+            let cpu_options = jiuzhou_target_cpu::CpuOptions {
+                threads: options.threads,
+            };
+            let exec = jiuzhou_target_cpu::CpuExecutable::compile_with(graph, &cpu_options)
+                .map_err(|e| CompileError::Codegen {
+                    target,
+                    message: e.0,
+                })?;
+            let stats = TargetStats {
+                fallback_ops: exec
+                    .fallback_ops()
+                    .iter()
+                    .map(|f| FallbackOp {
+                        node: f.node.clone(),
+                        op: f.op.to_string(),
+                    })
+                    .collect(),
+                peak_arena_bytes: exec.peak_arena_bytes(),
+                threads: exec.threads(),
+            };
+            (Box::new(exec), stats)
+        }
     };
     tracing::debug!(%target, "compiled");
-    Ok(Session::new(signature, exec))
+    Ok(Compiled {
+        session: Session::new(signature, exec),
+        stats,
+    })
 }
 
 /// Compiles an imported model for `target`.

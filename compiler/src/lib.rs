@@ -23,10 +23,14 @@
 //! `jiuzhou_ir`.
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod compare;
 pub mod conformance;
 pub mod driver;
 pub mod io;
 pub mod onnx;
 
-pub use driver::{CompileError, Target, compile, compile_graph, load_and_compile, optimize_graph};
+pub use driver::{
+    CompileError, CompileOptions, Compiled, Target, TargetStats, compile, compile_graph,
+    compile_graph_with, load_and_compile, optimize_graph,
+};

@@ -4,12 +4,18 @@
 //! Each kernel takes its operands as row-major slices with their shapes and writes a preallocated output. The fused
 //! epilogue ([`Epilogue`]) is applied per output block: the bias is written into the block before the product is
 //! accumulated onto it (`gemm` reads the destination), and Relu runs over the block right after its product, while
-//! it is still in cache. Everything is single-threaded and deterministic (`Parallelism::None`).
+//! it is still in cache.
+//!
+//! Threads ([`Parallel`]): a product is split either by `gemm` itself (`Parallelism::Rayon`, over output tiles) or,
+//! when there are at least as many independent products as threads (batched MatMul, batch × group of a Conv), one
+//! product per task with a single-threaded `gemm`; im2col and depthwise convolution split over channels. Every
+//! output element is summed in the same order whatever the thread count, so results are bit-identical.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// What happens to an output block after its product.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +43,7 @@ unsafe fn raw_gemm(
     rhs_rs: isize,
     rhs_cs: isize,
     scale: f32,
+    par: Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -71,7 +78,7 @@ unsafe fn raw_gemm(
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         )
     }
 }
@@ -81,6 +88,11 @@ fn relu(block: &mut [f32]) {
         // As the reference's `x.max(0.0)`: NaN gives 0.
         *v = v.max(0.0);
     }
+}
+
+/// Relu over a whole output, split into chunks across threads.
+fn par_relu(par: &Parallel, out: &mut [f32]) {
+    par.for_each_chunk(out, 1, MIN_CHUNK, |_, c| relu(c));
 }
 
 /// Checks a product of sizes, for buffers sized from data.
@@ -176,6 +188,7 @@ pub fn matmul(
     b: &[f32],
     bsh: &[usize],
     out: &mut [f32],
+    par: &Parallel,
 ) -> Result<(), ExecError> {
     let osh = matmul_shape(ash, bsh)?;
     if a.len() != numel(ash)? || b.len() != numel(bsh)? || out.len() != numel(&osh)? {
@@ -204,6 +217,7 @@ pub fn matmul(
                 n as isize,
                 1,
                 1.0,
+                par.gemm(),
             )
         };
         return Ok(());
@@ -211,36 +225,38 @@ pub fn matmul(
     let r = batch.len();
     let sa = broadcast_strides(&ap[..ap.len() - 2], r);
     let sb = broadcast_strides(&bp[..bp.len() - 2], r);
-    let mut idx = vec![0usize; r];
-    for bi in 0..nb {
-        let ao: usize = idx.iter().zip(&sa).map(|(i, s)| i * s).sum::<usize>() * m * k;
-        let bo: usize = idx.iter().zip(&sb).map(|(i, s)| i * s).sum::<usize>() * k * n;
-        // SAFETY: offsets index whole matrices inside the checked buffers.
+    // One product per task when there are enough of them, else one product at a time split by `gemm`.
+    let split = nb >= par.threads();
+    let inner = if split { Parallelism::None } else { par.gemm() };
+    par.for_each_item(out, m * n, split, |bi, dst| {
+        // The batch index of product `bi`, unravelled over the broadcast batch dims.
+        let (mut rest, mut ao, mut bo) = (bi, 0usize, 0usize);
+        for d in (0..r).rev() {
+            let i = rest % batch[d];
+            rest /= batch[d];
+            ao += i * sa[d];
+            bo += i * sb[d];
+        }
+        // SAFETY: offsets index whole matrices inside the checked buffers; `dst` is product `bi`'s [m, n].
         unsafe {
             raw_gemm(
                 m,
                 n,
                 k,
-                out.as_mut_ptr().add(bi * m * n),
+                dst.as_mut_ptr(),
                 n as isize,
                 false,
-                a.as_ptr().add(ao),
+                a.as_ptr().add(ao * m * k),
                 k as isize,
                 1,
-                b.as_ptr().add(bo),
+                b.as_ptr().add(bo * k * n),
                 n as isize,
                 1,
                 1.0,
+                inner,
             )
         };
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < batch[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+    });
     Ok(())
 }
 
@@ -282,7 +298,12 @@ pub fn gemm_shape(g: &GemmArgs<'_>) -> Result<Vec<usize>, ExecError> {
 }
 
 /// `out = alpha·op(A)·op(B) + beta·C`, then the epilogue.
-pub fn gemm(g: &GemmArgs<'_>, out: &mut [f32], epi: Epilogue) -> Result<(), ExecError> {
+pub fn gemm(
+    g: &GemmArgs<'_>,
+    out: &mut [f32],
+    epi: Epilogue,
+    par: &Parallel,
+) -> Result<(), ExecError> {
     let osh = gemm_shape(g)?;
     let (m, n) = (osh[0], osh[1]);
     let k = if g.trans_a { g.ash[0] } else { g.ash[1] };
@@ -332,10 +353,11 @@ pub fn gemm(g: &GemmArgs<'_>, out: &mut [f32], epi: Epilogue) -> Result<(), Exec
             b_rs,
             b_cs,
             g.alpha,
+            par.gemm(),
         )
     };
     if epi.relu {
-        relu(out);
+        par_relu(par, out);
     }
     Ok(())
 }
@@ -473,43 +495,99 @@ impl ConvGeom {
     }
 }
 
-/// Fills `col` (`[C·taps, out_len]`) with the input windows of `x` (`[C, in_len]`); padding reads zero.
-fn im2col(g: &ConvGeom, channels: usize, x: &[f32], col: &mut [f32]) {
+/// Fills `col` (`[taps, out_len]`) with the input windows of one channel `xc` (`[in_len]`); padding reads zero.
+fn im2col_channel(g: &ConvGeom, xc: &[f32], col: &mut [f32]) {
     let [od, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
-    let (plane, ol) = (g.in_len(), g.out_len());
+    let ol = g.out_len();
     let [_, ih, iw] = g.input;
     let mut row = 0;
-    for c in 0..channels {
-        let xc = &x[c * plane..(c + 1) * plane];
-        for a in 0..kd {
-            for b in 0..kh {
-                for e in 0..kw {
-                    let dst = &mut col[row * ol..(row + 1) * ol];
-                    row += 1;
-                    let mut o = 0;
-                    for z in 0..od {
-                        let sz = g.src(0, z, a);
-                        for y in 0..oh {
-                            let sy = g.src(1, y, b);
-                            let line = &mut dst[o..o + ow];
-                            o += ow;
-                            let (Some(sz), Some(sy)) = (sz, sy) else {
-                                line.fill(0.0);
-                                continue;
+    for a in 0..kd {
+        for b in 0..kh {
+            for e in 0..kw {
+                let dst = &mut col[row * ol..(row + 1) * ol];
+                row += 1;
+                let mut o = 0;
+                for z in 0..od {
+                    let sz = g.src(0, z, a);
+                    for y in 0..oh {
+                        let sy = g.src(1, y, b);
+                        let line = &mut dst[o..o + ow];
+                        o += ow;
+                        let (Some(sz), Some(sy)) = (sz, sy) else {
+                            line.fill(0.0);
+                            continue;
+                        };
+                        let base = (sz * ih + sy) * iw;
+                        for (xo, v) in line.iter_mut().enumerate() {
+                            *v = match g.src(2, xo, e) {
+                                Some(sx) => xc[base + sx],
+                                None => 0.0,
                             };
-                            let base = (sz * ih + sy) * iw;
-                            for (xo, v) in line.iter_mut().enumerate() {
-                                *v = match g.src(2, xo, e) {
-                                    Some(sx) => xc[base + sx],
-                                    None => 0.0,
-                                };
-                            }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Fills `col` (`[C·taps, out_len]`) with the input windows of `x` (`[C, in_len]`), one channel per task.
+fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], par: &Parallel) {
+    let (plane, rows) = (g.in_len(), g.taps() * g.out_len());
+    let split = col.len() >= 2 * MIN_CHUNK;
+    par.for_each_item(col, rows, split, |c, dst| {
+        im2col_channel(g, &x[c * plane..(c + 1) * plane], dst)
+    });
+}
+
+/// One group of one image: `block[mg, ol] = bias + w[mg, kdim]·im2col(xs)`, then the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn conv_block(
+    g: &ConvGeom,
+    xs: &[f32],
+    wg: &[f32],
+    bias: Option<&[f32]>,
+    col: &mut [f32],
+    block: &mut [f32],
+    epi: Epilogue,
+    par: &Parallel,
+    inner: Parallelism,
+) {
+    let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
+    let (ol, kdim) = (g.out_len(), cg * g.taps());
+    let rhs: &[f32] = if g.is_pointwise() {
+        xs
+    } else {
+        im2col(g, xs, col, par);
+        col
+    };
+    if let Some(b) = bias {
+        for (r, row) in block.chunks_exact_mut(ol).enumerate() {
+            row.fill(b[r]);
+        }
+    }
+    // SAFETY: `wg` is [mg, kdim], `rhs` is [kdim, ol] and `block` is [mg, ol], all checked by the caller.
+    unsafe {
+        raw_gemm(
+            mg,
+            ol,
+            kdim,
+            block.as_mut_ptr(),
+            ol as isize,
+            bias.is_some(),
+            wg.as_ptr(),
+            kdim as isize,
+            1,
+            rhs.as_ptr(),
+            ol as isize,
+            1,
+            1.0,
+            inner,
+        )
+    };
+    if epi.relu {
+        par_relu(par, block);
     }
 }
 
@@ -521,6 +599,7 @@ pub fn conv(
     bias: Option<&[f32]>,
     out: &mut [f32],
     epi: Epilogue,
+    par: &Parallel,
 ) -> Result<(), ExecError> {
     let g = geom;
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
@@ -533,98 +612,93 @@ pub fn conv(
         return Err(ExecError::new("Conv buffers do not match their shapes"));
     }
     if g.is_depthwise() {
-        depthwise(g, x, w, bias, out);
-        if epi.relu {
-            relu(out);
-        }
+        depthwise(g, x, w, bias, out, epi, par);
         return Ok(());
     }
     let kdim = cg * taps;
-    let mut col = if g.is_pointwise() {
-        Vec::new()
+    let col_len = if g.is_pointwise() {
+        0
     } else {
-        vec![0.0f32; numel(&[kdim, ol])?]
+        numel(&[kdim, ol])?
     };
-    for n in 0..g.batch {
-        for gi in 0..g.group {
-            let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
-            let rhs: &[f32] = if g.is_pointwise() {
-                xs
-            } else {
-                im2col(g, cg, xs, &mut col);
-                &col
-            };
-            let oc0 = gi * mg;
-            let block = &mut out[(n * g.out_channels + oc0) * ol..][..mg * ol];
-            if let Some(b) = bias {
-                for (r, row) in block.chunks_exact_mut(ol).enumerate() {
-                    row.fill(b[oc0 + r]);
-                }
-            }
-            let wg = &w[oc0 * kdim..][..mg * kdim];
-            // SAFETY: `wg` is [mg, kdim], `rhs` is [kdim, ol] and `block` is [mg, ol], all checked above.
-            unsafe {
-                raw_gemm(
-                    mg,
-                    ol,
-                    kdim,
-                    block.as_mut_ptr(),
-                    ol as isize,
-                    bias.is_some(),
-                    wg.as_ptr(),
-                    kdim as isize,
-                    1,
-                    rhs.as_ptr(),
-                    ol as isize,
-                    1,
-                    1.0,
-                )
-            };
-            if epi.relu {
-                relu(block);
+    // Output block `i` is group `i % group` of image `i / group`: `[mg, ol]`, contiguous in `out`.
+    let block_len = mg * ol;
+    let blocks = g.batch * g.group;
+    let operands = |i: usize| {
+        let (n, gi) = (i / g.group, i % g.group);
+        let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
+        let wg = &w[gi * mg * kdim..][..mg * kdim];
+        let bg = bias.map(|b| &b[gi * mg..][..mg]);
+        (xs, wg, bg)
+    };
+    if par.is_parallel() && blocks >= par.threads() {
+        // One block per task, each with its own im2col buffer and a single-threaded product.
+        let one = Parallel::single();
+        par.for_each_item(out, block_len, true, |i, block| {
+            let (xs, wg, bg) = operands(i);
+            let mut col = vec![0.0f32; col_len];
+            conv_block(g, xs, wg, bg, &mut col, block, epi, &one, Parallelism::None);
+        });
+    } else {
+        let mut col = vec![0.0f32; col_len];
+        if block_len > 0 {
+            for (i, block) in out.chunks_exact_mut(block_len).enumerate() {
+                let (xs, wg, bg) = operands(i);
+                conv_block(g, xs, wg, bg, &mut col, block, epi, par, par.gemm());
             }
         }
     }
     Ok(())
 }
 
-/// Depthwise convolution: each channel by its own filter, summed directly.
-fn depthwise(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+/// Depthwise convolution: each channel by its own filter, summed directly; one output plane per task.
+fn depthwise(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    epi: Epilogue,
+    par: &Parallel,
+) {
     let [od, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
     let [_, ih, iw] = g.input;
     let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
-    for n in 0..g.batch {
-        for c in 0..g.in_channels {
-            let xc = &x[(n * g.in_channels + c) * il..][..il];
-            let wc = &w[c * taps..][..taps];
-            let oc = &mut out[(n * g.out_channels + c) * ol..][..ol];
-            let b0 = bias.map_or(0.0, |b| b[c]);
-            let mut o = 0;
-            for z in 0..od {
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut acc = b0;
-                        for a in 0..kd {
-                            let Some(sz) = g.src(0, z, a) else { continue };
-                            for b in 0..kh {
-                                let Some(sy) = g.src(1, y, b) else { continue };
-                                let base = (sz * ih + sy) * iw;
-                                let wrow = &wc[(a * kh + b) * kw..][..kw];
-                                for (e, &wv) in wrow.iter().enumerate() {
-                                    if let Some(sx) = g.src(2, xo, e) {
-                                        acc += xc[base + sx] * wv;
-                                    }
+    let split = out.len() >= 2 * MIN_CHUNK;
+    par.for_each_item(out, ol, split, |i, oc| {
+        // Plane `i` is channel `i % C` of image `i / C`.
+        let (n, c) = (i / g.in_channels, i % g.in_channels);
+        let xc = &x[(n * g.in_channels + c) * il..][..il];
+        let wc = &w[c * taps..][..taps];
+        let b0 = bias.map_or(0.0, |b| b[c]);
+        let mut o = 0;
+        for z in 0..od {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = b0;
+                    for a in 0..kd {
+                        let Some(sz) = g.src(0, z, a) else { continue };
+                        for b in 0..kh {
+                            let Some(sy) = g.src(1, y, b) else { continue };
+                            let base = (sz * ih + sy) * iw;
+                            let wrow = &wc[(a * kh + b) * kw..][..kw];
+                            for (e, &wv) in wrow.iter().enumerate() {
+                                if let Some(sx) = g.src(2, xo, e) {
+                                    acc += xc[base + sx] * wv;
                                 }
                             }
                         }
-                        oc[o] = acc;
-                        o += 1;
                     }
+                    oc[o] = acc;
+                    o += 1;
                 }
             }
         }
-    }
+        if epi.relu {
+            relu(oc);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -636,7 +710,7 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         let mut out = [0.0; 4];
-        matmul(&a, &[2, 3], &b, &[3, 2], &mut out).unwrap();
+        matmul(&a, &[2, 3], &b, &[3, 2], &mut out, &Parallel::single()).unwrap();
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
     }
 
