@@ -143,6 +143,7 @@ fn every_error_kind() {
     let good = Artifact::new(small_graph(), 17, Target::Cpu)
         .to_bytes()
         .unwrap();
+    assert_eq!(good[..8], MAGIC);
     assert!(matches!(
         expect_err(b"PK\x03\x04 a zip file"),
         ArtifactError::NotAnArtifact

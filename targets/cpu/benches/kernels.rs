@@ -36,10 +36,10 @@ fn one_node(op: impl Into<Op>, shapes: &[&[usize]], consts: Vec<Tensor>) -> (Gra
     let mut ids: Vec<ValueId> = shapes
         .iter()
         .enumerate()
-        .map(|(i, s)| b.input(format!("x{i}"), TensorType::known(DType::F32, s)))
+        .map(|(i, s)| b.input(&format!("x{i}"), TensorType::known(DType::F32, s)))
         .collect();
     for (i, c) in consts.into_iter().enumerate() {
-        ids.push(b.constant(format!("c{i}"), c));
+        ids.push(b.constant(&format!("c{i}"), c));
     }
     let out = b.node1(op, &ids).unwrap();
     b.output(out);
