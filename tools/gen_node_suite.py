@@ -68,6 +68,7 @@ def _stamp_key() -> str:
         f"generator=gen_node_suite v{GENERATOR_VERSION}\n"
         f"onnx={version('onnx')}\n"
         f"numpy={version('numpy')}\n"
+        f"ml_dtypes={version('ml_dtypes')}\n"
     )
 
 

@@ -514,6 +514,12 @@ fn compile_model(
         (g, Some(s))
     };
     let kernels = graph.nodes.len();
+    // How many nodes of each op the compiled graph has (sorted by op name).
+    let mut ops = std::collections::BTreeMap::<&str, usize>::new();
+    for node in &graph.nodes {
+        *ops.entry(node.op.name()).or_default() += 1;
+    }
+    let ops = serde_json::json!(ops);
     // The artifact holds the graph the executable was compiled from.
     let saved = output.map(|_| graph.clone());
     let compiled = jiuzhou_compiler::compile_graph_with(
@@ -548,6 +554,7 @@ fn compile_model(
             "fallback_ops": compiled.stats.fallback_ops,
             "peak_arena_bytes": compiled.stats.peak_arena_bytes,
             "threads": compiled.stats.threads,
+            "ops": ops,
         });
         if let Some(n) = artifact_bytes {
             json["artifact_bytes"] = n.into();

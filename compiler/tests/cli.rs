@@ -326,3 +326,73 @@ fn conformance_summary_line() {
             .contains("\"passed\"")
     );
 }
+
+/// The generated model fixtures: `$JIUZHOU_MODELS`, else `~/.cache/jiuzhou/models` (as `jiuzhou-tests` finds them).
+/// Panics with the command that makes them if they are missing: this test must not pass vacuously.
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("JIUZHOU_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/jiuzhou/models")
+        });
+    assert!(
+        dir.join("bert_layer/model.onnx").is_file() && dir.join("llama_layer/model.onnx").is_file(),
+        "{} lacks bert_layer/llama_layer: run tools/run-tests.sh, or generate them with \
+         `$(tools/python-env.sh | tail -1) tools/gen_models.py {}`",
+        dir.display(),
+        dir.display()
+    );
+    dir
+}
+
+/// `compile --stats` on a model: the JSON object of the last stdout line.
+fn compile_stats(model: &Path) -> serde_json::Value {
+    let path = model.to_str().unwrap();
+    let o = jiuzhou(&["compile", path, "--target", "reference", "--stats"]);
+    assert!(o.ok, "compile failed:\n{}", o.stderr);
+    let last = o.stdout.lines().last().expect("a stats line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+}
+
+#[test]
+fn stats_show_recognized_composites() {
+    let models = models_dir();
+    let bert = compile_stats(&models.join("bert_layer/model.onnx"));
+    for key in [
+        "imported_nodes",
+        "optimized_nodes",
+        "kernels",
+        "optimize_ms",
+        "egraph_nodes",
+        "stop_reason",
+        "ops",
+    ] {
+        assert!(bert.get(key).is_some(), "stats lack `{key}`: {bert}");
+    }
+    let count = |stats: &serde_json::Value, op: &str| stats["ops"][op].as_u64().unwrap_or(0);
+    let total: u64 = bert["ops"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, bert["optimized_nodes"].as_u64().unwrap(), "{bert}");
+    assert_eq!(count(&bert, "LayerNormalization"), 2, "{bert}");
+    assert_eq!(count(&bert, "Gelu"), 1, "{bert}");
+    assert_eq!(count(&bert, "Attention"), 1, "{bert}");
+    assert_eq!(count(&bert, "Erf"), 0, "{bert}");
+    assert_eq!(count(&bert, "Softmax"), 0, "{bert}");
+
+    let llama = compile_stats(&models.join("llama_layer/model.onnx"));
+    assert_eq!(count(&llama, "RMSNormalization"), 3, "{llama}");
+    assert_eq!(count(&llama, "Swish"), 1, "{llama}");
+    assert_eq!(count(&llama, "Sqrt"), 0, "{llama}");
+    assert_eq!(count(&llama, "Sigmoid"), 0, "{llama}");
+    assert!(
+        llama["optimized_nodes"].as_u64() < llama["imported_nodes"].as_u64(),
+        "{llama}"
+    );
+}

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use egg::{Analysis, DidMerge, EGraph, Id};
 use jiuzhou_ir::infer::{InferCx, InferOp, SymGen};
-use jiuzhou_ir::{Attrs, Op, Tensor, Value, ValueType};
+use jiuzhou_ir::{Attrs, Op, Tensor, TensorType, Value, ValueType};
 
 use super::lang::{ENode, tensor_hash};
+use super::shapes::{self, ShapeValue};
 
 /// Evaluates one op on constant inputs; supplied by the driver (the reference target's semantics).
 pub trait ConstEvaluator {
@@ -35,6 +36,9 @@ pub struct Facts {
     pub types: Vec<ValueType>,
     /// The value, if it is a constant.
     pub konst: Option<Arc<Tensor>>,
+    /// The value element by element (known integers or symbolic dims), for small integer tensors computed from
+    /// shapes ([`shapes`](super::shapes)).
+    pub shape_value: Option<Arc<ShapeValue>>,
 }
 
 /// A constant of the side table.
@@ -195,12 +199,13 @@ impl Analysis<ENode> for GraphAnalysis {
                     .cloned()
                     .into_iter()
                     .collect(),
-                konst: None,
+                ..Facts::default()
             },
             ENode::Const(i) => match egraph.analysis.consts.get(*i as usize) {
                 Some(c) => Facts {
                     types: vec![Value::Tensor(c.tensor.clone()).value_type()],
                     konst: Some(c.tensor.clone()),
+                    shape_value: shapes::of_const(&c.tensor).map(Arc::new),
                 },
                 None => Facts::default(),
             },
@@ -213,7 +218,7 @@ impl Analysis<ENode> for GraphAnalysis {
                     .cloned()
                     .into_iter()
                     .collect(),
-                konst: None,
+                ..Facts::default()
             },
             ENode::Opaque { index, .. } => Facts {
                 types: egraph
@@ -222,7 +227,7 @@ impl Analysis<ENode> for GraphAnalysis {
                     .get(*index as usize)
                     .map(|o| o.types.clone())
                     .unwrap_or_default(),
-                konst: None,
+                ..Facts::default()
             },
             ENode::Op {
                 name,
@@ -244,6 +249,14 @@ impl Analysis<ENode> for GraphAnalysis {
         match (&a.konst, b.konst) {
             (None, Some(k)) => {
                 a.konst = Some(k);
+                a_changed = true;
+            }
+            (Some(_), None) => b_changed = true,
+            _ => {}
+        }
+        match (&a.shape_value, b.shape_value) {
+            (None, Some(v)) => {
+                a.shape_value = Some(v);
                 a_changed = true;
             }
             (Some(_), None) => b_changed = true,
@@ -279,10 +292,12 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
     };
     let mut tys = Vec::with_capacity(inputs.len());
     let mut consts = Vec::with_capacity(inputs.len());
+    let mut values = Vec::with_capacity(inputs.len());
     for &c in inputs {
         if is_absent(egraph, c) {
             tys.push(None);
             consts.push(None);
+            values.push(None);
             continue;
         }
         let f = &egraph[c].data;
@@ -291,8 +306,9 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
         };
         tys.push(Some(ty.clone()));
         consts.push(f.konst.clone());
+        values.push(f.shape_value.clone());
     }
-    let types = {
+    let mut types = {
         let mut cx = InferCx {
             inputs: &tys,
             consts: &consts,
@@ -306,6 +322,26 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
             }
             _ => return Facts::default(),
         }
+    };
+    // A Reshape to a computed target whose shape value is known gets exact dims.
+    if let (Op::Reshape(r), Some(Some(target)), None, Some(Some(ValueType::Tensor(x)))) = (
+        &op,
+        values.get(1),
+        consts.get(1).cloned().flatten(),
+        tys.first(),
+    ) && let Some(dims) = x
+        .shape
+        .as_deref()
+        .and_then(|d| shapes::reshape_dims(d, target, r.allowzero != 0))
+    {
+        types = vec![ValueType::Tensor(TensorType::new(x.dtype, dims))];
+    }
+    let shape_value = if outputs == 1 {
+        let vs: Vec<Option<&ShapeValue>> = values.iter().map(|v| v.as_deref()).collect();
+        let ts: Vec<Option<&ValueType>> = tys.iter().map(|t| t.as_ref()).collect();
+        shapes::propagate(&op, &vs, &ts).map(Arc::new)
+    } else {
+        None
     };
     let mut konst = None;
     if outputs == 1 {
@@ -336,5 +372,17 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
             }
         }
     }
-    Facts { types, konst }
+    if let Some(k) = &konst {
+        let from_const = shapes::of_const(k).map(Arc::new);
+        return Facts {
+            types,
+            konst,
+            shape_value: from_const,
+        };
+    }
+    Facts {
+        types,
+        konst,
+        shape_value,
+    }
 }

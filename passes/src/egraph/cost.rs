@@ -22,12 +22,40 @@ pub trait CostModel {
 }
 
 /// Every op costs 1: extraction minimizes the number of nodes. The reference target's model.
+///
+/// Composite ops ([`is_composite`]) cost `1 − COMPOSITE_DISCOUNT` instead. Where a decomposition's intermediate
+/// values are also used elsewhere, keeping them costs the same whether the composite is chosen or not, so op count
+/// alone ties (`Swish(x)` plus a shared `Sigmoid(x)` is as many nodes as `x · Sigmoid(x)`) and the extractor would
+/// keep whichever it saw first. The discount breaks such ties towards the composite, which every real target runs
+/// as one kernel. It is small (1/1024) so that it never outweighs a whole node: op count stays the first criterion
+/// for any graph with fewer than 1024 composites.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpCountCost;
 
+/// What a composite op is cheaper than one whole node under [`OpCountCost`].
+pub const COMPOSITE_DISCOUNT: f64 = 1.0 / 1024.0;
+
+/// Ops that stand for a whole formula (the pattern-recognition rules produce them): Softmax, LayerNormalization,
+/// RMSNormalization, Gelu, Swish and Attention.
+pub fn is_composite(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Softmax(_)
+            | Op::LayerNormalization(_)
+            | Op::RMSNormalization(_)
+            | Op::Gelu(_)
+            | Op::Swish(_)
+            | Op::Attention(_)
+    )
+}
+
 impl CostModel for OpCountCost {
-    fn node_cost(&self, _op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
-        1.0
+    fn node_cost(&self, op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
+        if is_composite(op) {
+            1.0 - COMPOSITE_DISCOUNT
+        } else {
+            1.0
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod cost;
 pub mod extract;
 pub mod lang;
 pub mod rules;
+pub mod shapes;
 #[cfg(test)]
 mod tests;
 

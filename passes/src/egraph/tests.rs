@@ -173,6 +173,245 @@ fn conv_bn(bias: bool) -> Graph {
     finish(b, y)
 }
 
+// ---- Pattern recognition cases ------------------------------------------------------------------------------------
+
+fn scalar_const(b: &mut GraphBuilder, name: &str, v: f32) -> ValueId {
+    b.constant(name, Tensor::scalar(v))
+}
+
+fn bin(b: &mut GraphBuilder, op: impl Into<Op>, x: ValueId, y: ValueId) -> ValueId {
+    b.node1(op, &[x, y]).unwrap()
+}
+
+fn un(b: &mut GraphBuilder, op: impl Into<Op>, x: ValueId) -> ValueId {
+    b.node1(op, &[x]).unwrap()
+}
+
+fn mul(b: &mut GraphBuilder, x: ValueId, y: ValueId) -> ValueId {
+    bin(b, ops::Mul::default(), x, y)
+}
+
+fn add(b: &mut GraphBuilder, x: ValueId, y: ValueId) -> ValueId {
+    bin(b, ops::Add::default(), x, y)
+}
+
+/// `Abs(x) + 0.5`: positive, for roots and reciprocals.
+fn positive(b: &mut GraphBuilder, x: ValueId) -> ValueId {
+    let a = un(b, ops::Abs::default(), x);
+    let h = scalar_const(b, "half", 0.5);
+    add(b, a, h)
+}
+
+/// A reduction `op` of `x` over `axes` with keepdims.
+fn reduce(b: &mut GraphBuilder, op: impl Into<Op>, x: ValueId, axes: &[i64]) -> ValueId {
+    let ax = ints(b, "axes", axes);
+    bin(b, op, x, ax)
+}
+
+/// `x ^ 2` (`pow`) or `x · x`.
+fn square(b: &mut GraphBuilder, x: ValueId, pow: bool) -> ValueId {
+    if pow {
+        let two = scalar_const(b, "two", 2.0);
+        bin(b, ops::Pow::default(), x, two)
+    } else {
+        mul(b, x, x)
+    }
+}
+
+/// `Pow(x, 2)`, `Pow(|x| + ½, −½)`, `x · (1 / (|x| + ½))` (or reversed).
+fn canon_case(which: &str) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3]);
+    let y = match which {
+        "pow2" => square(&mut b, x, true),
+        "rsqrt" => {
+            let p = positive(&mut b, x);
+            let e = scalar_const(&mut b, "e", -0.5);
+            bin(&mut b, ops::Pow::default(), p, e)
+        }
+        _ => {
+            let p = positive(&mut b, x);
+            let r = un(&mut b, ops::Reciprocal::default(), p);
+            if which == "recip" {
+                mul(&mut b, x, r)
+            } else {
+                mul(&mut b, r, x)
+            }
+        }
+    };
+    let y = relu(&mut b, y);
+    finish(b, y)
+}
+
+/// `exp(x − max(x)) / sum(exp(x − max(x)))` over `axis` (or without the shift).
+fn softmax_case(axis: i64, shift: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 5, 3]);
+    let d = if shift {
+        let m = reduce(&mut b, ops::ReduceMax::default(), x, &[axis]);
+        bin(&mut b, ops::Sub::default(), x, m)
+    } else {
+        x
+    };
+    let e = un(&mut b, ops::Exp::default(), d);
+    let s = reduce(&mut b, ops::ReduceSum::default(), e, &[axis]);
+    let y = bin(&mut b, ops::Div::default(), e, s);
+    finish(b, y)
+}
+
+/// `(x − mean(x)) / √(mean((x − mean(x))²) + ε)` over `axes` of x: f32[2, 3, 4].
+fn layernorm_case(axes: &[i64], pow: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3, 4]);
+    let m = reduce(&mut b, ops::ReduceMean::default(), x, axes);
+    let d = bin(&mut b, ops::Sub::default(), x, m);
+    let sq = square(&mut b, d, pow);
+    let v = reduce(&mut b, ops::ReduceMean::default(), sq, axes);
+    let eps = scalar_const(&mut b, "eps", 1e-5);
+    let v = add(&mut b, v, eps);
+    let sd = un(&mut b, ops::Sqrt::default(), v);
+    let y = bin(&mut b, ops::Div::default(), d, sd);
+    finish(b, y)
+}
+
+/// `x / √(mean(x²) + ε)` over the last axis of x: f32[2, 3, 4].
+fn rmsnorm_case() -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3, 4]);
+    let sq = square(&mut b, x, false);
+    let ms = reduce(&mut b, ops::ReduceMean::default(), sq, &[-1]);
+    let eps = scalar_const(&mut b, "eps", 1e-6);
+    let ms = add(&mut b, eps, ms);
+    let r = un(&mut b, ops::Sqrt::default(), ms);
+    let y = bin(&mut b, ops::Div::default(), x, r);
+    finish(b, y)
+}
+
+/// `norm(x, ones) · γ`, `γ · norm(x, ones)`, `norm(x, γ) + β` or `β + norm(x, γ)` (`kind`: scale, scale-left,
+/// bias, bias-left) for norm = LayerNormalization or RMSNormalization over the last axis.
+fn absorb_case(layer: bool, kind: &str) -> Graph {
+    let mut r = Lcg(5);
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3, 4]);
+    let scale = if kind.starts_with("bias") {
+        b.constant("gamma", r.tensor(&[4]))
+    } else {
+        full(&mut b, "ones", &[4], 1.0)
+    };
+    let n = if layer {
+        b.node1(ops::LayerNormalization::default(), &[x, scale])
+            .unwrap()
+    } else {
+        b.node1(ops::RMSNormalization::default(), &[x, scale])
+            .unwrap()
+    };
+    let p = b.constant("param", r.tensor(&[4]));
+    let y = match kind {
+        "scale" => mul(&mut b, n, p),
+        "scale-left" => mul(&mut b, p, n),
+        "bias" => add(&mut b, n, p),
+        _ => add(&mut b, p, n),
+    };
+    finish(b, y)
+}
+
+/// GELU, erf form `½ · x · (1 + erf(x / √2))` in three groupings (`form` 0..3) or the tanh form (`form` 3).
+fn gelu_case(form: u8) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 5]);
+    let half = scalar_const(&mut b, "half", 0.5);
+    let one = scalar_const(&mut b, "one", 1.0);
+    let phi = if form < 3 {
+        let u = if form == 1 {
+            let k = scalar_const(&mut b, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+            mul(&mut b, x, k)
+        } else {
+            let k = scalar_const(&mut b, "sqrt2", std::f32::consts::SQRT_2);
+            bin(&mut b, ops::Div::default(), x, k)
+        };
+        let e = un(&mut b, ops::Erf::default(), u);
+        add(&mut b, e, one)
+    } else {
+        let three = scalar_const(&mut b, "three", 3.0);
+        let cube = bin(&mut b, ops::Pow::default(), x, three);
+        let c = scalar_const(&mut b, "c", 0.044715);
+        let m = mul(&mut b, c, cube);
+        let inner = add(&mut b, x, m);
+        let k = scalar_const(&mut b, "k", (2.0 / std::f32::consts::PI).sqrt());
+        let u = mul(&mut b, k, inner);
+        let t = un(&mut b, ops::Tanh::default(), u);
+        add(&mut b, one, t)
+    };
+    let y = match form {
+        0 | 3 => {
+            let xp = mul(&mut b, x, phi);
+            mul(&mut b, xp, half)
+        }
+        1 => {
+            let hx = mul(&mut b, half, x);
+            mul(&mut b, hx, phi)
+        }
+        _ => {
+            let hp = mul(&mut b, phi, half);
+            mul(&mut b, x, hp)
+        }
+    };
+    finish(b, y)
+}
+
+/// `x · sigmoid(x)` or `sigmoid(x) · x`.
+fn silu_case(left: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 5]);
+    let s = un(&mut b, ops::Sigmoid::default(), x);
+    let y = if left {
+        mul(&mut b, s, x)
+    } else {
+        mul(&mut b, x, s)
+    };
+    finish(b, y)
+}
+
+/// `Softmax(MatMul(Q, Kᵀ) / 2 + M) · V` (`mask`) or `Softmax(MatMul(Q, Kᵀ) · ½) · V`.
+fn attention_case(mask: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let q = b.input("q", TensorType::known(DType::F32, &[2, 3, 4, 8]));
+    let kt = b.input("kt", TensorType::known(DType::F32, &[2, 3, 8, 5]));
+    let v = b.input("v", TensorType::known(DType::F32, &[2, 3, 5, 6]));
+    let s = bin(&mut b, ops::MatMul::default(), q, kt);
+    let s = if mask {
+        let two = scalar_const(&mut b, "two", 2.0);
+        let s = bin(&mut b, ops::Div::default(), s, two);
+        let m = b.input("mask", TensorType::known(DType::F32, &[2, 1, 1, 5]));
+        add(&mut b, s, m)
+    } else {
+        let half = scalar_const(&mut b, "half", 0.5);
+        mul(&mut b, half, s)
+    };
+    let p = un(&mut b, ops::Softmax::default(), s);
+    let y = bin(&mut b, ops::MatMul::default(), p, v);
+    finish(b, y)
+}
+
+/// `Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [2, 3]))` for x: f32[n, 6].
+fn dynamic_reshape_case() -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = b.input(
+        "x",
+        TensorType::new(DType::F32, [jiuzhou_ir::Dim::Sym("n".into()), 6.into()]),
+    );
+    let sh = un(&mut b, ops::Shape::default(), x);
+    let i0 = b.constant("i0", Tensor::scalar(0i64));
+    let n = bin(&mut b, ops::Gather::default(), sh, i0);
+    let ax = ints(&mut b, "ax", &[0]);
+    let n1 = bin(&mut b, ops::Unsqueeze::default(), n, ax);
+    let rest = ints(&mut b, "rest", &[2, 3]);
+    let target = bin(&mut b, ops::Concat { axis: 0 }, n1, rest);
+    let y = bin(&mut b, ops::Reshape::default(), x, target);
+    let y = relu(&mut b, y);
+    finish(b, y)
+}
+
 /// One soundness case: the rule, an op that must be gone afterwards (or fewer nodes), and the graph.
 struct Case {
     rule: &'static str,
@@ -321,6 +560,39 @@ fn cases() -> Vec<Case> {
             "Add",
             conv_then(false, ops::Add::default(), &[1]),
         ),
+        case("reshape-dynamic-to-static", "Shape", dynamic_reshape_case()),
+        case("pow2-to-mul", "Pow", canon_case("pow2")),
+        case("pow-rsqrt", "Pow", canon_case("rsqrt")),
+        case("recip-to-div", "Reciprocal", canon_case("recip")),
+        case("recip-to-div-left", "Reciprocal", canon_case("recip-left")),
+        case("softmax", "Exp", softmax_case(-1, true)),
+        case("softmax", "Exp", softmax_case(1, true)),
+        case("softmax", "Exp", softmax_case(0, false)),
+        case("layernorm", "Sqrt", layernorm_case(&[-1], false)),
+        case("layernorm", "Sqrt", layernorm_case(&[1, 2], false)),
+        case("layernorm-scale", "Mul", absorb_case(true, "scale")),
+        case(
+            "layernorm-scale-left",
+            "Mul",
+            absorb_case(true, "scale-left"),
+        ),
+        case("layernorm-bias", "Add", absorb_case(true, "bias")),
+        case("layernorm-bias-left", "Add", absorb_case(true, "bias-left")),
+        case("rmsnorm", "Sqrt", rmsnorm_case()),
+        case("rmsnorm-scale", "Mul", absorb_case(false, "scale")),
+        case(
+            "rmsnorm-scale-left",
+            "Mul",
+            absorb_case(false, "scale-left"),
+        ),
+        case("gelu", "Erf", gelu_case(0)),
+        case("gelu", "Erf", gelu_case(1)),
+        case("gelu", "Erf", gelu_case(2)),
+        case("gelu", "Tanh", gelu_case(3)),
+        case("silu", "Sigmoid", silu_case(false)),
+        case("silu-left", "Sigmoid", silu_case(true)),
+        case("attention", "Softmax", attention_case(true)),
+        case("attention", "Softmax", attention_case(false)),
     ]
 }
 
@@ -330,8 +602,16 @@ fn random_inputs(g: &Graph, seed: u64) -> Vec<Value> {
     g.inputs
         .iter()
         .map(|i| {
+            // Symbolic dims are bound to 3.
             let t = g.value(*i).ty.as_tensor().unwrap();
-            Value::from(r.tensor(&t.known_dims().unwrap()))
+            let dims: Vec<usize> = t
+                .shape
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|d| d.known().unwrap_or(3))
+                .collect();
+            Value::from(r.tensor(&dims))
         })
         .collect()
 }

@@ -12,7 +12,6 @@ use crate::elementwise::{self, BinaryKernels};
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
 use crate::parallel::{MIN_CHUNK, Parallel};
-use crate::plan::{self, Interval};
 
 /// Options for [`CpuExecutable::compile_with`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +27,8 @@ impl Default for CpuOptions {
         CpuOptions { threads: 0 }
     }
 }
+use crate::native::{self, In};
+use crate::plan::{self, Interval};
 
 /// A node that runs the reference implementation because no CPU kernel covers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +57,11 @@ enum Kernel {
     },
     Conv {
         x: ValueId,
-        w: ValueId,
-        bias: Option<ValueId>,
+        /// The weight, pre-arranged at compile time when constant (BatchNorm folded in).
+        w: Param,
+        bias: Option<Param>,
+        /// Added to the output before the activation (a fused residual Add).
+        residual: Option<ValueId>,
         attrs: ConvAttrs,
         epi: Epilogue,
     },
@@ -78,6 +82,29 @@ enum Kernel {
         a: ValueId,
         b: ValueId,
     },
+    /// A native kernel ([`crate::native`]).
+    Native(native::Native),
+}
+
+/// An f32 operand known at compile time or read at run time.
+enum Param {
+    /// A constant, as data and shape.
+    Const(Arc<Vec<f32>>, Vec<usize>),
+    /// A value of the graph.
+    Value(ValueId),
+}
+
+impl Param {
+    /// The constant data of an f32 constant, else the value.
+    fn of(graph: &Graph, id: ValueId) -> Param {
+        match &graph.value(id).constant {
+            Some(t) => match t.as_slice::<f32>() {
+                Ok(d) => Param::Const(Arc::new(d.to_vec()), t.shape().to_vec()),
+                Err(_) => Param::Value(id),
+            },
+            None => Param::Value(id),
+        }
+    }
 }
 
 /// The right operand of a Gemm.
@@ -232,7 +259,7 @@ fn select_kernel(
     let all_f32 = ins.iter().flatten().all(|&i| is_f32(graph, i))
         && node.outputs.iter().all(|&o| is_f32(graph, o));
     if !all_f32 || node.outputs.len() != 1 {
-        return Ok(None);
+        return Ok(native::select(graph, node).map(Kernel::Native));
     }
     let bop = match &node.op {
         Op::Add(_) | Op::Sum(_) => Some(BinaryOp::Add),
@@ -300,7 +327,9 @@ fn select_kernel(
                     (c.rank() == 1).then(|| c.as_slice::<f32>().ok()).flatten()
                 })
                 .collect();
-            let Some(p) = consts else { return Ok(None) };
+            let Some(p) = consts else {
+                return Ok(native::select(graph, node).map(Kernel::Native));
+            };
             let c = p[0].len();
             if p.iter().any(|v| v.len() != c) {
                 return Ok(None);
@@ -366,8 +395,9 @@ fn select_kernel(
             };
             Kernel::Conv {
                 x,
-                w,
-                bias: req(2),
+                w: Param::of(graph, w),
+                bias: req(2).map(|b| Param::of(graph, b)),
+                residual: None,
                 attrs: ConvAttrs {
                     auto_pad: c.auto_pad.clone(),
                     dilations: c.dilations.clone(),
@@ -379,7 +409,7 @@ fn select_kernel(
                 epi: Epilogue::default(),
             }
         }
-        _ => return Ok(None),
+        _ => return Ok(native::select(graph, node).map(Kernel::Native)),
     };
     Ok(Some(kernel))
 }
@@ -409,6 +439,8 @@ impl CpuExecutable {
         let mut steps: Vec<Step> = Vec::new();
         let mut fallback_ops = Vec::new();
         let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
+        // The step that computes each value (values fused into a step map to that step).
+        let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
         // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
         let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
         for node in &g.nodes {
@@ -430,10 +462,94 @@ impl CpuExecutable {
                 epi.relu = true;
                 steps[si].outputs = node.outputs.clone();
                 fused_into.remove(x);
+                produced_at.insert(node.outputs[0], si);
                 continue;
             }
+            // Which step computes a value that can still take a fused epilogue (single use, not an output).
+            let fusable = |v: &ValueId, fused_into: &HashMap<ValueId, usize>| -> Option<usize> {
+                let si = *fused_into.get(v)?;
+                (uses.get(v.index()) == Some(&1) && !outputs.contains(v) && !has_subgraphs)
+                    .then_some(si)
+            };
+            // An Add of a Conv output and a value computed before that Conv becomes the Conv's residual.
+            if let (Op::Add(_) | Op::Sum(_), [Some(a), Some(b)], [out]) =
+                (&node.op, &node.inputs[..], &node.outputs[..])
+            {
+                let shapes = [*a, *b, *out].map(|v| static_f32_shape(g, v));
+                let same = shapes[0].is_some() && shapes.iter().all(|s| *s == shapes[0]);
+                for (c, r) in [(*a, *b), (*b, *a)] {
+                    if !same || c == r {
+                        break;
+                    }
+                    let Some(si) = fusable(&c, &fused_into) else {
+                        continue;
+                    };
+                    if produced_at.get(&r).is_some_and(|&p| p >= si) {
+                        continue;
+                    }
+                    if let StepKind::Kernel(Kernel::Conv { residual, epi, .. }) =
+                        &mut steps[si].kind
+                        && residual.is_none()
+                        && !epi.relu
+                    {
+                        *residual = Some(r);
+                        steps[si].reads.push(r);
+                        steps[si].outputs = node.outputs.clone();
+                        fused_into.remove(&c);
+                        fused_into.insert(*out, si);
+                        produced_at.insert(*out, si);
+                        break;
+                    }
+                }
+                if produced_at.contains_key(out) {
+                    continue;
+                }
+            }
             let si = steps.len();
-            match select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)? {
+            let selected = select_kernel(g, node, &mut jit, &mut unary_ids, &mut binary_ids, si)?;
+            // An inference BatchNormalization right after a Conv with constant weights folds into them:
+            // w'[m] = w[m]·scale[m], b'[m] = b[m]·scale[m] + shift[m].
+            if let Some(Kernel::Affine {
+                x, scale, shift, ..
+            }) = &selected
+                && let Some(ci) = fusable(x, &fused_into)
+                && let StepKind::Kernel(Kernel::Conv {
+                    w: Param::Const(wd, ws),
+                    bias,
+                    residual: None,
+                    epi,
+                    ..
+                }) = &mut steps[ci].kind
+                && !epi.relu
+                && ws.first() == Some(&scale.len())
+                && !matches!(bias, Some(Param::Value(_)))
+            {
+                let per = wd.len() / scale.len().max(1);
+                let mut w2 = wd.as_ref().clone();
+                for (m, row) in w2.chunks_exact_mut(per.max(1)).enumerate() {
+                    row.iter_mut().for_each(|v| *v *= scale[m]);
+                }
+                let b2: Vec<f32> = (0..scale.len())
+                    .map(|m| {
+                        let b = match bias {
+                            Some(Param::Const(b, _)) => b.get(m).copied().unwrap_or(0.0),
+                            _ => 0.0,
+                        };
+                        b * scale[m] + shift[m]
+                    })
+                    .collect();
+                *wd = Arc::new(w2);
+                *bias = Some(Param::Const(Arc::new(b2), vec![scale.len()]));
+                steps[ci].outputs = node.outputs.clone();
+                fused_into.remove(x);
+                fused_into.insert(node.outputs[0], ci);
+                produced_at.insert(node.outputs[0], ci);
+                continue;
+            }
+            for &o in &node.outputs {
+                produced_at.insert(o, si);
+            }
+            match selected {
                 Some(k) => {
                     if matches!(
                         k,
@@ -784,22 +900,55 @@ impl Runtime<'_> {
                 x,
                 w,
                 bias,
+                residual,
                 attrs,
                 epi,
             } => {
+                let param =
+                    |rt: &Self, p: &Param| -> Result<(Arc<Vec<f32>>, Vec<usize>), ExecError> {
+                        match p {
+                            Param::Const(d, s) => Ok((d.clone(), s.clone())),
+                            Param::Value(v) => {
+                                let (d, s) = rt.f32_in(*v)?;
+                                Ok((Arc::new(d.to_vec()), s))
+                            }
+                        }
+                    };
+                // Weights read at run time are copied once per run (rare: ONNX convs have constant weights).
+                let (wd, ws) = param(self, w)?;
+                let bd = match bias {
+                    Some(b) => Some(param(self, b)?.0),
+                    None => None,
+                };
                 let geom = {
                     let (_, xs) = self.f32_in(*x)?;
-                    let (_, ws) = self.f32_in(*w)?;
                     ConvGeom::new(&xs, &ws, attrs)?
                 };
                 self.write(out, geom.out_shape.clone(), |rt, buf| {
                     let (xd, _) = rt.f32_in(*x)?;
-                    let (wd, _) = rt.f32_in(*w)?;
-                    let bd = match bias {
-                        Some(b) => Some(rt.f32_in(*b)?.0),
+                    let res = match residual {
+                        Some(r) => {
+                            let (d, s) = rt.f32_in(*r)?;
+                            if s != geom.out_shape {
+                                return Err(ExecError::new(format!(
+                                    "a fused residual of shape {s:?} does not match the Conv output {:?}",
+                                    geom.out_shape
+                                )));
+                            }
+                            Some(d)
+                        }
                         None => None,
                     };
-                    linalg::conv(&geom, xd, wd, bd, buf, *epi, &rt.exec.parallel)
+                    linalg::conv(
+                        &geom,
+                        xd,
+                        &wd,
+                        bd.as_deref().map(|b| &b[..]),
+                        res,
+                        buf,
+                        *epi,
+                        &rt.exec.parallel,
+                    )
                 })
             }
             Kernel::Unary { f, x } => {
@@ -855,6 +1004,27 @@ impl Runtime<'_> {
                         }
                     });
                     Ok(())
+                })
+            }
+            Kernel::Native(n) => {
+                let shape = {
+                    let shapes = n
+                        .inputs
+                        .iter()
+                        .map(|&v| self.f32_in(v).map(|x| x.1))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+                    n.kernel.out_shape(&refs)?
+                };
+                self.write(out, shape, |rt, buf| {
+                    let ins = n
+                        .inputs
+                        .iter()
+                        .map(|&v| rt.f32_in(v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let views: Vec<In<'_>> =
+                        ins.iter().map(|(d, s)| In { data: d, shape: s }).collect();
+                    n.kernel.run(&views, buf)
                 })
             }
             Kernel::Binary { k, a, b } => {

@@ -2,12 +2,13 @@
 //!
 //! [`CpuExecutable::compile`] turns a graph into a launch plan with one step per node: MatMul, Gemm and Conv run
 //! through the `gemm` crate's microkernels ([`linalg`]) with a fused bias/Relu epilogue; f32 elementwise ops run
-//! kernels generated and JIT-compiled with Cranelift ([`jit`], [`elementwise`]); every other node (and every dtype
-//! these kernels do not cover) runs the reference implementation, explicitly: the executable lists those nodes in
-//! [`CpuExecutable::fallback_ops`] and compilation logs them. Intermediate f32 tensors with static shapes live in
-//! one arena laid out at compile time from liveness ([`plan`]). Kernels split their work over threads
-//! ([`parallel`], [`CpuOptions::threads`]) only along independent output elements, so results are bit-identical for
-//! every thread count.
+//! kernels generated and JIT-compiled with Cranelift ([`jit`], [`elementwise`]); pooling ([`pool`]), reductions
+//! ([`reduce`]), softmax and normalizations ([`norm`]), data movement ([`movement`]) and float activations run
+//! native kernels chosen by [`native::select`]; every other node (and every dtype these kernels do not cover) runs
+//! the reference implementation, explicitly: the executable lists those nodes in [`CpuExecutable::fallback_ops`]
+//! and compilation logs them. Intermediate f32 tensors with static shapes live in one arena laid out at compile
+//! time from liveness ([`plan`]). Kernels split their work over threads ([`parallel`], [`CpuOptions::threads`]) only
+//! along independent output elements, so results are bit-identical for every thread count.
 //!
 //! **Architecture invariant:** this crate sees only the IR, never ONNX; it uses the reference target only through
 //! its public interpreter, for the fallback nodes.
@@ -17,8 +18,13 @@ pub mod elementwise;
 mod exec;
 pub mod jit;
 pub mod linalg;
+pub mod movement;
+pub mod native;
+pub mod norm;
 pub mod parallel;
 pub mod plan;
+pub mod pool;
+pub mod reduce;
 
 pub use exec::{CpuExecutable, CpuOptions, FallbackOp};
 pub use parallel::Parallel;

@@ -6,10 +6,9 @@
 //! accumulated onto it (`gemm` reads the destination), and Relu runs over the block right after its product, while
 //! it is still in cache.
 //!
-//! Threads ([`Parallel`]): a product is split either by `gemm` itself (`Parallelism::Rayon`, over output tiles) or,
-//! when there are at least as many independent products as threads (batched MatMul, batch × group of a Conv), one
-//! product per task with a single-threaded `gemm`; im2col and depthwise convolution split over channels. Every
-//! output element is summed in the same order whatever the thread count, so results are bit-identical.
+//! Threads ([`Parallel`]): every product is split by `gemm` itself (`Parallelism::Rayon`, over output tiles, with
+//! k-blocking independent of the thread count) and depthwise convolution splits over output planes, so every
+//! output element is summed in the same order whatever the thread count: results are bit-identical.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
@@ -88,11 +87,6 @@ fn relu(block: &mut [f32]) {
         // As the reference's `x.max(0.0)`: NaN gives 0.
         *v = v.max(0.0);
     }
-}
-
-/// Relu over a whole output, split into chunks across threads.
-fn par_relu(par: &Parallel, out: &mut [f32]) {
-    par.for_each_chunk(out, 1, MIN_CHUNK, |_, c| relu(c));
 }
 
 /// Checks a product of sizes, for buffers sized from data.
@@ -225,38 +219,37 @@ pub fn matmul(
     let r = batch.len();
     let sa = broadcast_strides(&ap[..ap.len() - 2], r);
     let sb = broadcast_strides(&bp[..bp.len() - 2], r);
-    // One product per task when there are enough of them, else one product at a time split by `gemm`.
-    let split = nb >= par.threads();
-    let inner = if split { Parallelism::None } else { par.gemm() };
-    par.for_each_item(out, m * n, split, |bi, dst| {
-        // The batch index of product `bi`, unravelled over the broadcast batch dims.
-        let (mut rest, mut ao, mut bo) = (bi, 0usize, 0usize);
-        for d in (0..r).rev() {
-            let i = rest % batch[d];
-            rest /= batch[d];
-            ao += i * sa[d];
-            bo += i * sb[d];
-        }
-        // SAFETY: offsets index whole matrices inside the checked buffers; `dst` is product `bi`'s [m, n].
+    let mut idx = vec![0usize; r];
+    for bi in 0..nb {
+        let ao: usize = idx.iter().zip(&sa).map(|(i, s)| i * s).sum::<usize>() * m * k;
+        let bo: usize = idx.iter().zip(&sb).map(|(i, s)| i * s).sum::<usize>() * k * n;
+        // SAFETY: offsets index whole matrices inside the checked buffers.
         unsafe {
             raw_gemm(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr(),
+                out.as_mut_ptr().add(bi * m * n),
                 n as isize,
                 false,
-                a.as_ptr().add(ao * m * k),
+                a.as_ptr().add(ao),
                 k as isize,
                 1,
-                b.as_ptr().add(bo * k * n),
+                b.as_ptr().add(bo),
                 n as isize,
                 1,
                 1.0,
-                inner,
+                par.gemm(),
             )
         };
-    });
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < batch[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
     Ok(())
 }
 
@@ -357,7 +350,7 @@ pub fn gemm(
         )
     };
     if epi.relu {
-        par_relu(par, out);
+        relu(out);
     }
     Ok(())
 }
@@ -495,35 +488,71 @@ impl ConvGeom {
     }
 }
 
-/// Fills `col` (`[taps, out_len]`) with the input windows of one channel `xc` (`[in_len]`); padding reads zero.
-fn im2col_channel(g: &ConvGeom, xc: &[f32], col: &mut [f32]) {
-    let [od, oh, ow] = g.output;
+/// The output range `[lo, hi)` of one axis whose tap `t` reads inside the input.
+fn valid_range(g: &ConvGeom, axis: usize, t: usize) -> (usize, usize) {
+    let (s, n) = (g.strides[axis] as isize, g.output[axis] as isize);
+    let off = (t * g.dilations[axis]) as isize - g.pad_begin[axis] as isize;
+    let size = g.input[axis] as isize;
+    // o·s + off in [0, size)  ⇔  o in [ceil(-off / s), ceil((size - off) / s)).
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let hi = if size - off <= 0 {
+        0
+    } else {
+        (size - off + s - 1) / s
+    };
+    let (lo, hi) = (lo.clamp(0, n), hi.clamp(0, n));
+    (lo as usize, hi.max(lo) as usize)
+}
+
+/// Fills `col` (`[C·taps, cols]`, row-major) with the input windows of output positions `c0..c0 + cols` (flat
+/// over the output's spatial axes) of `x` (`[C, in_len]`); padding reads zero.
+fn im2col_block(g: &ConvGeom, channels: usize, x: &[f32], c0: usize, cols: usize, col: &mut [f32]) {
+    let [_, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
-    let ol = g.out_len();
     let [_, ih, iw] = g.input;
+    let plane = g.in_len();
+    let sw = g.strides[2];
     let mut row = 0;
-    for a in 0..kd {
-        for b in 0..kh {
-            for e in 0..kw {
-                let dst = &mut col[row * ol..(row + 1) * ol];
-                row += 1;
-                let mut o = 0;
-                for z in 0..od {
-                    let sz = g.src(0, z, a);
-                    for y in 0..oh {
-                        let sy = g.src(1, y, b);
-                        let line = &mut dst[o..o + ow];
-                        o += ow;
-                        let (Some(sz), Some(sy)) = (sz, sy) else {
+    for c in 0..channels {
+        let xc = &x[c * plane..(c + 1) * plane];
+        for a in 0..kd {
+            for b in 0..kh {
+                for e in 0..kw {
+                    let dst = &mut col[row * cols..(row + 1) * cols];
+                    row += 1;
+                    let (xlo, xhi) = valid_range(g, 2, e);
+                    let xoff = (e * g.dilations[2]) as isize - g.pad_begin[2] as isize;
+                    // Walk the block one output row (fixed z, y) at a time.
+                    let mut j = 0;
+                    while j < cols {
+                        let flat = c0 + j;
+                        let xo0 = flat % ow;
+                        let y = (flat / ow) % oh;
+                        let z = flat / (ow * oh);
+                        let run = (ow - xo0).min(cols - j);
+                        let line = &mut dst[j..j + run];
+                        j += run;
+                        let (Some(sz), Some(sy)) = (g.src(0, z, a), g.src(1, y, b)) else {
                             line.fill(0.0);
                             continue;
                         };
                         let base = (sz * ih + sy) * iw;
-                        for (xo, v) in line.iter_mut().enumerate() {
-                            *v = match g.src(2, xo, e) {
-                                Some(sx) => xc[base + sx],
-                                None => 0.0,
-                            };
+                        // Output columns xo0..xo0+run; valid ones are [xlo, xhi).
+                        let lo = xlo.clamp(xo0, xo0 + run);
+                        let hi = xhi.clamp(lo, xo0 + run);
+                        line[..lo - xo0].fill(0.0);
+                        line[hi - xo0..].fill(0.0);
+                        let seg = &mut line[lo - xo0..hi - xo0];
+                        if seg.is_empty() {
+                            continue;
+                        }
+                        let start = (base as isize + (lo * sw) as isize + xoff) as usize;
+                        if sw == 1 {
+                            seg.copy_from_slice(&xc[start..start + seg.len()]);
+                        } else {
+                            for (k, v) in seg.iter_mut().enumerate() {
+                                *v = xc[start + k * sw];
+                            }
                         }
                     }
                 }
@@ -532,71 +561,49 @@ fn im2col_channel(g: &ConvGeom, xc: &[f32], col: &mut [f32]) {
     }
 }
 
-/// Fills `col` (`[C·taps, out_len]`) with the input windows of `x` (`[C, in_len]`), one channel per task.
-fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], par: &Parallel) {
-    let (plane, rows) = (g.in_len(), g.taps() * g.out_len());
-    let split = col.len() >= 2 * MIN_CHUNK;
-    par.for_each_item(col, rows, split, |c, dst| {
-        im2col_channel(g, &x[c * plane..(c + 1) * plane], dst)
-    });
-}
-
-/// One group of one image: `block[mg, ol] = bias + w[mg, kdim]·im2col(xs)`, then the epilogue.
-#[allow(clippy::too_many_arguments)]
-fn conv_block(
-    g: &ConvGeom,
-    xs: &[f32],
-    wg: &[f32],
-    bias: Option<&[f32]>,
-    col: &mut [f32],
-    block: &mut [f32],
-    epi: Epilogue,
-    par: &Parallel,
-    inner: Parallelism,
-) {
-    let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
-    let (ol, kdim) = (g.out_len(), cg * g.taps());
-    let rhs: &[f32] = if g.is_pointwise() {
-        xs
-    } else {
-        im2col(g, xs, col, par);
-        col
-    };
-    if let Some(b) = bias {
-        for (r, row) in block.chunks_exact_mut(ol).enumerate() {
-            row.fill(b[r]);
+/// Applies bias, residual and Relu to `len` outputs of channel `oc` starting at `row` (one pass, in cache).
+#[inline]
+fn finish_row(row: &mut [f32], bias: f32, residual: Option<&[f32]>, relu: bool) {
+    match (residual, relu) {
+        (Some(r), true) => row
+            .iter_mut()
+            .zip(r)
+            .for_each(|(v, &r)| *v = (*v + bias + r).max(0.0)),
+        (Some(r), false) => row.iter_mut().zip(r).for_each(|(v, &r)| *v = *v + bias + r),
+        (None, true) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
+        (None, false) => {
+            if bias != 0.0 {
+                row.iter_mut().for_each(|v| *v += bias)
+            }
         }
     }
-    // SAFETY: `wg` is [mg, kdim], `rhs` is [kdim, ol] and `block` is [mg, ol], all checked by the caller.
-    unsafe {
-        raw_gemm(
-            mg,
-            ol,
-            kdim,
-            block.as_mut_ptr(),
-            ol as isize,
-            bias.is_some(),
-            wg.as_ptr(),
-            kdim as isize,
-            1,
-            rhs.as_ptr(),
-            ol as isize,
-            1,
-            1.0,
-            inner,
-        )
-    };
-    if epi.relu {
-        par_relu(par, block);
+}
+
+/// How many output columns one block holds: about 1 MiB of im2col columns (the block stays in the L2 cache while
+/// the GEMM runs), at least 256 (each GEMM call re-packs the weights, so blocks must be wide enough to amortize
+/// that), a multiple of 16; when the whole output is at most half a block more, one block.
+fn block_cols(kdim: usize, ol: usize) -> usize {
+    let cols = (1024 * 1024 / 4 / kdim.max(1)).max(256) / 16 * 16;
+    if ol <= cols + cols / 2 {
+        ol.max(1)
+    } else {
+        cols
     }
 }
 
-/// Convolution of `x` by `w` plus optional `bias` into `out` (`geom.out_shape`), then the epilogue.
+/// Convolution of `x` by `w` plus optional `bias` into `out` (`geom.out_shape`), then the epilogue: `residual`
+/// (same shape as `out`) is added and Relu applied, per output block right after its GEMM.
+///
+/// A 1×1 stride-1 unpadded convolution is one GEMM per column block read straight from the NCHW input; other
+/// convolutions build im2col columns one block at a time (never the whole matrix); depthwise convolutions run a
+/// direct kernel. Weights are `[M, C/group, k..]` row-major (pre-arranged and BatchNorm-folded by the caller).
+#[allow(clippy::too_many_arguments)]
 pub fn conv(
     geom: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     out: &mut [f32],
     epi: Epilogue,
     par: &Parallel,
@@ -608,97 +615,134 @@ pub fn conv(
         || w.len() != numel(&[g.out_channels, cg, taps])?
         || out.len() != numel(&[g.batch, g.out_channels, ol])?
         || bias.is_some_and(|b| b.len() != g.out_channels)
+        || residual.is_some_and(|r| r.len() != out.len())
     {
         return Err(ExecError::new("Conv buffers do not match their shapes"));
     }
+    if ol == 0 {
+        return Ok(());
+    }
     if g.is_depthwise() {
-        depthwise(g, x, w, bias, out, epi, par);
+        // One output plane per task, its epilogue right after it.
+        let split = out.len() >= 2 * MIN_CHUNK;
+        par.for_each_item(out, ol, split, |k, plane| {
+            depthwise_plane(g, x, w, bias, k, plane);
+            let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
+            finish_row(plane, 0.0, res, epi.relu);
+        });
         return Ok(());
     }
     let kdim = cg * taps;
-    let col_len = if g.is_pointwise() {
-        0
+    let pointwise = g.is_pointwise();
+    let nb = block_cols(kdim, ol);
+    let mut col = if pointwise {
+        Vec::new()
     } else {
-        numel(&[kdim, ol])?
+        vec![0.0f32; numel(&[kdim, nb])?]
     };
-    // Output block `i` is group `i % group` of image `i / group`: `[mg, ol]`, contiguous in `out`.
-    let block_len = mg * ol;
-    let blocks = g.batch * g.group;
-    let operands = |i: usize| {
-        let (n, gi) = (i / g.group, i % g.group);
-        let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
-        let wg = &w[gi * mg * kdim..][..mg * kdim];
-        let bg = bias.map(|b| &b[gi * mg..][..mg]);
-        (xs, wg, bg)
-    };
-    if par.is_parallel() && blocks >= par.threads() {
-        // One block per task, each with its own im2col buffer and a single-threaded product.
-        let one = Parallel::single();
-        par.for_each_item(out, block_len, true, |i, block| {
-            let (xs, wg, bg) = operands(i);
-            let mut col = vec![0.0f32; col_len];
-            conv_block(g, xs, wg, bg, &mut col, block, epi, &one, Parallelism::None);
-        });
-    } else {
-        let mut col = vec![0.0f32; col_len];
-        if block_len > 0 {
-            for (i, block) in out.chunks_exact_mut(block_len).enumerate() {
-                let (xs, wg, bg) = operands(i);
-                conv_block(g, xs, wg, bg, &mut col, block, epi, par, par.gemm());
+    for n in 0..g.batch {
+        for gi in 0..g.group {
+            let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
+            let oc0 = gi * mg;
+            let wg = &w[oc0 * kdim..][..mg * kdim];
+            let base = (n * g.out_channels + oc0) * ol;
+            let mut c0 = 0;
+            while c0 < ol {
+                let cols = nb.min(ol - c0);
+                let (rhs, rhs_rs) = if pointwise {
+                    (xs[c0..].as_ptr(), ol)
+                } else {
+                    im2col_block(g, cg, xs, c0, cols, &mut col);
+                    (col.as_ptr(), cols)
+                };
+                // SAFETY: `wg` is [mg, kdim]; `rhs` addresses [kdim, cols] with row stride `rhs_rs` inside `xs` or
+                // `col`; the destination block is [mg, cols] with row stride `ol` inside `out`, all checked above.
+                unsafe {
+                    raw_gemm(
+                        mg,
+                        cols,
+                        kdim,
+                        out.as_mut_ptr().add(base + c0),
+                        ol as isize,
+                        false,
+                        wg.as_ptr(),
+                        kdim as isize,
+                        1,
+                        rhs,
+                        rhs_rs as isize,
+                        1,
+                        1.0,
+                        par.gemm(),
+                    )
+                };
+                for r in 0..mg {
+                    let at = base + r * ol + c0;
+                    let row = &mut out[at..at + cols];
+                    let b = bias.map_or(0.0, |b| b[oc0 + r]);
+                    finish_row(row, b, residual.map(|res| &res[at..at + cols]), epi.relu);
+                }
+                c0 += cols;
             }
         }
     }
     Ok(())
 }
 
-/// Depthwise convolution: each channel by its own filter, summed directly; one output plane per task.
-fn depthwise(
+/// Depthwise convolution: each channel by its own filter, one output row at a time, each tap over the run of
+/// outputs it reads inside the input (a vectorizable loop at stride 1).
+/// Plane `k` (channel `k % C` of image `k / C`) of a depthwise convolution into `oc`.
+fn depthwise_plane(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    out: &mut [f32],
-    epi: Epilogue,
-    par: &Parallel,
+    k: usize,
+    oc: &mut [f32],
 ) {
     let [od, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
     let [_, ih, iw] = g.input;
-    let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
-    let split = out.len() >= 2 * MIN_CHUNK;
-    par.for_each_item(out, ol, split, |i, oc| {
-        // Plane `i` is channel `i % C` of image `i / C`.
-        let (n, c) = (i / g.in_channels, i % g.in_channels);
-        let xc = &x[(n * g.in_channels + c) * il..][..il];
-        let wc = &w[c * taps..][..taps];
-        let b0 = bias.map_or(0.0, |b| b[c]);
-        let mut o = 0;
-        for z in 0..od {
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let mut acc = b0;
+    let (il, taps) = (g.in_len(), g.taps());
+    let sw = g.strides[2];
+    let ranges: Vec<(usize, usize)> = (0..kw).map(|e| valid_range(g, 2, e)).collect();
+    {
+        {
+            let (n, c) = (k / g.in_channels, k % g.in_channels);
+            let xc = &x[(n * g.in_channels + c) * il..][..il];
+            let wc = &w[c * taps..][..taps];
+            oc.fill(bias.map_or(0.0, |b| b[c]));
+            for z in 0..od {
+                for y in 0..oh {
+                    let orow = &mut oc[(z * oh + y) * ow..][..ow];
                     for a in 0..kd {
                         let Some(sz) = g.src(0, z, a) else { continue };
                         for b in 0..kh {
                             let Some(sy) = g.src(1, y, b) else { continue };
-                            let base = (sz * ih + sy) * iw;
-                            let wrow = &wc[(a * kh + b) * kw..][..kw];
-                            for (e, &wv) in wrow.iter().enumerate() {
-                                if let Some(sx) = g.src(2, xo, e) {
-                                    acc += xc[base + sx] * wv;
+                            let irow = &xc[(sz * ih + sy) * iw..][..iw];
+                            for (e, &(lo, hi)) in ranges.iter().enumerate() {
+                                if lo >= hi {
+                                    continue;
+                                }
+                                let wv = wc[(a * kh + b) * kw + e];
+                                let start = (lo * sw + e * g.dilations[2]) - g.pad_begin[2];
+                                if sw == 1 {
+                                    let src = &irow[start..start + (hi - lo)];
+                                    orow[lo..hi]
+                                        .iter_mut()
+                                        .zip(src)
+                                        .for_each(|(o, &v)| *o += v * wv);
+                                } else {
+                                    for (k, o) in orow[lo..hi].iter_mut().enumerate() {
+                                        *o += irow[start + k * sw] * wv;
+                                    }
                                 }
                             }
                         }
                     }
-                    oc[o] = acc;
-                    o += 1;
                 }
             }
         }
-        if epi.relu {
-            relu(oc);
-        }
-    });
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use jiuzhou_ir::{Data, Op, Tensor, ops};
 
 use super::super::analysis::{GraphAnalysis, IrEGraph};
 use super::super::lang::ENode;
+use super::super::shapes;
 use super::{
     Guard, Rule, add_const, add_op, both, bound, is_const_all, is_float, konst, op_with,
     same_type_as_root, tensor_type, union_into,
@@ -30,6 +31,9 @@ pub fn rules() -> Vec<Rule> {
         rw!("transpose-identity";      "(Transpose ?a ?x)"                     => "?x" if is_identity_transpose("?a", "?x")),
         // Transpose(Transpose(x, p), q) == Transpose(x, r) with r[i] = p[q[i]] (removed when r is the identity).
         rw!("transpose-transpose";     "(Transpose ?q (Transpose ?p ?x))"      => { ComposeTransposes }),
+        // Reshape(x, s) == Reshape(x, c) when the computed target s (e.g. Concat(Gather(Shape(x), 0), [4, 16])) has
+        // a shape value whose every entry is a known size or x's own dim at that position (copied by a 0 in c).
+        rw!("reshape-dynamic-to-static"; "(Reshape ?a ?x ?s)"                  => { StaticReshape }),
         // Reshape(Reshape(x, s1), s2) == Reshape(x, s2) when s2 never copies a dim (no 0 unless allowzero).
         rw!("reshape-reshape";         "(Reshape ?a (Reshape ?b ?x ?s1) ?s2)"  => "(Reshape ?a ?x ?s2)"
                                                                                    if reshape_is_absolute("?a", "?s2")),
@@ -137,6 +141,43 @@ impl Applier<ENode, GraphAnalysis> for ComposeTransposes {
             perm: Some(composed.iter().map(|&i| i as i64).collect()),
         });
         let new = add_op(eg, &op, &[x]);
+        union_into(eg, eclass, new)
+    }
+}
+
+/// Replaces a computed reshape target by a constant one (see [`shapes::static_target`]).
+struct StaticReshape;
+
+impl Applier<ENode, GraphAnalysis> for StaticReshape {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let (x, target) = (bound(eg, s, "?x"), bound(eg, s, "?s"));
+        if konst(eg, target).is_some() {
+            return vec![];
+        }
+        let Some(Op::Reshape(r)) = op_with(eg, s, "Reshape", "?a") else {
+            return vec![];
+        };
+        if r.allowzero != 0 {
+            return vec![];
+        }
+        let Some(value) = eg[target].data.shape_value.clone() else {
+            return vec![];
+        };
+        let Some(dims) = tensor_type(eg, x).and_then(|t| t.shape.clone()) else {
+            return vec![];
+        };
+        let Some(c) = shapes::static_target(&dims, &value) else {
+            return vec![];
+        };
+        let c = add_const(eg, Tensor::vector(c));
+        let new = add_op(eg, &Op::Reshape(r), &[x, c]);
         union_into(eg, eclass, new)
     }
 }

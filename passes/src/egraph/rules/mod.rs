@@ -13,6 +13,7 @@ use super::analysis::{GraphAnalysis, IrEGraph, attrs_of};
 use super::lang::{AttrsLeaf, ENode};
 
 pub mod cleanup;
+pub mod patterns;
 pub mod weights;
 
 /// A rewrite rule over the IR's e-graph.
@@ -25,6 +26,7 @@ pub type Guard = Box<dyn Fn(&mut IrEGraph, Id, &Subst) -> bool + Send + Sync>;
 pub fn all_rules() -> Vec<Rule> {
     let mut rules = cleanup::rules();
     rules.extend(weights::rules());
+    rules.extend(patterns::rules());
     rules
 }
 
