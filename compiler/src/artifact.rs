@@ -173,6 +173,10 @@ pub fn required_cpu_features(target: Target) -> Vec<String> {
         Target::Cpu => jiuzhou_target_cpu::required_cpu_features()
             .iter()
             .map(|s| s.to_string())
+            .collect(), // Not written as artifacts (the profile is not recorded); nothing beyond the CPU target's host code.
+        Target::Vnpu(_) => jiuzhou_target_cpu::required_cpu_features()
+            .iter()
+            .map(|s| s.to_string())
             .collect(),
     }
 }

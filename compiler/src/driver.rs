@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jiuzhou_ir::{Graph, Node, Op, Tensor, ValueType};
-use jiuzhou_passes::egraph::{self, ConstEvaluator, CostModel, OptError};
-use jiuzhou_runtime::{Session, Signature};
+use jiuzhou_passes::egraph::{self, ConstEvaluator, CostModel, OptError, Roofline};
+use jiuzhou_runtime::{Executable, RunError, Session, Signature};
+use jiuzhou_target_vnpu::{Profile, VnpuExecutable};
 
 use crate::onnx::{self, ImportError, Model};
 
@@ -18,23 +19,47 @@ pub enum Target {
     /// The host CPU: GEMM-based heavy kernels, Cranelift-generated elementwise kernels, explicit reference
     /// fallbacks for everything else.
     Cpu,
+    /// The simulated NPU of a profile (`vnpu`, `vnpu:NAME`, `vnpu:PATH.toml`), with the CPU target for the nodes
+    /// the NPU cannot run. The profile is leaked once per parse so that `Target` stays `Copy`.
+    Vnpu(&'static Profile),
 }
 
 impl Target {
     /// Every target, in the order `--help` lists them.
     pub const ALL: &'static [Target] = &[Target::Reference, Target::Cpu];
 
-    /// The name used on the command line.
+    /// The name used on the command line (`vnpu` for every profile; `Display` adds the profile).
     pub fn name(self) -> &'static str {
         match self {
             Target::Reference => "reference",
             Target::Cpu => "cpu",
+            Target::Vnpu(_) => "vnpu",
         }
     }
 
-    /// Parses a target name.
+    /// Parses a target name: `reference`, `cpu`, `vnpu` or `vnpu:PROFILE`. `None` for an unknown name; a vnpu
+    /// profile that does not load is an error.
     pub fn from_name(name: &str) -> Option<Target> {
-        Self::ALL.iter().copied().find(|t| t.name() == name)
+        Self::parse(name).ok()
+    }
+
+    /// Parses a target name, saying why it is not one.
+    pub fn parse(name: &str) -> Result<Target, String> {
+        if name == "vnpu" || name.starts_with("vnpu:") {
+            let profile = Profile::from_target(name).map_err(|e| e.to_string())?;
+            return Ok(Target::Vnpu(Box::leak(Box::new(profile))));
+        }
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
+                format!(
+                    "unknown target `{name}` (known: {}, vnpu[:PROFILE])",
+                    names.join(", ")
+                )
+            })
     }
 
     /// Whether the target implements the op of `node`.
@@ -43,13 +68,18 @@ impl Target {
             Target::Reference => jiuzhou_target_reference::is_supported(&node.op),
             // Every op without a CPU kernel runs the reference implementation, explicitly (see `fallback_ops`).
             Target::Cpu => jiuzhou_target_reference::is_supported(&node.op),
+            // Every node the NPU cannot run goes to the CPU target (listed in the placement).
+            Target::Vnpu(_) => jiuzhou_target_reference::is_supported(&node.op),
         }
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Target::Vnpu(p) => write!(f, "vnpu:{}", p.name),
+            t => f.write_str(t.name()),
+        }
     }
 }
 
@@ -201,6 +231,21 @@ pub fn compile_graph_with(
         });
     }
     let signature = Signature::of(&graph);
+    if let Target::Vnpu(profile) = target {
+        let exec = compile_vnpu(
+            graph,
+            opset,
+            profile,
+            &jiuzhou_target_vnpu::Options::default(),
+        )?;
+        return Ok(Compiled {
+            session: Session::new(signature, Box::new(SharedVnpu(exec))),
+            stats: TargetStats {
+                threads: 1,
+                ..TargetStats::default()
+            },
+        });
+    }
     let graph = Arc::new(graph);
     let (exec, stats): (Box<dyn jiuzhou_runtime::Executable>, TargetStats) = match target {
         Target::Reference => (
@@ -233,12 +278,65 @@ pub fn compile_graph_with(
             };
             (Box::new(exec), stats)
         }
+        Target::Vnpu(_) => unreachable!("handled above"),
     };
     tracing::debug!(%target, "compiled");
     Ok(Compiled {
         session: Session::new(signature, exec),
         stats,
     })
+}
+
+/// Host regions of a vnpu executable run on the CPU target.
+struct CpuHost;
+
+impl jiuzhou_target_vnpu::HostCompiler for CpuHost {
+    fn compile(&self, graph: Graph) -> Result<Box<dyn Executable>, String> {
+        let exec = jiuzhou_target_cpu::CpuExecutable::compile(Arc::new(graph)).map_err(|e| e.0)?;
+        Ok(Box::new(exec))
+    }
+}
+
+/// A shared vnpu executable, so that a caller can read its placement and run statistics while a session owns it.
+#[derive(Clone, Debug)]
+pub struct SharedVnpu(pub Arc<VnpuExecutable>);
+
+impl Executable for SharedVnpu {
+    fn run(&self, inputs: Vec<jiuzhou_ir::Value>) -> Result<Vec<jiuzhou_ir::Value>, RunError> {
+        self.0.run(inputs)
+    }
+
+    fn target_name(&self) -> &str {
+        self.0.target_name()
+    }
+}
+
+/// Compiles a graph for the simulated NPU of `profile` (host regions on the CPU target), after the capability
+/// check every target gets.
+pub fn compile_vnpu(
+    graph: Graph,
+    opset: i64,
+    profile: &Profile,
+    options: &jiuzhou_target_vnpu::Options,
+) -> Result<Arc<VnpuExecutable>, CompileError> {
+    let target = Target::Vnpu(Box::leak(Box::new(profile.clone())));
+    let missing = missing_ops(&graph, target);
+    if !missing.is_empty() {
+        return Err(CompileError::Unsupported {
+            target,
+            opset,
+            missing,
+        });
+    }
+    let exec = VnpuExecutable::compile(Arc::new(graph), profile.clone(), &CpuHost, options)
+        .map_err(|e| CompileError::Codegen {
+            target,
+            message: e.0,
+        })?;
+    for (op, reason, count) in exec.placement().fallbacks() {
+        tracing::info!(%target, op, count, reason, "on the host CPU");
+    }
+    Ok(Arc::new(exec))
 }
 
 /// Compiles an imported model for `target`.
@@ -294,7 +392,37 @@ impl Target {
             // The CPU target runs every op the reference does (the rest through explicit fallbacks); until it has
             // a roofline model of its own kernels, it counts ops like the reference.
             Target::Reference | Target::Cpu => Box::new(ReferenceCost),
+            Target::Vnpu(p) => Box::new(VnpuCost(vnpu_roofline(p))),
         }
+    }
+}
+
+/// The roofline of one vnpu core from its profile: the cube's peak (`2·M·N·K` FLOPs per `cycles_per_tile`), the
+/// DMA rate (the lower of the channel's and global memory's), one DMA latency per kernel.
+pub fn vnpu_roofline(p: &Profile) -> Roofline {
+    let hz = p.clock_mhz as f64 * 1e6;
+    let [m, n, k] = p.matrix.tile;
+    let peak = 2.0 * (m * n * k) as f64 / p.matrix.cycles_per_tile.max(1) as f64 * hz;
+    let bw = p.dma.bytes_per_cycle.min(p.global.bytes_per_cycle).max(1) as f64 * hz;
+    Roofline {
+        peak_flops: peak,
+        bandwidth: bw,
+        overhead: p.dma.latency_cycles as f64 / hz,
+    }
+}
+
+/// The vnpu cost model: the profile's roofline; every op the reference implements is supported (the host runs
+/// what the NPU cannot).
+#[derive(Clone, Copy, Debug)]
+pub struct VnpuCost(pub Roofline);
+
+impl CostModel for VnpuCost {
+    fn supports(&self, op: &Op) -> bool {
+        jiuzhou_target_reference::is_supported(op)
+    }
+
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        self.0.estimate(op, inputs, outputs)
     }
 }
 
@@ -307,6 +435,23 @@ pub fn optimize_graph(
     let evaluator: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
     let cost = target.cost_model();
     Ok(egraph::optimize(
+        graph,
+        cost.as_ref(),
+        Some(evaluator),
+        options,
+    )?)
+}
+
+/// Optimizes like [`optimize_graph`] (the same graph) and also returns the optimizer's provenance: which original
+/// values and nodes each part of the optimized graph stands for (what `jiuzhou compare` lines tensors up with).
+pub fn optimize_graph_traced(
+    graph: &Graph,
+    target: Target,
+    options: &egraph::Options,
+) -> Result<(Graph, egraph::Stats, egraph::Provenance), CompileError> {
+    let evaluator: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
+    let cost = target.cost_model();
+    Ok(egraph::optimize_traced(
         graph,
         cost.as_ref(),
         Some(evaluator),

@@ -27,10 +27,12 @@ pub mod artifact;
 pub mod compare;
 pub mod conformance;
 pub mod driver;
+pub mod harness;
 pub mod io;
 pub mod onnx;
 
 pub use driver::{
-    CompileError, CompileOptions, Compiled, Target, TargetStats, compile, compile_graph,
-    compile_graph_with, load_and_compile, optimize_graph,
+    CompileError, CompileOptions, Compiled, SharedVnpu, Target, TargetStats, compile,
+    compile_graph, compile_graph_with, compile_vnpu, load_and_compile, optimize_graph,
+    optimize_graph_traced,
 };

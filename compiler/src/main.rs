@@ -1,5 +1,5 @@
-//! The `jiuzhou` command line: inspect, optimize, compile, run, benchmark and conformance-test ONNX models and
-//! compiled `.jz` artifacts.
+//! The `jiuzhou` command line: inspect, optimize, compile, run, benchmark, conformance-test and compare ONNX
+//! models and compiled `.jz` artifacts.
 //!
 //! Every failure prints one `error: ...` line and exits non-zero; `-v`/`-vv` turn on `tracing` diagnostics.
 
@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use jiuzhou_compiler::artifact::{self, Artifact};
+use jiuzhou_compiler::compare::Verdict;
 use jiuzhou_compiler::conformance::{self, Status, Summary};
+use jiuzhou_compiler::harness::{self, Comparison};
 use jiuzhou_compiler::{CompileOptions, Compiled, Target, io, onnx};
 use jiuzhou_ir::{Dim, Graph, Value, ValueType};
 use jiuzhou_passes::egraph;
@@ -56,6 +58,10 @@ enum Command {
         /// artifact is already optimized).
         #[arg(long)]
         opt: bool,
+        /// Write a Chrome trace-event file (Perfetto, chrome://tracing) of the simulated NPU: one track per
+        /// engine (vnpu targets only).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Measure a model's run latency (compilation excluded) on random or given inputs.
     Bench {
@@ -148,17 +154,83 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Run a model on the reference and on a target and compare every intermediate tensor both have.
+    ///
+    /// Exit status: 0 when every compared tensor meets --expect, 3 when one does not, 1 on errors.
+    Compare {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Target to check against the reference.
+        #[arg(long, value_parser = parse_target)]
+        target: Target,
+        /// An input: NAME=PATH, or PATH to bind graph inputs in order (.npy or TensorProto .pb); inputs not given
+        /// are random (see --seed).
+        #[arg(long = "input", value_name = "[NAME=]PATH")]
+        inputs: Vec<String>,
+        /// Do not run the e-graph optimizer on the target side.
+        #[arg(long)]
+        no_opt: bool,
+        /// Write a JSON report of every tensor here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write every compared tensor of both sides as .npy files under DIR/reference and DIR/TARGET.
+        #[arg(long, value_name = "DIR")]
+        dump_dir: Option<PathBuf>,
+        /// The worst verdict a tensor may get and still pass: equal, close or similar.
+        #[arg(long, default_value = "close", value_parser = parse_expect)]
+        expect: Verdict,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn parse_expect(s: &str) -> Result<Verdict, String> {
+    match Verdict::from_name(s) {
+        Some(v) if v != Verdict::Different => Ok(v),
+        _ => Err(format!(
+            "unknown verdict `{s}` (expected one of: equal, close, similar)"
+        )),
+    }
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
-    Target::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
-        format!("unknown target `{s}` (known: {})", names.join(", "))
-    })
+    Target::parse(s)
+}
+
+/// A command-line usage error as one `error: ...` line (clap's message without the usage block).
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = parts.join(" ");
+    match line.strip_prefix("error:") {
+        Some(rest) => format!("error: {}", rest.trim()),
+        None => format!("error: {line}"),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "debug",
@@ -190,7 +262,16 @@ fn run(command: Command) -> Result<ExitCode> {
             inputs,
             output_dir,
             opt,
-        } => run_model(&model, target, threads, &inputs, &output_dir, opt),
+            trace,
+        } => run_model(
+            &model,
+            target,
+            threads,
+            &inputs,
+            &output_dir,
+            opt,
+            trace.as_deref(),
+        ),
         Command::Bench {
             model,
             target,
@@ -256,6 +337,28 @@ fn run(command: Command) -> Result<ExitCode> {
                 jobs,
                 threads,
             },
+        ),
+        Command::Compare {
+            model,
+            target,
+            inputs,
+            no_opt,
+            report,
+            dump_dir,
+            expect,
+            seed,
+        } => compare_model(
+            &model,
+            &harness::Options {
+                target,
+                optimize: !no_opt,
+                opt: egraph::Options::default(),
+                expect,
+            },
+            &inputs,
+            report.as_deref(),
+            dump_dir.as_deref(),
+            seed,
         ),
     }
 }
@@ -520,15 +623,34 @@ fn compile_model(
         *ops.entry(node.op.name()).or_default() += 1;
     }
     let ops = serde_json::json!(ops);
+    if output.is_some() && matches!(target, Target::Vnpu(_)) {
+        bail!("-o: compiled artifacts are written for the reference and cpu targets, not {target}");
+    }
     // The artifact holds the graph the executable was compiled from.
     let saved = output.map(|_| graph.clone());
-    let compiled = jiuzhou_compiler::compile_graph_with(
-        graph,
-        model.opset,
-        target,
-        &CompileOptions { threads },
-    )
-    .context("cannot compile the model")?;
+    let mut vnpu = None;
+    let mut compiled = None;
+    if let Target::Vnpu(profile) = target {
+        let flops = node_flops(&graph);
+        let exec = jiuzhou_compiler::compile_vnpu(
+            graph,
+            model.opset,
+            profile,
+            &jiuzhou_target_vnpu::Options::default(),
+        )
+        .context("cannot compile the model")?;
+        vnpu = Some((exec, flops));
+    } else {
+        compiled = Some(
+            jiuzhou_compiler::compile_graph_with(
+                graph,
+                model.opset,
+                target,
+                &CompileOptions { threads },
+            )
+            .context("cannot compile the model")?,
+        );
+    }
     println!(
         "compiled {} for {target}: {kernels} kernel(s)",
         path.display()
@@ -541,9 +663,25 @@ fn compile_model(
         println!("wrote {} ({n} bytes)", out.display());
         artifact_bytes = Some(n);
     }
+    let target_stats = compiled.map(|c| c.stats).unwrap_or_default();
+    let mut vnpu_stats = None;
+    if let Some((exec, flops)) = &vnpu {
+        print_placement(exec.placement(), flops);
+        println!("transfers: {} bytes per run", exec.transfers_bytes());
+        if print_stats {
+            let cycles = exec
+                .simulate_cycles()
+                .context("cannot simulate the model")?;
+            vnpu_stats = Some((
+                placement_json(exec.placement(), flops),
+                cycles,
+                exec.transfers_bytes(),
+            ));
+        }
+    }
     if print_stats {
         let mut json = serde_json::json!({
-            "target": target.name(),
+            "target": target.to_string(),
             "imported_nodes": imported_nodes,
             "optimized_nodes": stats.as_ref().map_or(imported_nodes, |s| s.optimized_nodes),
             "kernels": kernels,
@@ -551,11 +689,16 @@ fn compile_model(
             "egraph_nodes": stats.as_ref().map_or(0, |s| s.egraph_nodes),
             "iterations": stats.as_ref().map_or(0, |s| s.iterations),
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
-            "fallback_ops": compiled.stats.fallback_ops,
-            "peak_arena_bytes": compiled.stats.peak_arena_bytes,
-            "threads": compiled.stats.threads,
+            "fallback_ops": target_stats.fallback_ops,
+            "peak_arena_bytes": target_stats.peak_arena_bytes,
+            "threads": target_stats.threads,
             "ops": ops,
         });
+        if let Some((placement, cycles, bytes)) = vnpu_stats {
+            json["placement"] = placement;
+            json["sim_cycles"] = cycles.into();
+            json["transfers_bytes"] = bytes.into();
+        }
         if let Some(n) = artifact_bytes {
             json["artifact_bytes"] = n.into();
         }
@@ -703,7 +846,7 @@ fn bench_model(
     if opts.json {
         let json = serde_json::json!({
             "model": path.display().to_string(),
-            "target": target.name(),
+            "target": target.to_string(),
             "threads": threads,
             "iters": opts.iters,
             "warmup": opts.warmup,
@@ -718,6 +861,78 @@ fn bench_model(
     Ok(ExitCode::SUCCESS)
 }
 
+/// FLOPs of every node (the optimizer's estimate), for the NPU share of a placement.
+fn node_flops(graph: &Graph) -> Vec<f64> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let ins: Vec<Option<&ValueType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| &graph.value(v).ty))
+                .collect();
+            let outs: Vec<ValueType> = n
+                .outputs
+                .iter()
+                .map(|v| graph.value(*v).ty.clone())
+                .collect();
+            egraph::cost::flops_and_bytes(&n.op, &ins, &outs).0
+        })
+        .collect()
+}
+
+/// Prints where the nodes run: how many on the NPU, their share of the FLOPs, and every op on the host with why.
+fn print_placement(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) {
+    println!(
+        "placement: {} of {} nodes on the NPU ({:.1}% of FLOPs)",
+        p.npu_nodes(),
+        p.nodes.len(),
+        100.0 * p.npu_flops_share(flops)
+    );
+    let fused = p
+        .nodes
+        .iter()
+        .filter(|n| n.npu && n.reason.is_some())
+        .count();
+    if fused > 0 {
+        println!("  {fused} node(s) fused into NPU kernels");
+    }
+    for (op, reason, count) in p.fallbacks() {
+        println!("  on the host CPU: {count} x {op}: {reason}");
+    }
+}
+
+fn placement_json(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) -> serde_json::Value {
+    let fallbacks: Vec<serde_json::Value> = p
+        .fallbacks()
+        .into_iter()
+        .map(
+            |(op, reason, count)| serde_json::json!({ "op": op, "reason": reason, "count": count }),
+        )
+        .collect();
+    let nodes: Vec<serde_json::Value> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "op": n.op,
+                "device": if n.npu { "npu" } else { "cpu" },
+                "reason": n.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "npu_nodes": p.npu_nodes(),
+        "cpu_nodes": p.nodes.len() - p.npu_nodes(),
+        "total_nodes": p.nodes.len(),
+        "npu_flops_fraction": p.npu_flops_share(flops),
+        "fallbacks": fallbacks,
+        "nodes": nodes,
+    })
+}
+
 fn run_model(
     path: &Path,
     target: Option<Target>,
@@ -725,9 +940,48 @@ fn run_model(
     specs: &[String],
     out_dir: &Path,
     opt: bool,
+    trace: Option<&Path>,
 ) -> Result<ExitCode> {
-    let (compiled, _, prepared) = prepare(path, target, Target::Reference, threads, opt)?;
-    let session = compiled.session;
+    let vnpu_profile = match target {
+        Some(Target::Vnpu(p)) => Some(p),
+        _ if trace.is_some() => bail!("--trace needs a vnpu target (--target vnpu[:PROFILE])"),
+        _ => None,
+    };
+    let mut vnpu = None;
+    let (session, prepared) = match vnpu_profile {
+        Some(profile) => {
+            let started = std::time::Instant::now();
+            let mut model = load(path)?;
+            if opt {
+                let (g, stats) = jiuzhou_compiler::optimize_graph(
+                    &model.graph,
+                    Target::Vnpu(profile),
+                    &egraph::Options::default(),
+                )
+                .context("cannot optimize the model")?;
+                tracing::info!(?stats, "optimized");
+                model.graph = g;
+            }
+            let signature = jiuzhou_runtime::Signature::of(&model.graph);
+            let options = jiuzhou_target_vnpu::Options {
+                record_trace: trace.is_some(),
+                ..Default::default()
+            };
+            let exec = jiuzhou_compiler::compile_vnpu(model.graph, model.opset, profile, &options)
+                .context("cannot compile the model")?;
+            vnpu = Some(exec.clone());
+            let session = jiuzhou_runtime::Session::new(
+                signature,
+                Box::new(jiuzhou_compiler::SharedVnpu(exec)),
+            );
+            let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+            (session, Prepared::Compiled { compile_ms })
+        }
+        None => {
+            let (compiled, _, prepared) = prepare(path, target, Target::Reference, threads, opt)?;
+            (compiled.session, prepared)
+        }
+    };
     let sig = session.signature().clone();
     let named = read_inputs(&sig, specs)?;
     let started = std::time::Instant::now();
@@ -786,6 +1040,34 @@ fn run_model(
         outputs.len(),
         out_dir.display()
     );
+    if let Some(exec) = vnpu {
+        let p = exec.placement();
+        let stats = exec.last_run().unwrap_or_default();
+        let mhz = exec.profile().clock_mhz.max(1);
+        println!(
+            "vnpu: {} of {} nodes on the NPU; simulated {} cycles ({:.1} us at {mhz} MHz); transfers {} bytes",
+            p.npu_nodes(),
+            p.nodes.len(),
+            stats.sim_cycles,
+            stats.sim_cycles as f64 / mhz as f64,
+            stats.transfers_bytes
+        );
+        if let Some(file) = trace {
+            let mut tb = jiuzhou_target_vnpu::trace::TraceBuilder::new(exec.profile());
+            for (name, report) in &stats.kernels {
+                tb.add(name, report);
+            }
+            let f = std::fs::File::create(file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            tb.write(std::io::BufWriter::new(f))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!(
+                "wrote trace of {} kernel(s) to {}",
+                stats.kernels.len(),
+                file.display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -872,7 +1154,7 @@ fn run_conformance(target: Target, suite: &Path, args: ConformanceArgs<'_>) -> R
     }
     if let Some(path) = report {
         let json = serde_json::json!({
-            "target": target.name(),
+            "target": target.to_string(),
             "suite": suite.display().to_string(),
             "summary": summary,
             "cases": results,
@@ -882,4 +1164,331 @@ fn run_conformance(target: Target, suite: &Path, args: ConformanceArgs<'_>) -> R
     }
     println!("{summary}");
     Ok(code)
+}
+
+/// A number for the JSON report: finite numbers as they are, infinities as the strings `inf` and `-inf`.
+fn json_num(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else if x.is_nan() {
+        serde_json::json!("nan")
+    } else if x > 0.0 {
+        serde_json::json!("inf")
+    } else {
+        serde_json::json!("-inf")
+    }
+}
+
+/// A file name for tensor `name` (row `index`, so that names stay unique and files sort in graph order).
+fn dump_name(index: usize, name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{index:04}_{safe}.npy")
+}
+
+fn fmt_kernel(kernel: &[harness::NodeRef]) -> String {
+    kernel
+        .iter()
+        .map(|k| format!("{} ({})", k.node, k.op))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn compare_model(
+    path: &Path,
+    options: &harness::Options,
+    specs: &[String],
+    report: Option<&Path>,
+    dump_dir: Option<&Path>,
+    seed: u64,
+) -> Result<ExitCode> {
+    let model = load(path)?;
+    let sig = jiuzhou_runtime::Signature::of(&model.graph);
+    let mut given = read_inputs(&sig, specs)?;
+    let mut sources = Vec::new();
+    let mut rng = harness::Rng::new(seed);
+    let mut ordered = Vec::with_capacity(sig.inputs.len());
+    for port in &sig.inputs {
+        let mut matching = given.iter().filter(|(n, _)| *n == port.name);
+        if matching.clone().count() > 1 {
+            bail!("input `{}` is given more than once", port.name);
+        }
+        match matching.next() {
+            Some((_, v)) => {
+                ordered.push(v.clone());
+                sources.push((port.name.clone(), "file"));
+            }
+            None => {
+                ordered.push(harness::random_input(&port.name, &port.ty, &mut rng)?);
+                sources.push((port.name.clone(), "random"));
+            }
+        }
+    }
+    given.clear();
+    let cmp = harness::compare_graph(&model.graph, model.opset, ordered, options)
+        .context("compare failed")?;
+    print_comparison(path, &cmp, seed, &sources);
+    if let Some(dir) = dump_dir {
+        write_dumps(dir, &cmp)?;
+    }
+    if let Some(file) = report {
+        let json = comparison_json(path, &cmp, seed, &sources);
+        std::fs::write(file, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write report {}", file.display()))?;
+    }
+    Ok(if cmp.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn write_dumps(dir: &Path, cmp: &Comparison) -> Result<()> {
+    let sides = [dir.join("reference"), dir.join(cmp.target.name())];
+    for d in &sides {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut written = 0;
+    for (row, want, got) in &cmp.pairs {
+        let (Value::Tensor(w), Value::Tensor(g)) = (want, got) else {
+            tracing::warn!(tensor = %cmp.rows[*row].tensor, "not a tensor: not dumped");
+            continue;
+        };
+        let name = dump_name(*row, &cmp.rows[*row].tensor);
+        for (d, t) in sides.iter().zip([w, g]) {
+            let file = d.join(&name);
+            io::write_npy(&file, t).with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        written += 1;
+    }
+    println!(
+        "wrote {written} tensor pair(s) to {}/{{reference,{}}}",
+        dir.display(),
+        cmp.target.name()
+    );
+    Ok(())
+}
+
+fn print_comparison(path: &Path, cmp: &Comparison, seed: u64, sources: &[(String, &str)]) {
+    let random: Vec<&str> = sources
+        .iter()
+        .filter(|(_, s)| *s == "random")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    println!(
+        "compare {} on {} ({}) against reference, expect {}",
+        path.display(),
+        cmp.target,
+        if cmp.optimized {
+            format!("optimized, {} nodes", cmp.target_nodes)
+        } else {
+            "not optimized".to_string()
+        },
+        cmp.expect.name().to_lowercase()
+    );
+    if !random.is_empty() {
+        println!("random inputs (seed {seed}): {}", random.join(", "));
+    }
+    let mut rows = vec![
+        [
+            "#",
+            "tensor",
+            "node",
+            "op",
+            "type",
+            "verdict",
+            "max|diff|",
+            "cosine",
+            "euclid",
+            "sqnr_db",
+            "note",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for (i, r) in cmp.rows.iter().enumerate() {
+        let (verdict, nums) = match &r.grade {
+            Some(g) => (
+                g.verdict.name().to_string(),
+                match &g.metrics {
+                    Some(m) => vec![
+                        format!("{:.3e}", m.max_abs_diff),
+                        format!("{:.6}", m.cosine),
+                        format!("{:.6}", m.euclidean),
+                        if m.sqnr_db.is_infinite() && m.sqnr_db > 0.0 {
+                            "inf".to_string()
+                        } else {
+                            format!("{:.1}", m.sqnr_db)
+                        },
+                    ],
+                    None => vec!["-".into(); 4],
+                },
+            ),
+            None => ("-".to_string(), vec!["".into(); 4]),
+        };
+        let mut note = r.note.clone();
+        if let Some(n) = r.grade.as_ref().and_then(|g| g.note.as_ref())
+            && r.grade
+                .as_ref()
+                .is_some_and(|g| !g.verdict.meets(cmp.expect))
+        {
+            note = if note.is_empty() {
+                n.clone()
+            } else {
+                format!("{note}; {n}")
+            };
+        }
+        if Some(i) == cmp.first_diverging {
+            note = if note.is_empty() {
+                "<- first divergence".into()
+            } else {
+                format!("<- first divergence; {note}")
+            };
+        }
+        let mut row = vec![
+            i.to_string(),
+            if r.output {
+                format!("{} (output)", r.tensor)
+            } else {
+                r.tensor.clone()
+            },
+            r.node.node.clone(),
+            r.node.op.clone(),
+            r.ty.clone(),
+            verdict,
+        ];
+        row.extend(nums);
+        row.push(note);
+        rows.push(row);
+    }
+    print_table(&rows);
+    let (by, none) = cmp.counts();
+    let count = |v: Verdict| by.get(&v).copied().unwrap_or(0);
+    println!(
+        "compare: {} tensors: {} EQUAL, {} CLOSE, {} SIMILAR, {} DIFFERENT, {} not compared",
+        cmp.rows.len(),
+        count(Verdict::Equal),
+        count(Verdict::Close),
+        count(Verdict::Similar),
+        count(Verdict::Different),
+        none
+    );
+    match cmp.first_diverging {
+        None => println!(
+            "no divergence: every compared tensor is {} or better",
+            cmp.expect
+        ),
+        Some(i) => {
+            let r = &cmp.rows[i];
+            let verdict = r.grade.as_ref().map_or(Verdict::Different, |g| g.verdict);
+            let kernel = if r.kernel.len() > 1 {
+                format!(
+                    "; on {} it is computed by one fused kernel of ONNX nodes {}: the error is inside it",
+                    cmp.target,
+                    fmt_kernel(&r.kernel)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "first diverging node: {} ({}), tensor `{}`: {verdict}, expected {} or better{kernel}",
+                r.node.node, r.node.op, r.tensor, cmp.expect
+            );
+        }
+    }
+}
+
+fn comparison_json(
+    path: &Path,
+    cmp: &Comparison,
+    seed: u64,
+    sources: &[(String, &str)],
+) -> serde_json::Value {
+    use serde_json::json;
+    let tensors: Vec<serde_json::Value> = cmp
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut o = json!({
+                "index": i,
+                "tensor": r.tensor,
+                "node": r.node.node,
+                "op": r.node.op,
+                "type": r.ty,
+                "output": r.output,
+                "compared": r.grade.is_some(),
+                "verdict": r.grade.as_ref().map(|g| g.verdict.name()),
+                "target_tensor": r.target_tensor,
+                "kernel": r.kernel,
+                "note": r.note,
+            });
+            if let Some(g) = &r.grade {
+                o["mismatch"] = json!(g.note);
+                if let Some(m) = &g.metrics {
+                    o["max_abs_diff"] = json_num(m.max_abs_diff);
+                    o["mismatches"] = json!(m.mismatches);
+                    o["elements"] = json!(m.elements);
+                    o["cosine"] = json_num(m.cosine);
+                    o["euclidean"] = json_num(m.euclidean);
+                    o["sqnr_db"] = json_num(m.sqnr_db);
+                    o["agreement"] = json_num(m.agreement);
+                }
+            }
+            o
+        })
+        .collect();
+    let thresholds: serde_json::Map<String, serde_json::Value> = cmp
+        .pairs
+        .iter()
+        .filter_map(|(_, w, _)| w.as_tensor().map(|t| t.dtype()))
+        .map(|d| {
+            (
+                d.to_string(),
+                json!(jiuzhou_compiler::compare::thresholds(d)),
+            )
+        })
+        .collect();
+    let (by, none) = cmp.counts();
+    let count = |v: Verdict| by.get(&v).copied().unwrap_or(0);
+    let first = cmp.first_diverging.map(|i| {
+        let r = &cmp.rows[i];
+        json!({
+            "index": i,
+            "tensor": r.tensor,
+            "node": r.node.node,
+            "op": r.node.op,
+            "verdict": r.grade.as_ref().map(|g| g.verdict.name()),
+            "kernel": r.kernel,
+        })
+    });
+    json!({
+        "model": path.display().to_string(),
+        "target": cmp.target.name(),
+        "optimized": cmp.optimized,
+        "expect": cmp.expect.name(),
+        "seed": seed,
+        "inputs": sources.iter().map(|(n, s)| json!({"name": n, "source": s})).collect::<Vec<_>>(),
+        "thresholds": thresholds,
+        "tensors": tensors,
+        "summary": {
+            "tensors": cmp.rows.len(),
+            "equal": count(Verdict::Equal),
+            "close": count(Verdict::Close),
+            "similar": count(Verdict::Similar),
+            "different": count(Verdict::Different),
+            "not_compared": none,
+            "pass": cmp.passed(),
+            "first_diverging": first,
+        },
+    })
 }

@@ -67,7 +67,14 @@ pub enum RunError {
     /// The executable failed.
     #[error("{0}")]
     Exec(String),
+    /// The executable cannot report intermediate values ([`Executable::run_observed`]).
+    #[error("target {0} cannot report intermediate tensors")]
+    CannotObserve(String),
 }
+
+/// A callback that sees intermediate values as a run computes them: the value's name in the executable's graph
+/// and the value. It is called once per value, in the order values are computed.
+pub type Observer<'a> = dyn FnMut(&str, &Value) + 'a;
 
 /// Something that runs a graph on a device: what a target's code generator produces.
 pub trait Executable: Send + Sync {
@@ -77,6 +84,18 @@ pub trait Executable: Send + Sync {
 
     /// A short name of the target/device it runs on, for messages (`reference`, `cpu`, ...).
     fn target_name(&self) -> &str;
+
+    /// Runs like [`Executable::run`] and calls `observer` with every intermediate value the target materializes
+    /// (node outputs, by the names of the graph it was compiled from). Values computed inside a fused kernel are
+    /// not seen; which values are is the target's choice. The default reports [`RunError::CannotObserve`].
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        let _ = (inputs, observer);
+        Err(RunError::CannotObserve(self.target_name().to_string()))
+    }
 }
 
 /// One named, typed input or output of a graph.
@@ -227,6 +246,26 @@ impl Session {
 
     /// Runs with inputs given in graph-input order.
     pub fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
+        let bindings = self.check_inputs(&inputs)?;
+        let outputs = self.exec.run(inputs)?;
+        self.check_outputs(&outputs, &bindings)?;
+        Ok(outputs)
+    }
+
+    /// Runs like [`Session::run`] and calls `observer` with every intermediate value the executable materializes
+    /// (see [`Executable::run_observed`]); [`RunError::CannotObserve`] when its target cannot.
+    pub fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        let bindings = self.check_inputs(&inputs)?;
+        let outputs = self.exec.run_observed(inputs, observer)?;
+        self.check_outputs(&outputs, &bindings)?;
+        Ok(outputs)
+    }
+
+    fn check_inputs(&self, inputs: &[Value]) -> Result<Bindings, RunError> {
         let expected = self.signature.inputs.len();
         if inputs.len() > expected {
             return Err(RunError::TooManyInputs {
@@ -240,11 +279,14 @@ impl Session {
             ));
         }
         let mut bindings = Bindings::default();
-        for (port, v) in self.signature.inputs.iter().zip(&inputs) {
+        for (port, v) in self.signature.inputs.iter().zip(inputs) {
             check_value(&port.name, &port.ty, v, &mut bindings)?;
         }
         tracing::debug!(target = self.exec.target_name(), %bindings, "running");
-        let outputs = self.exec.run(inputs)?;
+        Ok(bindings)
+    }
+
+    fn check_outputs(&self, outputs: &[Value], bindings: &Bindings) -> Result<(), RunError> {
         if outputs.len() != self.signature.outputs.len() {
             return Err(RunError::Exec(format!(
                 "the executable returned {} outputs, the graph has {}",
@@ -252,7 +294,7 @@ impl Session {
                 self.signature.outputs.len()
             )));
         }
-        for (port, v) in self.signature.outputs.iter().zip(&outputs) {
+        for (port, v) in self.signature.outputs.iter().zip(outputs) {
             // Output dims may be symbols bound by inputs or fresh symbols of data-dependent sizes; a fresh symbol
             // binds here and is not checked further.
             check_value(&port.name, &port.ty, v, &mut bindings.clone())
@@ -266,11 +308,17 @@ impl Session {
                     RunError::Exec(format!("output does not match its static type: {e}"))
                 })?;
         }
-        Ok(outputs)
+        Ok(())
     }
 
     /// Runs with named inputs, in any order.
     pub fn run_named(&self, inputs: Vec<(String, Value)>) -> Result<Vec<Value>, RunError> {
+        let ordered = self.order_inputs(inputs)?;
+        self.run(ordered)
+    }
+
+    /// Puts named inputs (in any order) into graph-input order; every input must be given exactly once.
+    pub fn order_inputs(&self, inputs: Vec<(String, Value)>) -> Result<Vec<Value>, RunError> {
         let mut slots: Vec<Option<Value>> = vec![None; self.signature.inputs.len()];
         for (name, v) in inputs {
             let Some(i) = self.signature.inputs.iter().position(|p| p.name == name) else {
@@ -293,7 +341,7 @@ impl Session {
         for (slot, port) in slots.into_iter().zip(&self.signature.inputs) {
             ordered.push(slot.ok_or_else(|| RunError::MissingInput(port.name.clone()))?);
         }
-        self.run(ordered)
+        Ok(ordered)
     }
 }
 
@@ -362,6 +410,21 @@ mod tests {
             err.to_string(),
             "input `a` should be f32[batch,3], got f32[2,4]"
         );
+    }
+
+    #[test]
+    fn observing_is_refused_by_default() {
+        let s = session();
+        let mut seen = 0;
+        let err = s
+            .run_observed(vec![t(&[1, 3]), t(&[1])], &mut |_, _| seen += 1)
+            .unwrap_err();
+        assert_eq!(err, RunError::CannotObserve("echo".into()));
+        assert_eq!(
+            err.to_string(),
+            "target echo cannot report intermediate tensors"
+        );
+        assert_eq!(seen, 0);
     }
 
     #[test]

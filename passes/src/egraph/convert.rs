@@ -140,6 +140,25 @@ pub fn export(
     value_class: &[Option<Id>],
     choice: &HashMap<Id, ENode>,
 ) -> Result<Graph, OptError> {
+    export_traced(original, egraph, value_class, choice).map(|e| e.graph)
+}
+
+/// An exported graph and where its values came from.
+pub struct Exported {
+    /// The rebuilt graph.
+    pub graph: Graph,
+    /// The values of the rebuilt graph that hold each single-value class that was emitted (canonical ids): the
+    /// value computed for the class first, then the `Identity` copies made for pinned names.
+    pub class_values: HashMap<Id, Vec<ValueId>>,
+}
+
+/// Rebuilds a graph like [`export`] and reports which class each of its values holds.
+pub fn export_traced(
+    original: &Graph,
+    egraph: &IrEGraph,
+    value_class: &[Option<Id>],
+    choice: &HashMap<Id, ENode>,
+) -> Result<Exported, OptError> {
     let mut ex = Exporter {
         egraph,
         choice,
@@ -195,6 +214,7 @@ pub fn export(
     ex.input_vals = input_vals;
     // Emit everything reachable from the outputs and the captured values.
     let mut pinned_vals: HashMap<String, ValueId> = HashMap::new();
+    let mut copies: Vec<(Id, ValueId)> = Vec::new();
     for (c, name) in &must {
         let v = ex.value(*c)?;
         let v = if ex.g.value(v).name == *name {
@@ -208,6 +228,7 @@ pub fn export(
                 inputs: vec![Some(v)],
                 outputs: vec![out],
             });
+            copies.push((*c, out));
             out
         };
         pinned_vals.insert(name.clone(), v);
@@ -221,7 +242,18 @@ pub fn export(
         .map_err(|e| OptError(format!("re-inference: {e}")))?;
     g.verify()
         .map_err(|e| OptError(format!("the rebuilt graph is invalid: {e}")))?;
-    Ok(g)
+    let mut class_values: HashMap<Id, Vec<ValueId>> = ex
+        .memo
+        .into_iter()
+        .filter(|(_, vals)| vals.len() == 1)
+        .collect();
+    for (c, v) in copies {
+        class_values.entry(egraph.find(c)).or_default().push(v);
+    }
+    Ok(Exported {
+        graph: g,
+        class_values,
+    })
 }
 
 struct Exporter<'a> {

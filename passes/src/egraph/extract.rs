@@ -122,20 +122,102 @@ pub fn extract_dag(
             }
         }
     }
-    let mut need: HashMap<Id, f64> = HashMap::new();
-    for r in roots {
-        let r = egraph.find(*r);
-        let (_, _, set) = best
-            .get(&r)
-            .ok_or_else(|| OptError(format!("no supported way to compute class {r}")))?;
-        need.extend(set.iter().map(|(k, v)| (*k, *v)));
+    let mut choice: HashMap<Id, usize> = best.iter().map(|(c, (ni, _, _))| (*c, *ni)).collect();
+    let roots: Vec<Id> = roots.iter().map(|r| egraph.find(*r)).collect();
+    for r in &roots {
+        if !choice.contains_key(r) {
+            return Err(OptError(format!("no supported way to compute class {r}")));
+        }
     }
-    let choice = best
+    let mut total = dag_cost(egraph, &node_costs, &choice, &roots)
+        .ok_or_else(|| OptError("the greedy extraction has a cycle".into()))?;
+    switch_tuple_readers(egraph, &node_costs, &mut choice, &roots, &mut total);
+    let choice = choice
         .iter()
-        .map(|(c, (ni, _, _))| (*c, egraph[*c].nodes[*ni].clone()))
+        .map(|(c, ni)| (*c, egraph[*c].nodes[*ni].clone()))
         .collect();
     Ok(Extraction {
         choice,
-        cost: need.values().sum(),
+        cost: total,
     })
+}
+
+/// The cost of the DAG that `choice` gives for `roots` (each class counted once), or `None` if it has a cycle or
+/// a class without a choice.
+fn dag_cost(
+    egraph: &IrEGraph,
+    node_costs: &HashMap<Id, Vec<Option<f64>>>,
+    choice: &HashMap<Id, usize>,
+    roots: &[Id],
+) -> Option<f64> {
+    // 0: unvisited, 1: on the stack, 2: done.
+    let mut state: HashMap<Id, u8> = HashMap::new();
+    let mut total = 0.0;
+    let mut stack: Vec<(Id, bool)> = roots.iter().map(|r| (*r, false)).collect();
+    while let Some((c, children_done)) = stack.pop() {
+        if children_done {
+            state.insert(c, 2);
+            continue;
+        }
+        match state.get(&c) {
+            Some(2) => continue,
+            Some(1) => return None,
+            _ => {}
+        }
+        state.insert(c, 1);
+        let ni = *choice.get(&c)?;
+        total += node_costs[&c][ni]?;
+        stack.push((c, true));
+        for ch in egraph[c].nodes[ni].children() {
+            let ch = egraph.find(*ch);
+            match state.get(&ch) {
+                Some(1) => return None,
+                Some(2) => {}
+                _ => stack.push((ch, false)),
+            }
+        }
+    }
+    Some(total)
+}
+
+/// The greedy pass decides class by class, so it never takes `get.K` of a multi-output node when each reader alone
+/// is cheaper computed directly, even where all readers together would be cheaper through the shared node (the
+/// merged MatMul of `merge-parallel-matmul`). This tries, for each multi-output node, switching every class that
+/// can read one of its outputs to that read at once, and keeps the switch when the whole DAG gets cheaper.
+fn switch_tuple_readers(
+    egraph: &IrEGraph,
+    node_costs: &HashMap<Id, Vec<Option<f64>>>,
+    choice: &mut HashMap<Id, usize>,
+    roots: &[Id],
+    total: &mut f64,
+) {
+    // Readers of each tuple class: (reader class, index of its Get node).
+    let mut readers: std::collections::BTreeMap<Id, Vec<(Id, usize)>> = Default::default();
+    let mut classes: Vec<Id> = egraph.classes().map(|c| c.id).collect();
+    classes.sort();
+    for c in classes {
+        for (ni, n) in egraph[c].nodes.iter().enumerate() {
+            if let ENode::Get { tuple, .. } = n {
+                readers
+                    .entry(egraph.find(tuple[0]))
+                    .or_default()
+                    .push((c, ni));
+            }
+        }
+    }
+    for (_, rs) in readers.into_iter().take(256) {
+        if rs.len() < 2 || rs.iter().all(|(c, ni)| choice.get(c) == Some(ni)) {
+            continue;
+        }
+        let mut trial = choice.clone();
+        for (c, ni) in &rs {
+            trial.insert(*c, *ni);
+        }
+        if let Some(t) = dag_cost(egraph, node_costs, &trial, roots)
+            && t < *total - 1e-12 * total.abs().max(1.0)
+        {
+            *choice = trial;
+            *total = t;
+        }
+    }
 }

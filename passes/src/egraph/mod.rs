@@ -10,6 +10,9 @@
 //! - [`cost`]: the [`CostModel`] trait, [`OpCountCost`] (the reference target) and a [`cost::Roofline`] helper;
 //! - [`rules`]: one file per rule family, each rule named and checked for soundness by a test.
 //!
+//! - [`provenance`]: which original values and nodes each part of the optimized graph stands for
+//!   ([`optimize_traced`]); optimized nodes keep the names of the original nodes of the same op they cover.
+//!
 //! Runs are always bounded (iterations, e-nodes, time) and report why they stopped; rules can be switched off by
 //! name ([`Options::disabled_rules`]), which allows bisecting a bad rule.
 
@@ -23,6 +26,7 @@ pub mod convert;
 pub mod cost;
 pub mod extract;
 pub mod lang;
+pub mod provenance;
 pub mod rules;
 pub mod shapes;
 #[cfg(test)]
@@ -32,6 +36,7 @@ pub use analysis::{ConstEvaluator, Facts, GraphAnalysis};
 pub use convert::OptError;
 pub use cost::{CostModel, OpCountCost, Roofline};
 pub use lang::ENode;
+pub use provenance::{Fate, Provenance};
 
 /// Bounds and switches of one optimization.
 #[derive(Clone, Debug)]
@@ -89,6 +94,18 @@ pub fn optimize(
     evaluator: Option<Arc<dyn ConstEvaluator>>,
     options: &Options,
 ) -> Result<(Graph, Stats), OptError> {
+    optimize_traced(graph, cost, evaluator, options).map(|(g, stats, _)| (g, stats))
+}
+
+/// Optimizes like [`optimize`] (the same graph) and also reports the [`Provenance`] of the result: for every
+/// original value, the optimized value it equals or the fused nodes that absorbed it; for every optimized node,
+/// the original nodes it covers.
+pub fn optimize_traced(
+    graph: &Graph,
+    cost: &dyn CostModel,
+    evaluator: Option<Arc<dyn ConstEvaluator>>,
+    options: &Options,
+) -> Result<(Graph, Stats, Provenance), OptError> {
     let start = Instant::now();
     let analysis = GraphAnalysis::new(evaluator, options.fold_limit);
     let imported = convert::import(graph, analysis)?;
@@ -128,7 +145,17 @@ pub fn optimize(
         .filter_map(|o| imported.value_class[o.index()])
         .collect();
     let extraction = extract::extract_dag(&egraph, cost, &roots)?;
-    let out = convert::export(graph, &egraph, &imported.value_class, &extraction.choice)?;
+    let exported =
+        convert::export_traced(graph, &egraph, &imported.value_class, &extraction.choice)?;
+    let mut out = exported.graph;
+    let prov = provenance::trace(
+        graph,
+        &out,
+        &egraph,
+        &imported.value_class,
+        &exported.class_values,
+    );
+    provenance::name_nodes(graph, &mut out, &prov);
     let stats = Stats {
         imported_nodes: graph.nodes.len(),
         optimized_nodes: out.nodes.len(),
@@ -139,5 +166,5 @@ pub fn optimize(
         optimize_ms: start.elapsed().as_secs_f64() * 1e3,
     };
     tracing::debug!(?stats, cost = extraction.cost, "e-graph optimization done");
-    Ok((out, stats))
+    Ok((out, stats, prov))
 }

@@ -195,9 +195,10 @@ fn add(b: &mut GraphBuilder, x: ValueId, y: ValueId) -> ValueId {
     bin(b, ops::Add::default(), x, y)
 }
 
-/// `Abs(x) + 0.5`: positive, for roots and reciprocals.
+/// `x · x + 0.5`: positive, for roots and reciprocals (made of binary ops only, so that the layout cases can look
+/// for the unary op they test).
 fn positive(b: &mut GraphBuilder, x: ValueId) -> ValueId {
-    let a = un(b, ops::Abs::default(), x);
+    let a = mul(b, x, x);
     let h = scalar_const(b, "half", 0.5);
     add(b, a, h)
 }
@@ -218,7 +219,7 @@ fn square(b: &mut GraphBuilder, x: ValueId, pow: bool) -> ValueId {
     }
 }
 
-/// `Pow(x, 2)`, `Pow(|x| + ½, −½)`, `x · (1 / (|x| + ½))` (or reversed).
+/// `Pow(x, 2)`, `Pow(x² + ½, −½)`, `x · (1 / (x² + ½))` (or reversed).
 fn canon_case(which: &str) -> Graph {
     let mut b = GraphBuilder::new("case");
     let x = f32_input(&mut b, &[2, 3]);
@@ -374,6 +375,11 @@ fn silu_case(left: bool) -> Graph {
 
 /// `Softmax(MatMul(Q, Kᵀ) / 2 + M) · V` (`mask`) or `Softmax(MatMul(Q, Kᵀ) · ½) · V`.
 fn attention_case(mask: bool) -> Graph {
+    attention_graph(mask, 0.5)
+}
+
+/// [`attention_case`] with the unmasked scores scaled by `c`.
+fn attention_graph(mask: bool, c: f32) -> Graph {
     let mut b = GraphBuilder::new("case");
     let q = b.input("q", TensorType::known(DType::F32, &[2, 3, 4, 8]));
     let kt = b.input("kt", TensorType::known(DType::F32, &[2, 3, 8, 5]));
@@ -385,7 +391,7 @@ fn attention_case(mask: bool) -> Graph {
         let m = b.input("mask", TensorType::known(DType::F32, &[2, 1, 1, 5]));
         add(&mut b, s, m)
     } else {
-        let half = scalar_const(&mut b, "half", 0.5);
+        let half = scalar_const(&mut b, "half", c);
         mul(&mut b, half, s)
     };
     let p = un(&mut b, ops::Softmax::default(), s);
@@ -410,6 +416,176 @@ fn dynamic_reshape_case() -> Graph {
     let y = bin(&mut b, ops::Reshape::default(), x, target);
     let y = relu(&mut b, y);
     finish(b, y)
+}
+
+// ---- Layout and TASO cases ----------------------------------------------------------------------------------------
+
+/// Op count, except that `op` reading a first input of shape `dims` costs 1000: extraction then takes the layout a
+/// rule moved it to.
+struct AvoidOn {
+    op: &'static str,
+    dims: Vec<usize>,
+}
+
+impl CostModel for AvoidOn {
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], _: &[ValueType]) -> f64 {
+        let dims = inputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|t| t.as_tensor())
+            .and_then(|t| t.known_dims());
+        if op.name() == self.op && dims.as_deref() == Some(self.dims.as_slice()) {
+            1000.0
+        } else {
+            1.0
+        }
+    }
+}
+
+/// A unary op with default attributes, by name.
+fn unary_op(name: &str) -> Op {
+    Op::from_attrs(name, Default::default()).unwrap().unwrap()
+}
+
+/// One layout case: the rule, the graph, and which op must no longer read the given shape.
+struct LayoutCase {
+    rule: String,
+    graph: Graph,
+    avoid: AvoidOn,
+}
+
+const PERM: [i64; 3] = [2, 0, 1];
+
+/// For every generated layout rule: `op(Transpose(a))` (sink), `Transpose(op(a))` (hoist), `op(Transpose(a),
+/// Transpose(b))` (sink-same) and `op(Transpose(a), 1.5)` (sink-const), with a = x² + ½ (positive, so Sqrt and
+/// Reciprocal stay finite): f32[2, 3, 4], transposed to [4, 2, 3].
+fn layout_cases() -> Vec<LayoutCase> {
+    use super::rules::layout::{BINARY, UNARY, rule_name};
+    let mut out = Vec::new();
+    for op in UNARY {
+        for kind in ["sink", "hoist"] {
+            let mut b = GraphBuilder::new("case");
+            let x = f32_input(&mut b, &[2, 3, 4]);
+            let a = positive(&mut b, x);
+            let y = if kind == "sink" {
+                let t = un(&mut b, transpose(&PERM), a);
+                un(&mut b, unary_op(op), t)
+            } else {
+                let u = un(&mut b, unary_op(op), a);
+                un(&mut b, transpose(&PERM), u)
+            };
+            let dims = if kind == "sink" {
+                vec![4, 2, 3]
+            } else {
+                vec![2, 3, 4]
+            };
+            out.push(LayoutCase {
+                rule: rule_name(kind, op),
+                graph: finish(b, y),
+                avoid: AvoidOn { op, dims },
+            });
+        }
+    }
+    for op in BINARY {
+        for kind in ["sink-same", "sink-const"] {
+            let mut b = GraphBuilder::new("case");
+            let x = f32_input(&mut b, &[2, 3, 4]);
+            let a = positive(&mut b, x);
+            let ta = un(&mut b, transpose(&PERM), a);
+            let y = if kind == "sink-same" {
+                let x2 = b.input("x2", TensorType::known(DType::F32, &[2, 3, 4]));
+                let a2 = positive(&mut b, x2);
+                let tb = un(&mut b, transpose(&PERM), a2);
+                bin(&mut b, binary_op(op), ta, tb)
+            } else {
+                let c = scalar_const(&mut b, "c", 1.5);
+                bin(&mut b, binary_op(op), ta, c)
+            };
+            out.push(LayoutCase {
+                rule: rule_name(kind, op),
+                graph: finish(b, y),
+                avoid: AvoidOn {
+                    op,
+                    dims: vec![4, 2, 3],
+                },
+            });
+        }
+    }
+    out
+}
+
+fn binary_op(name: &str) -> Op {
+    unary_op(name)
+}
+
+#[test]
+fn layout_rules_are_sound_on_their_cases() {
+    for c in layout_cases() {
+        let (out, _) = optimize_with(&c.graph, &c.avoid, &only(&c.rule));
+        // The rule fired: no `op` node reads the avoided shape any more.
+        let moved = out
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == c.avoid.op)
+            .all(|n| {
+                let t = out.value(n.inputs[0].unwrap()).ty.as_tensor().unwrap();
+                t.known_dims().unwrap() != c.avoid.dims
+            });
+        assert!(
+            moved && has_op(&out, c.avoid.op),
+            "rule `{}` did not fire on its case:\n{}",
+            c.rule,
+            jiuzhou_ir::text::print(&out)
+        );
+        for seed in [1, 2] {
+            let inputs = random_inputs(&c.graph, seed);
+            let want = Interpreter::default()
+                .run(&c.graph, inputs.clone())
+                .unwrap();
+            let got = Interpreter::default().run(&out, inputs).unwrap();
+            assert_close(&got, &want, &c.rule);
+        }
+    }
+}
+
+/// `MatMul(x, W₁..₃)` with W: [4, 3], [4, 5], [4, 2] as three outputs, or (`merged`) one MatMul on the
+/// concatenated weights split into those three.
+fn parallel_matmuls(merged: bool) -> Graph {
+    let mut r = Lcg(13);
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 4]);
+    let ws: Vec<Tensor> = [3, 5, 2].iter().map(|n| r.tensor(&[4, *n])).collect();
+    let outs = if merged {
+        let mut cat = Vec::new();
+        for row in 0..4 {
+            for w in &ws {
+                let n = w.shape()[1];
+                cat.extend_from_slice(&w.to_f64_vec().unwrap()[row * n..(row + 1) * n]);
+            }
+        }
+        let cat: Vec<f32> = cat.into_iter().map(|v| v as f32).collect();
+        let w = b.constant("w", Tensor::from_vec(vec![4, 10], cat).unwrap());
+        let mm = bin(&mut b, ops::MatMul::default(), x, w);
+        let sizes = ints(&mut b, "sizes", &[3, 5, 2]);
+        let split = ops::Split {
+            axis: -1,
+            num_outputs: None,
+        };
+        b.node_opt(split, &[Some(mm), Some(sizes)], 3).unwrap()
+    } else {
+        ws.into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let w = b.constant(&format!("w{i}"), w);
+                bin(&mut b, ops::MatMul::default(), x, w)
+            })
+            .collect()
+    };
+    for o in outs {
+        b.output(o);
+    }
+    b.finish().unwrap()
 }
 
 /// One soundness case: the rule, an op that must be gone afterwards (or fewer nodes), and the graph.
@@ -593,6 +769,8 @@ fn cases() -> Vec<Case> {
         case("silu-left", "Sigmoid", silu_case(true)),
         case("attention", "Softmax", attention_case(true)),
         case("attention", "Softmax", attention_case(false)),
+        case("merge-parallel-matmul", "MatMul", parallel_matmuls(false)),
+        case("split-matmul", "Split", parallel_matmuls(true)),
     ]
 }
 
@@ -692,11 +870,20 @@ fn every_rule_is_sound_on_its_cases() {
 }
 
 #[test]
+fn attention_needs_a_positive_scale() {
+    // Attention multiplies Q and K by √scale each: a negative scale is no Attention.
+    let g = attention_graph(false, -0.5);
+    let (out, _) = optimize_with(&g, &Avoid("Softmax"), &only("attention"));
+    assert!(has_op(&out, "Softmax") && !has_op(&out, "Attention"));
+}
+
+#[test]
 fn every_rule_has_a_soundness_case() {
     let cases = cases();
+    let layout = layout_cases();
     for name in all_rule_names() {
         assert!(
-            cases.iter().any(|c| c.rule == name),
+            cases.iter().any(|c| c.rule == name) || layout.iter().any(|c| c.rule == name),
             "rule `{name}` has no soundness case in egraph/tests.rs"
         );
     }

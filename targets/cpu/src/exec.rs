@@ -4,11 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
-use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_runtime::{Executable, Observer, RunError};
 use jiuzhou_target_reference::Interpreter;
 
 use crate::ExecError;
 use crate::elementwise::{self, BinaryKernels};
+use crate::fault::{self, Fault};
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
 use crate::parallel::{MIN_CHUNK, Parallel};
@@ -141,6 +142,8 @@ pub struct CpuExecutable {
     arena_len: usize,
     interp: Interpreter,
     parallel: Parallel,
+    /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
+    fault_steps: HashSet<usize>,
     _jit: Arc<Jit>,
 }
 
@@ -292,6 +295,20 @@ fn select_kernel(
         }));
     }
     let kernel = match &node.op {
+        Op::Pow(_) => {
+            let (Some(a), Some(b), 2) = (req(0), req(1), ins.len()) else {
+                return Ok(None);
+            };
+            Kernel::Binary {
+                k: BinaryKernels {
+                    vv: native::pow_vv,
+                    vs: native::pow_vs,
+                    sv: native::pow_sv,
+                },
+                a,
+                b,
+            }
+        }
         Op::Relu(_) | Op::Neg(_) | Op::Abs(_) | Op::Sqrt(_) | Op::Clip(_) => {
             let Some(x) = req(0) else { return Ok(None) };
             let op = match &node.op {
@@ -425,9 +442,28 @@ impl CpuExecutable {
 
     /// Compiles `graph`: chooses a kernel or an explicit fallback per node, fuses Relu into a preceding Conv or
     /// Gemm, generates the elementwise kernels, and plans the arena. Runs use `options.threads` threads.
+    ///
+    /// A test-only fault set in the environment ([`crate::fault`]) applies.
     pub fn compile_with(
         graph: Arc<Graph>,
         options: &CpuOptions,
+    ) -> Result<CpuExecutable, ExecError> {
+        Self::build(graph, options, Fault::from_env()?)
+    }
+
+    /// Compiles like [`CpuExecutable::compile`], with `fault` (test-only: the nodes it selects compute wrong
+    /// results on purpose) instead of the one the environment asks for.
+    pub fn compile_with_fault(
+        graph: Arc<Graph>,
+        fault: Option<Fault>,
+    ) -> Result<CpuExecutable, ExecError> {
+        Self::build(graph, &CpuOptions::default(), fault)
+    }
+
+    fn build(
+        graph: Arc<Graph>,
+        options: &CpuOptions,
+        fault: Option<Fault>,
     ) -> Result<CpuExecutable, ExecError> {
         let parallel = Parallel::new(options.threads)?;
         let g = &*graph;
@@ -441,6 +477,21 @@ impl CpuExecutable {
         let mut fused_into: HashMap<ValueId, usize> = HashMap::new();
         // The step that computes each value (values fused into a step map to that step).
         let mut produced_at: HashMap<ValueId, usize> = HashMap::new();
+        let mut fault_steps: HashSet<usize> = HashSet::new();
+        let mut faulty = |node: &Node, si: usize| {
+            if let Some(f) = &fault
+                && f.matches(&node.name, node.op.name())
+            {
+                tracing::warn!(
+                    node = %node.name,
+                    op = node.op.name(),
+                    "{}: the cpu target computes node `{}` WRONG on purpose (test-only fault injection)",
+                    fault::ENV,
+                    node.name
+                );
+                fault_steps.insert(si);
+            }
+        };
         // Subgraphs may capture any value of this graph by name: keep them all alive when there are any.
         let has_subgraphs = g.nodes.iter().any(|n| !n.op.subgraphs().is_empty());
         for node in &g.nodes {
@@ -461,6 +512,7 @@ impl CpuExecutable {
             {
                 epi.relu = true;
                 steps[si].outputs = node.outputs.clone();
+                faulty(node, si);
                 fused_into.remove(x);
                 produced_at.insert(node.outputs[0], si);
                 continue;
@@ -498,6 +550,7 @@ impl CpuExecutable {
                         fused_into.remove(&c);
                         fused_into.insert(*out, si);
                         produced_at.insert(*out, si);
+                        faulty(node, si);
                         break;
                     }
                 }
@@ -541,6 +594,7 @@ impl CpuExecutable {
                 *wd = Arc::new(w2);
                 *bias = Some(Param::Const(Arc::new(b2), vec![scale.len()]));
                 steps[ci].outputs = node.outputs.clone();
+                faulty(node, ci);
                 fused_into.remove(x);
                 fused_into.insert(node.outputs[0], ci);
                 produced_at.insert(node.outputs[0], ci);
@@ -549,6 +603,7 @@ impl CpuExecutable {
             for &o in &node.outputs {
                 produced_at.insert(o, si);
             }
+            faulty(node, si);
             match selected {
                 Some(k) => {
                     if matches!(
@@ -578,6 +633,16 @@ impl CpuExecutable {
                     });
                 }
             }
+        }
+        if let Some(f) = &fault
+            && fault_steps.is_empty()
+        {
+            tracing::warn!(
+                "{}: selector `{}` matches no node of graph `{}`: nothing is perturbed",
+                fault::ENV,
+                f.selector,
+                g.name
+            );
         }
         jit.finish()?;
         for (si, id) in unary_ids {
@@ -664,6 +729,7 @@ impl CpuExecutable {
             arena_len,
             interp: Interpreter::default(),
             parallel,
+            fault_steps,
             _jit: Arc::new(jit),
         })
     }
@@ -688,7 +754,11 @@ impl CpuExecutable {
         self.steps.len()
     }
 
-    fn run_impl(&self, inputs: Vec<Value>) -> Result<Vec<Value>, ExecError> {
+    fn run_impl(
+        &self,
+        inputs: Vec<Value>,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<Vec<Value>, ExecError> {
         let g = &*self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(ExecError::new(format!(
@@ -712,7 +782,7 @@ impl CpuExecutable {
             env,
             base: arena.as_mut_ptr(),
         };
-        for step in &self.steps {
+        for (si, step) in self.steps.iter().enumerate() {
             match &step.kind {
                 StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
                 StepKind::Fallback(wrapped, outer) => {
@@ -730,6 +800,19 @@ impl CpuExecutable {
                     for (&o, v) in step.outputs.iter().zip(outs) {
                         rt.env[o.index()] = Slot::Heap(v);
                     }
+                }
+            }
+            if self.fault_steps.contains(&si) {
+                for &o in &step.outputs {
+                    // The perturbed copy lives on the heap; the arena slot (if any) is simply not read again.
+                    let v = fault::perturb(&rt.value(o)?);
+                    rt.env[o.index()] = Slot::Heap(v);
+                }
+            }
+            if let Some(observe) = observer.as_mut() {
+                // Copied out now: an arena slot is reused once its value is dead.
+                for &o in &step.outputs {
+                    observe(&g.value(o).name, &rt.value(o)?);
                 }
             }
             for &v in &step.frees {
@@ -1047,11 +1130,20 @@ impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
         // Inside the pool, so that the kernels' nested parallel loops (and `gemm`'s) use its threads.
         self.parallel
-            .install(|| self.run_impl(inputs))
+            .install(|| self.run_impl(inputs, None))
             .map_err(|e| RunError::Exec(e.0))
     }
 
     fn target_name(&self) -> &str {
         "cpu"
+    }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        self.run_impl(inputs, Some(observer))
+            .map_err(|e| RunError::Exec(e.0))
     }
 }

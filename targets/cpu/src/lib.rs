@@ -8,14 +8,18 @@
 //! the reference implementation, explicitly: the executable lists those nodes in [`CpuExecutable::fallback_ops`]
 //! and compilation logs them. Intermediate f32 tensors with static shapes live in one arena laid out at compile
 //! time from liveness ([`plan`]). Kernels split their work over threads ([`parallel`], [`CpuOptions::threads`]) only
-//! along independent output elements, so results are bit-identical for every thread count.
+//! along independent output elements, so results are bit-identical for every thread count. Runs can report every
+//! step's outputs (`run_observed`, for `jiuzhou compare`); [`fault`] is a test-only switch that makes chosen nodes
+//! compute wrong results on purpose.
 //!
 //! **Architecture invariant:** this crate sees only the IR, never ONNX; it uses the reference target only through
 //! its public interpreter, for the fallback nodes.
 #![deny(missing_docs)]
 
+pub mod attention;
 pub mod elementwise;
 mod exec;
+pub mod fault;
 pub mod jit;
 pub mod linalg;
 pub mod movement;

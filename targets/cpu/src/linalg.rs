@@ -28,7 +28,7 @@ pub struct Epilogue {
 /// # Safety
 /// The pointers must cover every element the strides and sizes address; `dst` must not overlap the operands.
 #[allow(clippy::too_many_arguments)]
-unsafe fn raw_gemm(
+pub(crate) unsafe fn raw_gemm(
     m: usize,
     n: usize,
     k: usize,

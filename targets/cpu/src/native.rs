@@ -109,7 +109,16 @@ pub(crate) fn check_buffers(
 /// Chooses a native kernel for `node`, or `None` when none covers it (its op, attributes, dtypes or non-constant
 /// parameters).
 pub fn select(graph: &Graph, node: &Node) -> Option<Native> {
-    if node.outputs.len() != 1 || !is_f32(graph, node.outputs[0]) {
+    // Inference Dropout may list its mask output; when nothing reads the mask, only the data output matters.
+    let dead_mask = matches!(node.op, Op::Dropout(_))
+        && node.outputs.len() == 2
+        && graph.nodes.iter().all(|n| n.op.subgraphs().is_empty())
+        && !graph.outputs.contains(&node.outputs[1])
+        && !graph
+            .nodes
+            .iter()
+            .any(|n| n.inputs.contains(&Some(node.outputs[1])));
+    if (node.outputs.len() != 1 && !dead_mask) || !is_f32(graph, node.outputs[0]) {
         return None;
     }
     let ins = &node.inputs;
@@ -256,6 +265,27 @@ pub fn select(graph: &Graph, node: &Node) -> Option<Native> {
             r.keepdims,
             r.noop_with_empty_axes,
         ),
+        Op::Attention(a) => {
+            let rank = |v: ValueId| match &graph.value(v).ty {
+                ValueType::Tensor(t) => t.shape.as_ref().map(|s| s.len()),
+                _ => None,
+            };
+            let inputs: Vec<ValueId> = ins.iter().copied().collect::<Option<_>>()?;
+            let supported = (3..=4).contains(&inputs.len())
+                && inputs.iter().all(|&i| is_f32(graph, i))
+                && inputs[..3].iter().all(|&i| rank(i) == Some(4))
+                && a.left_window_size < 0
+                && a.right_window_size < 0
+                && a.softcap == 0.0
+                && a.softmax_precision.is_none_or(|p| p == 1);
+            supported.then(|| Native {
+                kernel: Box::new(crate::attention::Attention {
+                    scale: a.scale,
+                    causal: a.is_causal != 0,
+                }),
+                inputs,
+            })
+        }
         Op::Identity(_) if ins.len() == 1 => one(Box::new(mv::Reshape::Identity)),
         Op::Dropout(_) => {
             // Inference: without `training_mode` (or with a constant false one) Dropout is the identity.
@@ -493,6 +523,43 @@ impl NativeKernel for Activation {
             *o = self.apply(x);
         }
         Ok(())
+    }
+}
+
+/// `a^b` over contiguous runs (both operands vectors), as the reference: in f64, rounded once.
+///
+/// # Safety
+/// `a`, `b` and `out` must hold `n` elements.
+pub unsafe extern "C" fn pow_vv(a: *const f32, b: *const f32, out: *mut f32, n: usize) {
+    for i in 0..n {
+        // SAFETY: `i < n` (caller's contract).
+        unsafe { *out.add(i) = (*a.add(i) as f64).powf(*b.add(i) as f64) as f32 };
+    }
+}
+
+/// `a^b` with a scalar exponent.
+///
+/// # Safety
+/// `a` and `out` must hold `n` elements, `b` one.
+pub unsafe extern "C" fn pow_vs(a: *const f32, b: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: caller's contract.
+    let e = unsafe { *b } as f64;
+    for i in 0..n {
+        // SAFETY: `i < n`.
+        unsafe { *out.add(i) = (*a.add(i) as f64).powf(e) as f32 };
+    }
+}
+
+/// `a^b` with a scalar base.
+///
+/// # Safety
+/// `b` and `out` must hold `n` elements, `a` one.
+pub unsafe extern "C" fn pow_sv(a: *const f32, b: *const f32, out: *mut f32, n: usize) {
+    // SAFETY: caller's contract.
+    let x = unsafe { *a } as f64;
+    for i in 0..n {
+        // SAFETY: `i < n`.
+        unsafe { *out.add(i) = x.powf(*b.add(i) as f64) as f32 };
     }
 }
 

@@ -987,3 +987,60 @@ fn conv_batchnorm_residual_relu_fuse() {
     // Conv(shortcut), Conv+BN+Add+Relu, Conv, Sigmoid, Add.
     assert_eq!(e.num_steps(), 5);
 }
+
+/// Pow with broadcasting (f32 base and exponent; positive bases so most results are finite), and an inference
+/// Dropout that lists its (unused) mask output.
+#[test]
+fn pow_and_dropout_with_mask() {
+    let mut rng = Rng(1234);
+    for (i, (a, b)) in PAIRS.iter().enumerate() {
+        let mut g = GraphBuilder::new("t");
+        let x = input(&mut g, "x", a);
+        let e = input(&mut g, "e", b);
+        let ax = g.node1(Abs::default(), &[x]).unwrap();
+        let p = g.node1(Pow::default(), &[ax, e]).unwrap();
+        g.output(p);
+        let ex = check(g.finish().unwrap(), vec![rng.tensor(a), rng.tensor(b)]);
+        assert!(ex.fallback_ops().is_empty(), "case {i}");
+    }
+    let mut g = GraphBuilder::new("t");
+    let x = input(&mut g, "x", &[3, 4]);
+    let outs = g.node_opt(Dropout::default(), &[Some(x)], 2).unwrap();
+    let y = g.node1(Relu::default(), &[outs[0]]).unwrap();
+    g.output(y);
+    let e = check(g.finish().unwrap(), vec![rng.tensor(&[3, 4])]);
+    assert!(e.fallback_ops().is_empty());
+}
+
+/// Attention as the pattern rules produce it: 4-D Q, K, V, grouped key/value heads, additive masks of every rank
+/// (some shorter than the keys), causal, default and explicit scale.
+#[test]
+fn attention_variants() {
+    /// (batch, q heads, kv heads, q seq, kv seq, mask shape, causal)
+    type Case = (usize, usize, usize, usize, usize, Option<Vec<usize>>, bool);
+    let cases: Vec<Case> = vec![
+        // (batch, q heads, kv heads, q seq, kv seq, mask shape, causal)
+        (1, 2, 2, 5, 5, None, false),
+        (2, 4, 2, 3, 7, Some(vec![2, 1, 3, 7]), false),
+        (1, 3, 1, 6, 6, Some(vec![6, 6]), true),
+        (2, 2, 2, 4, 9, Some(vec![9]), false),
+        (1, 2, 1, 4, 8, Some(vec![1, 4, 5]), false),
+        (1, 1, 1, 7, 7, None, true),
+    ];
+    for (i, (b, hq, hkv, sq, kv, mask, causal)) in cases.into_iter().enumerate() {
+        let (d, dv) = (4 + i % 3, 3 + i % 2);
+        let op = Attention {
+            is_causal: causal as i64,
+            scale: (i % 2 == 1).then_some(0.3),
+            ..Default::default()
+        };
+        let mut shapes = vec![
+            vec![b, hq, sq, d],
+            vec![b, hkv, kv, d],
+            vec![b, hkv, kv, dv],
+        ];
+        shapes.extend(mask);
+        let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+        native(op, &refs, vec![], i as u64 + 300);
+    }
+}

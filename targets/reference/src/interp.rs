@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiuzhou_ir::{Graph, Op, Tensor, TensorError, Value};
-use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_runtime::{Executable, Observer, RunError};
 
 /// Why evaluating a node failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -241,11 +241,32 @@ impl Interpreter {
         self.run_graph(graph, inputs, None)
     }
 
+    /// Runs `graph` like [`Interpreter::run`] and calls `observer` with every output of every node of `graph`
+    /// (not of its subgraphs) right after the node is evaluated, in node order.
+    pub fn run_observed(
+        &self,
+        graph: &Graph,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, EvalError> {
+        self.run_graph_observed(graph, inputs, None, Some(observer))
+    }
+
     pub(crate) fn run_graph(
         &self,
         graph: &Graph,
         inputs: Vec<Value>,
         parent: Option<&Scope<'_>>,
+    ) -> Result<Vec<Value>, EvalError> {
+        self.run_graph_observed(graph, inputs, parent, None)
+    }
+
+    fn run_graph_observed(
+        &self,
+        graph: &Graph,
+        inputs: Vec<Value>,
+        parent: Option<&Scope<'_>>,
+        mut observer: Option<&mut Observer<'_>>,
     ) -> Result<Vec<Value>, EvalError> {
         if inputs.len() != graph.inputs.len() {
             eval_bail!(
@@ -356,6 +377,11 @@ impl Interpreter {
                 );
             }
             tracing::trace!(node = %node.name, op = node.op.name(), "evaluated");
+            if let Some(observe) = observer.as_mut() {
+                for (id, v) in node.outputs.iter().zip(&outputs) {
+                    observe(&graph.value(*id).name, v);
+                }
+            }
             for (id, v) in node.outputs.iter().zip(outputs) {
                 env[id.index()] = Some(v);
             }
@@ -415,5 +441,54 @@ impl Executable for ReferenceExecutable {
 
     fn target_name(&self) -> &str {
         "reference"
+    }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        self.interp
+            .run_observed(&self.graph, inputs, observer)
+            .map_err(|e| RunError::Exec(e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::{DType, GraphBuilder, TensorType, ops};
+
+    #[test]
+    fn observer_sees_every_node_output_in_order() {
+        // y = Relu(x + x) · x
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", TensorType::known(DType::F32, &[3]));
+        let s = b.node1(ops::Add::default(), &[x, x]).unwrap();
+        let r = b.node1(ops::Relu::default(), &[s]).unwrap();
+        let y = b.node1(ops::Mul::default(), &[r, x]).unwrap();
+        b.output(y);
+        let g = b.finish().unwrap();
+        let names: Vec<String> = [s, r, y].iter().map(|v| g.value(*v).name.clone()).collect();
+        let x = Value::Tensor(Arc::new(Tensor::vector(vec![-1.0f32, 2.0, 3.0])));
+        let mut seen: Vec<(String, Vec<f32>)> = Vec::new();
+        let out = Interpreter::default()
+            .run_observed(&g, vec![x], &mut |name, v| {
+                let t = v.as_tensor().unwrap();
+                seen.push((name.to_string(), t.as_slice::<f32>().unwrap().to_vec()));
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (names[0].clone(), vec![-2.0, 4.0, 6.0]),
+                (names[1].clone(), vec![0.0, 4.0, 6.0]),
+                (names[2].clone(), vec![0.0, 8.0, 18.0]),
+            ]
+        );
+        assert_eq!(
+            out[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+            &[0.0, 8.0, 18.0]
+        );
     }
 }

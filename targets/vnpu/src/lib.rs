@@ -32,11 +32,22 @@
 //! traps on out-of-bounds or misaligned accesses and on races the synchronization leaves open (found with vector
 //! clocks, `race.rs`). It also times every instruction on its engine's timeline; [`trace::write_chrome_trace`] turns
 //! the result into a Perfetto-loadable trace with one track per engine.
+//!
+//! # Compiling graphs
+//!
+//! [`codegen`] turns IR nodes into programs for one profile (GEMM/convolution on the cube, elementwise ops on the
+//! vector unit), [`partition`] decides which nodes run on the NPU and which on the host (and why), and
+//! [`VnpuExecutable`] ([`exec`]) runs a whole graph: NPU kernels on the simulator, host regions through a
+//! [`HostCompiler`] the caller supplies (the compiler passes the CPU target), tensors moved and counted at region
+//! boundaries. The ISA and simulator modules know nothing of the IR; only these three do.
 #![deny(missing_docs)]
 
 pub mod builder;
+pub mod codegen;
 pub mod dtype;
+pub mod exec;
 pub mod isa;
+pub mod partition;
 pub mod profile;
 mod race;
 pub mod sim;
@@ -44,9 +55,11 @@ pub mod trace;
 
 pub use builder::ProgramBuilder;
 pub use dtype::DType;
+pub use exec::{HostCompiler, Options, RunStats, VnpuExecutable};
 pub use isa::{
     Access, BinaryOp, Engine, Instr, Mem, Operand, Program, ReduceOp, UnaryOp, VectorInstr,
     VectorOp,
 };
+pub use partition::{NodePlacement, Placement};
 pub use profile::{Profile, ProfileError};
 pub use sim::{Machine, SimReport, Trap, TrapKind};

@@ -110,7 +110,7 @@ fn shipped_names() -> String {
 }
 
 /// A validated machine profile.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     /// The profile's name.
     pub name: String,
@@ -133,7 +133,7 @@ pub struct Profile {
 }
 
 /// Global (off-chip) memory.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobalMemory {
     /// Size in bytes; accesses beyond it trap.
     pub size_bytes: u64,
@@ -144,7 +144,7 @@ pub struct GlobalMemory {
 }
 
 /// An on-chip buffer.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Buffer {
     /// The name programs use (`L0A`, `UB`, …).
     pub name: String,
@@ -155,7 +155,7 @@ pub struct Buffer {
 }
 
 /// The matrix ("cube") unit.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatrixUnit {
     /// The tile `[M, N, K]` one step computes: `C[M×N] += A[M×K] · B[K×N]`.
     pub tile: [u64; 3],
@@ -174,7 +174,7 @@ pub struct MatrixUnit {
 }
 
 /// Cycles per vector op class, for one pass over `lanes` elements.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VectorCycles {
     /// Add, mul, max, …
     pub elementwise: u64,
@@ -187,7 +187,7 @@ pub struct VectorCycles {
 }
 
 /// The vector unit.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VectorUnit {
     /// Elements processed per pass.
     pub lanes: u64,
@@ -202,7 +202,7 @@ pub struct VectorUnit {
 }
 
 /// The DMA engines.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DmaUnit {
     /// Number of DMA channels: with one, the `dma_in` and `dma_out` queues share it (their transfers serialize);
     /// with two or more, each queue has its own.

@@ -13,7 +13,9 @@ use super::analysis::{GraphAnalysis, IrEGraph, attrs_of};
 use super::lang::{AttrsLeaf, ENode};
 
 pub mod cleanup;
+pub mod layout;
 pub mod patterns;
+pub mod taso;
 pub mod weights;
 
 /// A rewrite rule over the IR's e-graph.
@@ -27,6 +29,8 @@ pub fn all_rules() -> Vec<Rule> {
     let mut rules = cleanup::rules();
     rules.extend(weights::rules());
     rules.extend(patterns::rules());
+    rules.extend(layout::rules());
+    rules.extend(taso::rules());
     rules
 }
 

@@ -565,7 +565,8 @@ fn attention(eg: &mut IrEGraph, _root: Id, s: &Subst) -> Option<Id> {
                 }
             }
             for (qk, scale) in scaled {
-                if !same_type(eg, qk, t) || !scale.is_finite() || scale == 0.0 {
+                // Attention scales Q and K by √scale each, so the scale must be positive.
+                if !same_type(eg, qk, t) || !scale.is_finite() || scale <= 0.0 {
                     continue;
                 }
                 for mm in nodes(eg, qk, "MatMul") {

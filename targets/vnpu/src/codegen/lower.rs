@@ -1,0 +1,609 @@
+//! Which IR node becomes which kernel: [`lower`] returns a [`Kernel`] (addresses still symbolic: values and
+//! constant blobs) or the reason the node cannot run on the NPU of this profile.
+//!
+//! On the NPU: MatMul (A of rank 2–3, B a constant or a 2-D/equal-batch activation), Gemm (`transA = 0`; constant
+//! B, either `transB`; `alpha`, `beta` and a constant bias row folded into the packed weights and the f32 bias),
+//! 2-D Conv with `group = 1` (any stride, padding, dilation; constant weights and bias), and the unary and binary
+//! elementwise ops the profile's vector unit lists (Relu, Neg, Abs, Exp, Log, Sqrt, Reciprocal, Tanh, Sigmoid; Add,
+//! Sub, Mul, Div, Max, Min, two-input Sum) on equal shapes, with a constant scalar, or with a constant
+//! per-row-vector (per-channel) second operand. Everything is f32 with static shapes.
+
+use std::sync::Arc;
+
+use jiuzhou_ir::infer::nn::window::Window;
+use jiuzhou_ir::{DType as IrType, Graph, Node, Op, Tensor, ValueId};
+
+use super::Ctx;
+use super::gemm;
+use super::layout::Layout;
+use crate::isa::{BinaryOp, UnaryOp, VectorOp};
+
+/// The second operand of an elementwise kernel.
+#[derive(Clone, Debug)]
+pub enum EltArg {
+    /// Unary op.
+    None,
+    /// A tensor of the result's shape.
+    Value(ValueId),
+    /// A constant scalar.
+    Imm(f64),
+    /// A constant stored row (logical inner-axis values) repeated along every row.
+    RowVec(Vec<f32>),
+    /// A constant full tensor (logical data, packed at compile time).
+    Const(Arc<Tensor>),
+}
+
+/// B of a GEMM.
+#[derive(Clone, Debug)]
+pub enum GemmB {
+    /// Constant weights, logical `k×n` row-major (alpha applied).
+    Weights(Vec<f32>),
+    /// An activation: a 2-D `k×n` tensor shared by every batch, or one `k×n` matrix per batch.
+    Value(ValueId),
+}
+
+/// A lowered node.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    /// `out[b] = A[b] · B(b) (+ bias)`, `batches` times.
+    Gemm {
+        /// A.
+        a: ValueId,
+        /// B.
+        b: GemmB,
+        /// Whether B has a matrix per batch.
+        b_batched: bool,
+        /// The bias (`n` values).
+        bias: Option<Vec<f32>>,
+        /// Rows per batch.
+        m: u64,
+        /// Columns.
+        n: u64,
+        /// Depth.
+        k: u64,
+        /// Batches.
+        batches: u64,
+        /// The result.
+        out: ValueId,
+        /// Relu fused in.
+        relu: bool,
+    },
+    /// A 2-D convolution.
+    Conv {
+        /// The input (NCHW, stored NHWC).
+        x: ValueId,
+        /// The weights `[cout, cin, kh, kw]`.
+        w: Arc<Tensor>,
+        /// The bias.
+        bias: Option<Vec<f32>>,
+        /// `[n, cin, h, w]`.
+        in_shape: [u64; 4],
+        /// `[cout, oh, ow]`.
+        out_shape: [u64; 3],
+        /// Kernel size.
+        kernel: [u64; 2],
+        /// Strides.
+        strides: [u64; 2],
+        /// Dilations.
+        dilations: [u64; 2],
+        /// Leading pads.
+        pads: [u64; 2],
+        /// The result.
+        out: ValueId,
+        /// Relu fused in.
+        relu: bool,
+    },
+    /// An elementwise op.
+    Elt {
+        /// The vector op.
+        op: VectorOp,
+        /// The first operand (the result's shape).
+        a: ValueId,
+        /// The second operand.
+        b: EltArg,
+        /// The result.
+        out: ValueId,
+    },
+}
+
+impl Kernel {
+    /// The value the kernel writes.
+    pub fn out(&self) -> ValueId {
+        match self {
+            Kernel::Gemm { out, .. } | Kernel::Conv { out, .. } | Kernel::Elt { out, .. } => *out,
+        }
+    }
+
+    /// The non-constant values the kernel reads.
+    pub fn reads(&self) -> Vec<ValueId> {
+        match self {
+            Kernel::Gemm { a, b, .. } => {
+                let mut v = vec![*a];
+                if let GemmB::Value(b) = b {
+                    v.push(*b);
+                }
+                v
+            }
+            Kernel::Conv { x, .. } => vec![*x],
+            Kernel::Elt { a, b, .. } => {
+                let mut v = vec![*a];
+                if let EltArg::Value(b) = b {
+                    v.push(*b);
+                }
+                v
+            }
+        }
+    }
+
+    /// Multiply-adds ×2 (matrix kernels) or elements (vector kernels).
+    pub fn flops(&self) -> f64 {
+        match self {
+            Kernel::Gemm {
+                m, n, k, batches, ..
+            } => 2.0 * (*m * *n * *k * *batches) as f64,
+            Kernel::Conv {
+                in_shape,
+                out_shape,
+                kernel,
+                ..
+            } => {
+                2.0 * (in_shape[0] * out_shape[0] * out_shape[1] * out_shape[2]) as f64
+                    * (in_shape[1] * kernel[0] * kernel[1]) as f64
+            }
+            Kernel::Elt { .. } => 0.0,
+        }
+    }
+
+    /// Whether this kernel may take a following Relu into its epilogue.
+    pub fn can_fuse_relu(&self) -> bool {
+        matches!(
+            self,
+            Kernel::Gemm { relu: false, .. } | Kernel::Conv { relu: false, .. }
+        )
+    }
+
+    /// Fuses a Relu whose result is `out`.
+    pub fn fuse_relu(&mut self, new_out: ValueId) {
+        match self {
+            Kernel::Gemm { out, relu, .. } | Kernel::Conv { out, relu, .. } => {
+                *out = new_out;
+                *relu = true;
+            }
+            Kernel::Elt { .. } => {}
+        }
+    }
+}
+
+/// The static f32 shape of a value, or why there is none.
+pub fn f32_shape(graph: &Graph, id: ValueId) -> Result<Vec<usize>, String> {
+    let v = graph.value(id);
+    let t =
+        v.ty.as_tensor()
+            .ok_or_else(|| format!("`{}` is not a tensor", v.name))?;
+    if t.dtype != IrType::F32 {
+        return Err(format!(
+            "`{}` is {}, the NPU kernels take f32",
+            v.name, t.dtype
+        ));
+    }
+    let dims = t
+        .known_dims()
+        .ok_or_else(|| format!("`{}` has a dynamic shape", v.name))?;
+    if dims.contains(&0) {
+        return Err(format!("`{}` is empty", v.name));
+    }
+    Ok(dims)
+}
+
+fn constant(graph: &Graph, id: ValueId) -> Option<Arc<Tensor>> {
+    graph.value(id).constant.clone()
+}
+
+fn f32_data(t: &Tensor) -> Result<Vec<f32>, String> {
+    t.as_slice::<f32>()
+        .map(<[f32]>::to_vec)
+        .map_err(|e| e.to_string())
+}
+
+fn req(node: &Node, i: usize) -> Result<ValueId, String> {
+    node.inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| format!("input {i} is absent"))
+}
+
+fn unary_op(op: &Op) -> Option<UnaryOp> {
+    Some(match op {
+        Op::Relu(_) => UnaryOp::Relu,
+        Op::Neg(_) => UnaryOp::Neg,
+        Op::Abs(_) => UnaryOp::Abs,
+        Op::Exp(_) => UnaryOp::Exp,
+        Op::Log(_) => UnaryOp::Ln,
+        Op::Sqrt(_) => UnaryOp::Sqrt,
+        Op::Reciprocal(_) => UnaryOp::Recip,
+        Op::Tanh(_) => UnaryOp::Tanh,
+        Op::Sigmoid(_) => UnaryOp::Sigmoid,
+        _ => return None,
+    })
+}
+
+fn binary_op(op: &Op) -> Option<BinaryOp> {
+    Some(match op {
+        Op::Add(_) | Op::Sum(_) => BinaryOp::Add,
+        Op::Sub(_) => BinaryOp::Sub,
+        Op::Mul(_) => BinaryOp::Mul,
+        Op::Div(_) => BinaryOp::Div,
+        Op::Max(_) => BinaryOp::Max,
+        Op::Min(_) => BinaryOp::Min,
+        _ => return None,
+    })
+}
+
+/// Lowers node `node` of `graph` for the profile of `ctx`.
+pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
+    if node.outputs.len() != 1 {
+        return Err(format!(
+            "{} has {} outputs",
+            node.op.name(),
+            node.outputs.len()
+        ));
+    }
+    let out = node.outputs[0];
+    if let Some(u) = unary_op(&node.op) {
+        return lower_unary(ctx, graph, node, u, out);
+    }
+    if let Some(b) = binary_op(&node.op) {
+        return lower_binary(ctx, graph, node, b, out);
+    }
+    match &node.op {
+        Op::MatMul(_) => lower_matmul(ctx, graph, node, out),
+        Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
+        Op::Conv(c) => lower_conv(ctx, graph, node, c, out),
+        op => Err(format!("no vnpu kernel for {}", op.name())),
+    }
+}
+
+fn need_cube(ctx: &Ctx) -> Result<(), String> {
+    match ctx.input {
+        Some(_) => Ok(()),
+        None => Err("the profile's matrix unit takes no f16/bf16 inputs".into()),
+    }
+}
+
+fn lower_unary(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    u: UnaryOp,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    let op = VectorOp::Unary(u);
+    if !ctx.vector_has(op) {
+        return Err(format!("the vector unit lacks {} on f32", op.name()));
+    }
+    if ctx.stage.is_none() {
+        return Err("no staging buffer for the vector unit".into());
+    }
+    let a = req(node, 0)?;
+    let (sa, so) = (f32_shape(graph, a)?, f32_shape(graph, out)?);
+    if sa != so {
+        return Err("input and output shapes differ".into());
+    }
+    if constant(graph, a).is_some() {
+        return Err("constant input (folded by the optimizer)".into());
+    }
+    Ok(Kernel::Elt {
+        op,
+        a,
+        b: EltArg::None,
+        out,
+    })
+}
+
+fn lower_binary(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    bo: BinaryOp,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    let op = VectorOp::Binary(bo);
+    if !ctx.vector_has(op) {
+        return Err(format!("the vector unit lacks {} on f32", op.name()));
+    }
+    if ctx.stage.is_none() {
+        return Err("no staging buffer for the vector unit".into());
+    }
+    if node.inputs.len() != 2 {
+        return Err(format!(
+            "{} with {} inputs",
+            node.op.name(),
+            node.inputs.len()
+        ));
+    }
+    let so = f32_shape(graph, out)?;
+    let (mut x, mut y) = (req(node, 0)?, req(node, 1)?);
+    let commutative = matches!(
+        bo,
+        BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
+    );
+    if (f32_shape(graph, x)? != so || constant(graph, x).is_some()) && commutative {
+        std::mem::swap(&mut x, &mut y);
+    }
+    if f32_shape(graph, x)? != so {
+        return Err("the first operand is broadcast".into());
+    }
+    if constant(graph, x).is_some() {
+        return Err("constant first operand".into());
+    }
+    let sy = f32_shape(graph, y)?;
+    let b = match constant(graph, y) {
+        None if sy == so => EltArg::Value(y),
+        None => return Err("broadcast of a computed operand".into()),
+        Some(t) => {
+            let data = f32_data(&t)?;
+            let layout = Layout::new(&so, 1);
+            if data.len() == 1 {
+                EltArg::Imm(f64::from(data[0]))
+            } else if sy == so {
+                EltArg::Const(t)
+            } else if let Some(v) = row_vector(&so, &sy, &data, layout.nhwc) {
+                EltArg::RowVec(v)
+            } else {
+                return Err(format!("broadcast of {sy:?} to {so:?}"));
+            }
+        }
+    };
+    Ok(Kernel::Elt { op, a: x, b, out })
+}
+
+/// A constant of shape `sy`, broadcast to `so`, that varies only along the stored inner axis (channels for a
+/// channels-last rank-4 result, the last axis otherwise): its inner-axis values.
+fn row_vector(so: &[usize], sy: &[usize], data: &[f32], nhwc: bool) -> Option<Vec<f32>> {
+    if sy.len() > so.len() {
+        return None;
+    }
+    let pad = so.len() - sy.len();
+    let inner = if nhwc { 1 } else { so.len() - 1 };
+    for (i, &d) in sy.iter().enumerate() {
+        let axis = i + pad;
+        if d != 1 && !(axis == inner && d == so[axis]) {
+            return None;
+        }
+    }
+    let n = so[inner];
+    if data.len() == n {
+        Some(data.to_vec())
+    } else {
+        None
+    }
+}
+
+fn lower_matmul(ctx: &Ctx, graph: &Graph, node: &Node, out: ValueId) -> Result<Kernel, String> {
+    need_cube(ctx)?;
+    let (a, b) = (req(node, 0)?, req(node, 1)?);
+    let (sa, sb, so) = (
+        f32_shape(graph, a)?,
+        f32_shape(graph, b)?,
+        f32_shape(graph, out)?,
+    );
+    if !(2..=3).contains(&sa.len()) || so.len() != sa.len() {
+        return Err(format!(
+            "MatMul of rank {} (the NPU takes ranks 2 and 3)",
+            sa.len()
+        ));
+    }
+    if constant(graph, a).is_some() {
+        return Err("constant A".into());
+    }
+    let k = *sa.last().unwrap_or(&1) as u64;
+    let n = *so.last().unwrap_or(&1) as u64;
+    let (m, batches, bb) = match sb.len() {
+        2 => (
+            (sa[..sa.len() - 1].iter().product::<usize>()) as u64,
+            1,
+            false,
+        ),
+        3 if sa.len() == 3 && sa[0] == sb[0] => (sa[1] as u64, sa[0] as u64, true),
+        _ => return Err(format!("MatMul of {sa:?} by {sb:?} (broadcast batches)")),
+    };
+    let gb = match constant(graph, b) {
+        Some(t) if !bb => GemmB::Weights(f32_data(&t)?),
+        Some(_) => return Err("batched constant B".into()),
+        None => GemmB::Value(b),
+    };
+    Ok(Kernel::Gemm {
+        a,
+        b: gb,
+        b_batched: bb,
+        bias: None,
+        m,
+        n,
+        k,
+        batches,
+        out,
+        relu: false,
+    })
+}
+
+fn lower_gemm(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    g: &jiuzhou_ir::ops::Gemm,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    need_cube(ctx)?;
+    if g.transA != 0 {
+        return Err("Gemm with transA".into());
+    }
+    let (a, b) = (req(node, 0)?, req(node, 1)?);
+    let (sa, sb, so) = (
+        f32_shape(graph, a)?,
+        f32_shape(graph, b)?,
+        f32_shape(graph, out)?,
+    );
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err("Gemm operands must be 2-D".into());
+    }
+    if constant(graph, a).is_some() {
+        return Err("constant A".into());
+    }
+    let (m, k, n) = (so[0] as u64, sa[1] as u64, so[1] as u64);
+    let gb = match constant(graph, b) {
+        Some(t) => {
+            let d = f32_data(&t)?;
+            let (r, c) = (sb[0], sb[1]);
+            let mut w = vec![0.0f32; r * c];
+            if g.transB != 0 {
+                for i in 0..r {
+                    for j in 0..c {
+                        w[j * r + i] = d[i * c + j] * g.alpha;
+                    }
+                }
+            } else {
+                for (o, x) in w.iter_mut().zip(&d) {
+                    *o = x * g.alpha;
+                }
+            }
+            GemmB::Weights(w)
+        }
+        None if g.transB == 0 && g.alpha == 1.0 => GemmB::Value(b),
+        None => return Err("Gemm with a computed B and transB or alpha ≠ 1".into()),
+    };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(c) => {
+            let t = constant(graph, c).ok_or("computed Gemm bias C")?;
+            let d = f32_data(&t)?;
+            let sc = t.shape();
+            let row = if d.len() == 1 {
+                vec![d[0]; n as usize]
+            } else if d.len() == n as usize && sc.last() == Some(&(n as usize)) {
+                d
+            } else {
+                return Err(format!("Gemm bias of shape {sc:?}"));
+            };
+            Some(row.into_iter().map(|x| x * g.beta).collect())
+        }
+    };
+    Ok(Kernel::Gemm {
+        a,
+        b: gb,
+        b_batched: false,
+        bias,
+        m,
+        n,
+        k,
+        batches: 1,
+        out,
+        relu: false,
+    })
+}
+
+fn lower_conv(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    c: &jiuzhou_ir::ops::Conv,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    need_cube(ctx)?;
+    let (x, w) = (req(node, 0)?, req(node, 1)?);
+    let (sx, so) = (f32_shape(graph, x)?, f32_shape(graph, out)?);
+    if sx.len() != 4 {
+        return Err(format!(
+            "{}-D Conv (the NPU takes 2-D)",
+            sx.len().saturating_sub(2)
+        ));
+    }
+    if c.group != 1 {
+        return Err(format!("grouped Conv (group = {})", c.group));
+    }
+    let wt = constant(graph, w).ok_or("computed Conv weights")?;
+    f32_shape(graph, w)?;
+    let sw = wt.shape().to_vec();
+    if sw.len() != 4 || sw[1] != sx[1] || so[1] != sw[0] {
+        return Err(format!("Conv of {sx:?} by {sw:?}"));
+    }
+    let kernel = [sw[2] as i64, sw[3] as i64];
+    let win = Window::new(
+        2,
+        &kernel,
+        c.strides.as_deref(),
+        c.dilations.as_deref(),
+        c.pads.as_deref(),
+        &c.auto_pad,
+        0,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pads = [0u64; 2];
+    for (i, p) in pads.iter_mut().enumerate() {
+        let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
+        if g.output != so[2 + i] {
+            return Err("Conv output shape disagrees with its geometry".into());
+        }
+        *p = g.pad_begin as u64;
+    }
+    let bias = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(b) => {
+            let t = constant(graph, b).ok_or("computed Conv bias")?;
+            let d = f32_data(&t)?;
+            if d.len() != sw[0] {
+                return Err("Conv bias length".into());
+            }
+            Some(d)
+        }
+    };
+    let u = |v: usize| v as u64;
+    Ok(Kernel::Conv {
+        x,
+        w: wt,
+        bias,
+        in_shape: [u(sx[0]), u(sx[1]), u(sx[2]), u(sx[3])],
+        out_shape: [u(so[1]), u(so[2]), u(so[3])],
+        kernel: [u(sw[2]), u(sw[3])],
+        strides: [u(win.strides[0]), u(win.strides[1])],
+        dilations: [u(win.dilations[0]), u(win.dilations[1])],
+        pads,
+        out,
+        relu: false,
+    })
+}
+
+/// Packs logical row-major `k×n` weights into the cube's layout: `packed_rows(k) × ld` elements, zero padded.
+pub fn pack_weights(ctx: &Ctx, w: &[f32], k: u64, n: u64) -> Result<(Vec<f32>, u64), String> {
+    let ld = gemm::packed_ld(ctx, n)?;
+    let rows = gemm::packed_rows(ctx, k);
+    let mut out = vec![0.0; (rows * ld) as usize];
+    for i in 0..k as usize {
+        for j in 0..n as usize {
+            out[i * ld as usize + j] = w[i * n as usize + j];
+        }
+    }
+    Ok((out, ld))
+}
+
+/// Packs conv weights `[cout, cin, kh, kw]` into the im2col K layout `(kh, kw, channel padded to cq)` × `ld`.
+pub fn pack_conv_weights(ctx: &Ctx, w: &Tensor) -> Result<(Vec<f32>, u64, u64), String> {
+    let d = f32_data(w)?;
+    let s = w.shape();
+    let (cout, cin, kh, kw) = (s[0], s[1], s[2], s[3]);
+    let cq = gemm::conv_cq(ctx, cin as u64)? as usize;
+    let ld = gemm::packed_ld(ctx, cout as u64)? as usize;
+    let rows = kh * kw * cq;
+    let mut out = vec![0.0; rows * ld];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for y in 0..kh {
+                for x in 0..kw {
+                    let row = (y * kw + x) * cq + ci;
+                    out[row * ld + co] = d[((co * cin + ci) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    Ok((out, ld as u64, cq as u64))
+}

@@ -1,0 +1,444 @@
+//! Code generation against the reference target: one-node and small graphs with odd shapes (none a multiple of
+//! any tile), compiled for every shipped profile with every node forced onto the NPU, run on the simulator, and
+//! compared with the reference interpreter.
+//!
+//! Tolerances are explicit: the cube rounds its inputs to f16 (ε = 2⁻¹¹) or bf16 (ε = 2⁻⁸) and accumulates
+//! exactly in f32, so each output of a K-deep product is within `K·(2ε+ε²)·max|a|·max|b|` (plus f32 summation
+//! noise) of the exact one; on top of that, every float output has cosine similarity ≥ 0.999 against the
+//! reference on f16 profiles and ≥ 0.99 on bf16 ones. Vector-unit kernels compute in f32 and must match to 1e-5
+//! relative.
+
+use std::sync::Arc;
+
+use jiuzhou_ir::{DType as IrType, Graph, GraphBuilder, Op, Tensor, TensorType, Value, ops};
+use jiuzhou_runtime::Executable;
+use jiuzhou_target_reference::ReferenceExecutable;
+use jiuzhou_target_vnpu::{DType, HostCompiler, Options, Profile, VnpuExecutable};
+
+const PROFILES: [&str; 2] = ["default", "vector_heavy"];
+
+/// Host regions run on the reference interpreter.
+struct RefHost;
+
+impl HostCompiler for RefHost {
+    fn compile(&self, graph: Graph) -> Result<Box<dyn Executable>, String> {
+        Ok(Box::new(ReferenceExecutable::new(Arc::new(graph))))
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(shape.to_vec(), values(n, seed)).unwrap()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_tensor().unwrap().as_slice::<f32>().unwrap().to_vec()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += f64::from(*x) * f64::from(*y);
+        aa += f64::from(*x) * f64::from(*x);
+        bb += f64::from(*y) * f64::from(*y);
+    }
+    if aa == 0.0 && bb == 0.0 {
+        return 1.0;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+struct Run {
+    outputs: Vec<Vec<f32>>,
+    expected: Vec<Vec<f32>>,
+    exec: VnpuExecutable,
+}
+
+/// Compiles `graph` for `profile` with everything possible on the NPU, checks that the nodes listed in
+/// `npu_ops` are there, runs it on `inputs` and on the reference.
+fn run(graph: Graph, profile: &str, inputs: Vec<Tensor>, npu_ops: &[&str]) -> Run {
+    let graph = Arc::new(graph);
+    let options = Options {
+        host_cost: false,
+        record_trace: false,
+    };
+    let exec = VnpuExecutable::compile(
+        graph.clone(),
+        Profile::by_name(profile).unwrap(),
+        &RefHost,
+        &options,
+    )
+    .unwrap_or_else(|e| panic!("{profile}: {e}"));
+    for p in &exec.placement().nodes {
+        if npu_ops.contains(&p.op) {
+            assert!(
+                p.npu,
+                "{profile}: {} ({}) fell back: {:?}",
+                p.name, p.op, p.reason
+            );
+        }
+    }
+    let vals: Vec<Value> = inputs
+        .into_iter()
+        .map(|t| Value::Tensor(Arc::new(t)))
+        .collect();
+    let outputs = exec
+        .run(vals.clone())
+        .unwrap_or_else(|e| panic!("{profile}: {e}"))
+        .iter()
+        .map(f32s)
+        .collect();
+    let expected = ReferenceExecutable::new(graph)
+        .run(vals)
+        .unwrap()
+        .iter()
+        .map(f32s)
+        .collect();
+    Run {
+        outputs,
+        expected,
+        exec,
+    }
+}
+
+fn eps(profile: &str) -> f64 {
+    let p = Profile::by_name(profile).unwrap();
+    match p
+        .matrix
+        .input_dtypes
+        .iter()
+        .find(|d| matches!(d, DType::F16 | DType::BF16))
+    {
+        Some(DType::F16) => 2f64.powi(-11),
+        _ => 2f64.powi(-8),
+    }
+}
+
+fn min_cosine(profile: &str) -> f64 {
+    if eps(profile) < 2f64.powi(-10) {
+        0.999
+    } else {
+        0.99
+    }
+}
+
+/// Checks a cube result: elementwise within the rounding bound of a `k`-deep product with inputs bounded by
+/// `amax`·`bmax`, and the cosine threshold.
+fn check_cube(r: &Run, profile: &str, k: usize, amax: f64, what: &str) {
+    let e = eps(profile);
+    let tol = k as f64 * (2.0 * e + e * e) * amax + 1e-4;
+    for (got, want) in r.outputs.iter().zip(&r.expected) {
+        assert_eq!(got.len(), want.len(), "{what} on {profile}: lengths");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(*g) - f64::from(*w)).abs() <= tol,
+                "{what} on {profile}: element {i} = {g}, reference {w} (tolerance {tol})"
+            );
+        }
+        let c = cosine(got, want);
+        assert!(c >= min_cosine(profile), "{what} on {profile}: cosine {c}");
+    }
+}
+
+fn check_exact(r: &Run, profile: &str, what: &str) {
+    for (got, want) in r.outputs.iter().zip(&r.expected) {
+        assert_eq!(got.len(), want.len(), "{what} on {profile}: lengths");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let ok = (g - w).abs() <= 1e-5 * w.abs().max(1.0) || (g.is_nan() && w.is_nan());
+            assert!(ok, "{what} on {profile}: element {i} = {g}, reference {w}");
+        }
+    }
+}
+
+fn f32_input(b: &mut GraphBuilder, name: &str, shape: &[usize]) -> jiuzhou_ir::ValueId {
+    b.input(name, TensorType::known(IrType::F32, shape))
+}
+
+fn matmul_graph(m: usize, k: usize, n: usize, const_b: bool) -> (Graph, Vec<Tensor>) {
+    let mut b = GraphBuilder::new("mm");
+    let a = f32_input(&mut b, "a", &[m, k]);
+    let mut inputs = vec![tensor(&[m, k], 1)];
+    let w = if const_b {
+        b.constant("w", tensor(&[k, n], 2))
+    } else {
+        inputs.push(tensor(&[k, n], 2));
+        f32_input(&mut b, "w", &[k, n])
+    };
+    let y = b.node1(ops::MatMul::default(), &[a, w]).unwrap();
+    b.output(y);
+    (b.finish().unwrap(), inputs)
+}
+
+#[test]
+fn matmul_on_odd_shapes_matches_the_reference() {
+    let shapes = [
+        (37, 70, 45),
+        (1, 1, 1),
+        (5, 300, 17),
+        (129, 33, 130),
+        (300, 20, 7),
+        (16, 16, 16),
+    ];
+    for profile in PROFILES {
+        for &(m, k, n) in &shapes {
+            for const_b in [true, false] {
+                let (g, inputs) = matmul_graph(m, k, n, const_b);
+                let r = run(g, profile, inputs, &["MatMul"]);
+                check_cube(
+                    &r,
+                    profile,
+                    k,
+                    1.0,
+                    &format!("MatMul {m}x{k}x{n} const_b={const_b}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_matmul_matches_the_reference() {
+    for profile in PROFILES {
+        // Rank-3 A by 2-D constant B (batch folded into M) and rank-3 by rank-3 activations (one GEMM per batch).
+        let mut b = GraphBuilder::new("bmm");
+        let a = f32_input(&mut b, "a", &[3, 19, 33]);
+        let x = f32_input(&mut b, "x", &[3, 33, 21]);
+        let w = b.constant("w", tensor(&[33, 9], 5));
+        let y1 = b.node1(ops::MatMul::default(), &[a, w]).unwrap();
+        let y2 = b.node1(ops::MatMul::default(), &[a, x]).unwrap();
+        b.output(y1);
+        b.output(y2);
+        let r = run(
+            b.finish().unwrap(),
+            profile,
+            vec![tensor(&[3, 19, 33], 3), tensor(&[3, 33, 21], 4)],
+            &["MatMul"],
+        );
+        check_cube(&r, profile, 33, 1.0, "batched MatMul");
+    }
+}
+
+#[test]
+fn gemm_with_trans_b_alpha_beta_and_bias_matches_the_reference() {
+    for profile in PROFILES {
+        let mut b = GraphBuilder::new("gemm");
+        let a = f32_input(&mut b, "a", &[7, 50]);
+        let w = b.constant("w", tensor(&[23, 50], 6));
+        let c = b.constant("c", tensor(&[23], 7));
+        let g = ops::Gemm {
+            transB: 1,
+            alpha: 0.5,
+            beta: 2.0,
+            ..Default::default()
+        };
+        let y = b.node1(g, &[a, w, c]).unwrap();
+        b.output(y);
+        let r = run(
+            b.finish().unwrap(),
+            profile,
+            vec![tensor(&[7, 50], 8)],
+            &["Gemm"],
+        );
+        check_cube(&r, profile, 50, 0.5, "Gemm");
+    }
+}
+
+/// A conv (optionally + Relu) on a `[n, c, h, w]` input with `cout` filters of `k×k`.
+#[allow(clippy::too_many_arguments)]
+fn conv_graph(
+    shape: [usize; 4],
+    cout: usize,
+    k: usize,
+    stride: i64,
+    pad: i64,
+    dilation: i64,
+    bias: bool,
+    relu: bool,
+) -> Graph {
+    let mut b = GraphBuilder::new("conv");
+    let x = f32_input(&mut b, "x", &shape);
+    let w = b.constant("w", tensor(&[cout, shape[1], k, k], 11));
+    let mut ins = vec![x, w];
+    if bias {
+        ins.push(b.constant("b", tensor(&[cout], 12)));
+    }
+    let conv = ops::Conv {
+        strides: Some(vec![stride, stride]),
+        pads: Some(vec![pad, pad, pad, pad]),
+        dilations: Some(vec![dilation, dilation]),
+        ..Default::default()
+    };
+    let mut y = b.node1(conv, &ins).unwrap();
+    if relu {
+        y = b.node1(ops::Relu::default(), &[y]).unwrap();
+    }
+    b.output(y);
+    b.finish().unwrap()
+}
+
+#[test]
+fn conv_on_odd_shapes_matches_the_reference() {
+    // (input, cout, kernel, stride, pad, dilation, bias, relu)
+    type Case = ([usize; 4], usize, usize, i64, i64, i64, bool, bool);
+    let cases: [Case; 6] = [
+        ([1, 3, 11, 13], 5, 3, 1, 1, 1, true, false),
+        ([2, 7, 9, 10], 19, 3, 2, 1, 1, false, true),
+        ([1, 20, 6, 7], 33, 1, 1, 0, 1, true, true),
+        ([1, 3, 17, 15], 8, 7, 2, 3, 1, true, true),
+        ([1, 5, 12, 12], 6, 3, 1, 2, 2, true, false),
+        ([1, 70, 5, 5], 9, 3, 1, 1, 1, false, false),
+    ];
+    for profile in PROFILES {
+        for &(shape, cout, k, s, p, d, bias, relu) in &cases {
+            let g = conv_graph(shape, cout, k, s, p, d, bias, relu);
+            let what = format!("Conv {shape:?} cout={cout} k={k} s={s} p={p} d={d} relu={relu}");
+            let r = run(g, profile, vec![tensor(&shape, 13)], &["Conv", "Relu"]);
+            if relu {
+                let fused = r.exec.placement().nodes.iter().any(|n| {
+                    n.op == "Relu" && n.reason.as_deref().is_some_and(|x| x.starts_with("fused"))
+                });
+                assert!(fused, "{what}: Relu not fused on {profile}");
+            }
+            // Bias values are in [-1, 1) too: the bound grows by one term.
+            check_cube(&r, profile, shape[1] * k * k + 1, 1.0, &what);
+        }
+    }
+}
+
+#[test]
+fn elementwise_ops_match_the_reference() {
+    let shapes: [&[usize]; 3] = [&[37, 45], &[2, 5, 7, 3], &[1001]];
+    for profile in PROFILES {
+        for shape in shapes {
+            let mut b = GraphBuilder::new("elt");
+            let x = f32_input(&mut b, "x", shape);
+            let y = f32_input(&mut b, "y", shape);
+            let mut outs = vec![
+                b.node1(ops::Add::default(), &[x, y]).unwrap(),
+                b.node1(ops::Sub::default(), &[x, y]).unwrap(),
+                b.node1(ops::Mul::default(), &[x, y]).unwrap(),
+                b.node1(ops::Max::default(), &[x, y]).unwrap(),
+                b.node1(ops::Relu::default(), &[x]).unwrap(),
+                b.node1(ops::Exp::default(), &[x]).unwrap(),
+                b.node1(ops::Sigmoid::default(), &[x]).unwrap(),
+                b.node1(ops::Tanh::default(), &[x]).unwrap(),
+                b.node1(ops::Abs::default(), &[x]).unwrap(),
+            ];
+            // A constant scalar, and a constant varying along the stored inner axis.
+            let two = b.constant("two", Tensor::scalar(2.0f32));
+            outs.push(b.node1(ops::Mul::default(), &[x, two]).unwrap());
+            let inner_shape: Vec<usize> = if shape.len() == 4 {
+                vec![shape[1], 1, 1]
+            } else {
+                vec![*shape.last().unwrap()]
+            };
+            let row = b.constant("row", tensor(&inner_shape, 21));
+            outs.push(b.node1(ops::Add::default(), &[row, x]).unwrap());
+            let full = b.constant("full", tensor(shape, 22));
+            outs.push(b.node1(ops::Div::default(), &[x, full]).unwrap());
+            for o in outs {
+                b.output(o);
+            }
+            let g = b.finish().unwrap();
+            let elt_ops = [
+                "Add", "Sub", "Mul", "Max", "Relu", "Exp", "Sigmoid", "Tanh", "Abs", "Div",
+            ];
+            let r = run(
+                g,
+                profile,
+                vec![tensor(shape, 23), tensor(shape, 24)],
+                &elt_ops,
+            );
+            check_exact(&r, profile, &format!("elementwise {shape:?}"));
+        }
+    }
+}
+
+#[test]
+fn mixed_graph_moves_tensors_and_counts_them() {
+    // MatMul (NPU) → Softmax (host) → Add (NPU): two transfers each way and the host region in between.
+    for profile in PROFILES {
+        let mut b = GraphBuilder::new("mixed");
+        let x = f32_input(&mut b, "x", &[9, 31]);
+        let w = b.constant("w", tensor(&[31, 12], 31));
+        let y = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
+        let s = b.node1(ops::Softmax::default(), &[y]).unwrap();
+        let z = b.node1(ops::Add::default(), &[s, y]).unwrap();
+        b.output(z);
+        let r = run(
+            b.finish().unwrap(),
+            profile,
+            vec![tensor(&[9, 31], 32)],
+            &["MatMul", "Add"],
+        );
+        let p = r.exec.placement();
+        assert_eq!(p.npu_nodes(), 2);
+        let sm = p.nodes.iter().find(|n| n.op == "Softmax").unwrap();
+        assert!(!sm.npu && sm.reason.as_deref() == Some("no vnpu kernel for Softmax"));
+        // Up: x, softmax; down: y, z (f32).
+        assert_eq!(
+            r.exec.transfers_bytes(),
+            4 * (9 * 31 + 9 * 12 + 9 * 12 + 9 * 12)
+        );
+        check_cube(&r, profile, 31, 1.0, "mixed");
+    }
+}
+
+#[test]
+fn cycle_count_of_a_small_matmul_is_golden() {
+    // Timing is deterministic and independent of the data: the same program always takes the same cycles.
+    let (g, inputs) = matmul_graph(37, 70, 45, true);
+    let mut got = Vec::new();
+    for profile in PROFILES {
+        let r = run(g.clone(), profile, inputs.clone(), &["MatMul"]);
+        let cycles = r.exec.simulate_cycles().unwrap();
+        assert_eq!(r.exec.last_run().unwrap().sim_cycles, cycles);
+        got.push(format!("{profile} {cycles}"));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/codegen_cycles.txt"
+    );
+    let actual = got.join("\n") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        expected, actual,
+        "rerun with UPDATE_GOLDEN=1 to accept new cycle counts"
+    );
+}
+
+#[test]
+fn unsupported_nodes_say_why() {
+    let mut b = GraphBuilder::new("why");
+    let x = f32_input(&mut b, "x", &[1, 4, 5, 5]);
+    let w = b.constant("w", tensor(&[4, 1, 3, 3], 1));
+    let c = ops::Conv {
+        group: 4,
+        ..Default::default()
+    };
+    let y = b.node1(c, &[x, w]).unwrap();
+    b.output(y);
+    let g = b.finish().unwrap();
+    let r = run(g, "default", vec![tensor(&[1, 4, 5, 5], 2)], &[]);
+    let n = &r.exec.placement().nodes[0];
+    assert!(!n.npu);
+    assert_eq!(n.reason.as_deref(), Some("grouped Conv (group = 4)"));
+    check_exact(&r, "default", "grouped conv on the host");
+    assert!(matches!(Op::Relu(ops::Relu::default()), Op::Relu(_)));
+}
