@@ -170,10 +170,51 @@ fn collect_missing(graph: &Graph, target: Target, out: &mut Vec<MissingOp>) {
     }
 }
 
-/// Compiles a graph for `target` into a runtime session.
+/// A node that runs the reference implementation on a target that lacks a kernel for it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FallbackOp {
+    /// The node's name.
+    pub node: String,
+    /// The node's op.
+    pub op: String,
+}
+
+/// What a target's code generator reports about the executable it made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TargetStats {
+    /// Nodes that run the reference implementation instead of a kernel of the target, in graph order.
+    pub fallback_ops: Vec<FallbackOp>,
+    /// Bytes of the arena that holds intermediate tensors (0 when the target has none).
+    pub peak_arena_bytes: usize,
+    /// Threads the executable runs on.
+    pub threads: usize,
+}
+
+/// A compiled graph: the session that runs it and what the code generator reports.
+pub struct Compiled {
+    /// The session.
+    pub session: Session,
+    /// The code generator's report.
+    pub stats: TargetStats,
+}
+
+/// Compiles a graph for `target` into a runtime session, with the default [`CompileOptions`].
 ///
 /// `opset` is only used in error messages.
 pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session, CompileError> {
+    compile_graph_with(graph, opset, target, &CompileOptions::default()).map(|c| c.session)
+}
+
+/// Generates code for an (already optimized, or deliberately unoptimized) graph for `target` with `options` (the
+/// optimizer fields are not used here: see [`compile_with`]) into a session and the code generator's report.
+///
+/// `opset` is only used in error messages.
+pub fn compile_graph_with(
+    graph: Graph,
+    opset: i64,
+    target: Target,
+    options: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     let missing = missing_ops(&graph, target);
     if !missing.is_empty() {
         return Err(CompileError::Unsupported {
@@ -190,21 +231,53 @@ pub fn compile_graph(graph: Graph, opset: i64, target: Target) -> Result<Session
             profile,
             &jiuzhou_target_vnpu::Options::default(),
         )?;
-        return Ok(Session::new(signature, Box::new(SharedVnpu(exec))));
+        return Ok(Compiled {
+            session: Session::new(signature, Box::new(SharedVnpu(exec))),
+            stats: TargetStats {
+                threads: 1,
+                ..TargetStats::default()
+            },
+        });
     }
     let graph = Arc::new(graph);
-    let exec: Box<dyn jiuzhou_runtime::Executable> = match target {
-        Target::Reference => Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
-        Target::Cpu => Box::new(jiuzhou_target_cpu::CpuExecutable::compile(graph).map_err(
-            |e| CompileError::Codegen {
-                target,
-                message: e.0,
+    let (exec, stats): (Box<dyn jiuzhou_runtime::Executable>, TargetStats) = match target {
+        Target::Reference => (
+            Box::new(jiuzhou_target_reference::ReferenceExecutable::new(graph)),
+            TargetStats {
+                threads: 1,
+                ..TargetStats::default()
             },
-        )?),
+        ),
+        Target::Cpu => {
+            let cpu_options = jiuzhou_target_cpu::CpuOptions {
+                threads: options.threads,
+            };
+            let exec = jiuzhou_target_cpu::CpuExecutable::compile_with(graph, &cpu_options)
+                .map_err(|e| CompileError::Codegen {
+                    target,
+                    message: e.0,
+                })?;
+            let stats = TargetStats {
+                fallback_ops: exec
+                    .fallback_ops()
+                    .iter()
+                    .map(|f| FallbackOp {
+                        node: f.node.clone(),
+                        op: f.op.to_string(),
+                    })
+                    .collect(),
+                peak_arena_bytes: exec.peak_arena_bytes(),
+                threads: exec.threads(),
+            };
+            (Box::new(exec), stats)
+        }
         Target::Vnpu(_) => unreachable!("handled above"),
     };
     tracing::debug!(%target, "compiled");
-    Ok(Session::new(signature, exec))
+    Ok(Compiled {
+        session: Session::new(signature, exec),
+        stats,
+    })
 }
 
 /// Host regions of a vnpu executable run on the CPU target.
@@ -266,6 +339,9 @@ pub struct CompileOptions {
     pub optimize: bool,
     /// The optimizer's options (limits, disabled rules).
     pub opt: egraph::Options,
+    /// Threads for intra-op parallelism (CPU target); 0 (the default) means every available core. Results do not
+    /// depend on it.
+    pub threads: usize,
 }
 
 impl Default for CompileOptions {
@@ -273,6 +349,7 @@ impl Default for CompileOptions {
         CompileOptions {
             optimize: true,
             opt: egraph::Options::default(),
+            threads: 0,
         }
     }
 }
@@ -314,7 +391,7 @@ pub fn compile_with(
     } else {
         model.graph
     };
-    compile_graph(graph, model.opset, target)
+    compile_graph_with(graph, model.opset, target, options).map(|c| c.session)
 }
 
 /// Loads an ONNX file and compiles it for `target` with the default options.
@@ -402,13 +479,14 @@ pub fn vnpu_roofline(p: &Profile) -> Roofline {
 }
 
 /// The vnpu cost model: the profile's roofline; every op the reference implements is supported (the host runs
-/// what the NPU cannot).
+/// what the NPU cannot), except jiuzhou's own fused ops: the NPU code generator has no kernels for them yet, and
+/// choosing them would move whole convolutions to the host.
 #[derive(Clone, Copy, Debug)]
 pub struct VnpuCost(pub Roofline);
 
 impl CostModel for VnpuCost {
     fn supports(&self, op: &Op) -> bool {
-        jiuzhou_target_reference::is_supported(op)
+        jiuzhou_target_reference::is_supported(op) && !op.is_jiuzhou_own()
     }
 
     fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {

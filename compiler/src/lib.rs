@@ -23,6 +23,7 @@
 //! `jiuzhou_ir`.
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod compare;
 pub mod conformance;
 pub mod driver;
@@ -31,6 +32,7 @@ pub mod io;
 pub mod onnx;
 
 pub use driver::{
-    CompileError, CompileOptions, SharedVnpu, Target, compile, compile_graph, compile_vnpu,
-    compile_with, load_and_compile, optimize_graph, optimize_graph_traced,
+    CompileError, CompileOptions, Compiled, SharedVnpu, Target, TargetStats, compile,
+    compile_graph, compile_graph_with, compile_vnpu, compile_with, load_and_compile,
+    optimize_graph, optimize_graph_traced,
 };

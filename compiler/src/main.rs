@@ -1,4 +1,5 @@
-//! The `jiuzhou` command line: inspect, run, optimize, compile, conformance-test and compare ONNX models.
+//! The `jiuzhou` command line: inspect, optimize, compile, run, benchmark, conformance-test and compare ONNX
+//! models and compiled `.jz` artifacts.
 //!
 //! Every failure prints one `error: ...` line and exits non-zero; `-v`/`-vv` turn on `tracing` diagnostics.
 
@@ -8,10 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use jiuzhou_compiler::artifact::{self, Artifact};
 use jiuzhou_compiler::compare::Verdict;
 use jiuzhou_compiler::conformance::{self, Status, Summary};
 use jiuzhou_compiler::harness::{self, Comparison};
-use jiuzhou_compiler::{CompileOptions, Target, io, onnx};
+use jiuzhou_compiler::{CompileOptions, Compiled, Target, io, onnx};
 use jiuzhou_ir::{Dim, Graph, Value, ValueType};
 use jiuzhou_passes::egraph;
 
@@ -36,20 +38,23 @@ enum Command {
         /// The ONNX model.
         model: PathBuf,
     },
-    /// Run a model on input tensors and write its outputs as .npy files.
+    /// Run a model (.onnx, or a .jz artifact from `compile -o`) on input tensors and write its outputs as .npy files.
     Run {
-        /// The ONNX model.
+        /// The ONNX model or compiled artifact.
         model: PathBuf,
-        /// Target to run on.
-        #[arg(long, default_value = "reference", value_parser = parse_target)]
-        target: Target,
+        /// Target to run on (default: reference for .onnx, the artifact's own target for .jz).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<Target>,
+        /// Threads for intra-op parallelism (0: every available core). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// An input: NAME=PATH, or PATH to bind graph inputs in order. PATH is a .npy or a TensorProto .pb file.
         #[arg(long = "input", value_name = "[NAME=]PATH")]
         inputs: Vec<String>,
         /// Folder for output_K.npy (the K-th graph output).
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
-        /// Do not run the e-graph optimizer (it runs by default).
+        /// Do not run the e-graph optimizer (it runs by default; a .jz artifact is already optimized).
         #[arg(long)]
         no_opt: bool,
         /// Accepted for compatibility: optimization is on by default now.
@@ -59,6 +64,36 @@ enum Command {
         /// engine (vnpu targets only).
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+    },
+    /// Measure a model's run latency (compilation excluded) on random or given inputs.
+    Bench {
+        /// The ONNX model or compiled artifact.
+        model: PathBuf,
+        /// Target to run on (default: cpu for .onnx, the artifact's own target for .jz).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<Target>,
+        /// Threads for intra-op parallelism (0: every available core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Untimed runs before the timed ones.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// An input: NAME=PATH, or PATH to bind graph inputs in order (.npy or .pb); inputs not given are random
+        /// (seeded by --seed; symbolic dims set to 1).
+        #[arg(long = "input", value_name = "[NAME=]PATH")]
+        inputs: Vec<String>,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Do not run the e-graph optimizer on an .onnx model.
+        #[arg(long)]
+        no_opt: bool,
+        /// Print, as the last stdout line, one JSON object with the latencies.
+        #[arg(long)]
+        json: bool,
     },
     /// Optimize a model with the e-graph optimizer and print the optimized IR text.
     Opt {
@@ -71,13 +106,19 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         disable_rules: Vec<String>,
     },
-    /// Compile a model for a target (optimizing it first).
+    /// Compile a model for a target (optimizing it first), optionally into a .jz artifact.
     Compile {
         /// The ONNX model.
         model: PathBuf,
         /// Target to compile for.
         #[arg(long, default_value = "reference", value_parser = parse_target)]
         target: Target,
+        /// Write the compiled model to this .jz artifact (`jiuzhou run FILE.jz` runs it).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Threads the executable is compiled for (0: every available core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// Print, as the last stdout line, one JSON object with what the compilation did.
         #[arg(long)]
         stats: bool,
@@ -111,6 +152,9 @@ enum Command {
         /// Worker threads (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Threads each case's executable runs on (0: every available core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// Do not run the e-graph optimizer (it runs by default).
         #[arg(long)]
         no_opt: bool,
@@ -219,6 +263,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Run {
             model,
             target,
+            threads,
             inputs,
             output_dir,
             no_opt,
@@ -227,10 +272,34 @@ fn run(command: Command) -> Result<ExitCode> {
         } => run_model(
             &model,
             target,
+            threads,
             &inputs,
             &output_dir,
-            no_opt,
+            !no_opt,
             trace.as_deref(),
+        ),
+        Command::Bench {
+            model,
+            target,
+            threads,
+            iters,
+            warmup,
+            inputs,
+            seed,
+            no_opt,
+            json,
+        } => bench_model(
+            &model,
+            target,
+            threads,
+            BenchOptions {
+                iters,
+                warmup,
+                seed,
+                opt: !no_opt,
+                json,
+            },
+            &inputs,
         ),
         Command::Opt {
             model,
@@ -240,10 +309,20 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Compile {
             model,
             target,
+            output,
+            threads,
             stats,
             no_opt,
             disable_rules,
-        } => compile_model(&model, target, stats, no_opt, disable_rules),
+        } => compile_model(
+            &model,
+            target,
+            output.as_deref(),
+            threads,
+            stats,
+            no_opt,
+            disable_rules,
+        ),
         Command::Conformance {
             target,
             suite,
@@ -252,16 +331,20 @@ fn run(command: Command) -> Result<ExitCode> {
             pass_list,
             update_pass_list,
             jobs,
+            threads,
             no_opt,
         } => run_conformance(
             target,
             &suite,
-            report.as_deref(),
-            filter.as_deref(),
-            pass_list.as_deref(),
-            update_pass_list,
-            jobs,
-            no_opt,
+            ConformanceArgs {
+                report: report.as_deref(),
+                filter: filter.as_deref(),
+                pass_list: pass_list.as_deref(),
+                update: update_pass_list,
+                jobs,
+                threads,
+                no_opt,
+            },
         ),
         Command::Compare {
             model,
@@ -289,7 +372,111 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn load(path: &Path) -> Result<onnx::Model> {
+    if artifact::is_artifact_path(path) {
+        bail!(
+            "cannot load {}: a .jz file is a compiled artifact, not an ONNX model (`jiuzhou run` and `jiuzhou \
+             bench` take it)",
+            path.display()
+        );
+    }
     onnx::load_model(path).with_context(|| format!("cannot load {}", path.display()))
+}
+
+/// How a model became a session, for timing reports.
+enum Prepared {
+    /// Imported (and maybe optimized) from ONNX and compiled.
+    Compiled { compile_ms: f64 },
+    /// Loaded from a .jz artifact.
+    Loaded { decode_ms: f64, codegen_ms: f64 },
+}
+
+impl Prepared {
+    /// Milliseconds from the file to a runnable session.
+    fn total_ms(&self) -> f64 {
+        match self {
+            Prepared::Compiled { compile_ms } => *compile_ms,
+            Prepared::Loaded {
+                decode_ms,
+                codegen_ms,
+            } => decode_ms + codegen_ms,
+        }
+    }
+}
+
+/// Opens an .onnx model (import, optionally optimize, compile for `target` or `default_target`) or a .jz artifact
+/// (load for `target` or its own target).
+fn prepare(
+    path: &Path,
+    target: Option<Target>,
+    default_target: Target,
+    threads: usize,
+    opt: bool,
+) -> Result<(Compiled, Target, Prepared)> {
+    let options = CompileOptions {
+        threads,
+        ..CompileOptions::default()
+    };
+    if artifact::is_artifact_path(path) {
+        let loaded = artifact::load(path, target, &options)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        let prepared = Prepared::Loaded {
+            decode_ms: loaded.decode_ms,
+            codegen_ms: loaded.codegen_ms,
+        };
+        return Ok((loaded.compiled, loaded.target, prepared));
+    }
+    let target = target.unwrap_or(default_target);
+    let started = std::time::Instant::now();
+    let mut model = load(path)?;
+    // Ops the target lacks are left for the compile step to name (the optimizer could not extract them).
+    if opt && jiuzhou_compiler::driver::missing_ops(&model.graph, target).is_empty() {
+        let (g, stats) =
+            jiuzhou_compiler::optimize_graph(&model.graph, target, &egraph::Options::default())
+                .context("cannot optimize the model")?;
+        tracing::info!(?stats, "optimized");
+        model.graph = g;
+    }
+    let compiled = jiuzhou_compiler::compile_graph_with(model.graph, model.opset, target, &options)
+        .context("cannot compile the model")?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok((compiled, target, Prepared::Compiled { compile_ms }))
+}
+
+/// Reads the `--input` files: `NAME=PATH` binds by name, `PATH` binds the next input in order.
+fn read_inputs(sig: &jiuzhou_runtime::Signature, specs: &[String]) -> Result<Vec<(String, Value)>> {
+    let mut named: Vec<(String, Value)> = Vec::new();
+    let mut positional = 0usize;
+    for spec in specs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) if sig.inputs.iter().any(|p| p.name == n) => (n.to_string(), f),
+            Some((n, _)) if !Path::new(spec).exists() => {
+                let known: Vec<&str> = sig.inputs.iter().map(|p| p.name.as_str()).collect();
+                bail!(
+                    "unknown input `{n}` in --input {spec} (the model's inputs are: {})",
+                    known.join(", ")
+                );
+            }
+            _ => {
+                let port = sig.inputs.get(positional).ok_or_else(|| {
+                    anyhow!(
+                        "--input {spec}: the model has only {} inputs",
+                        sig.inputs.len()
+                    )
+                })?;
+                positional += 1;
+                (port.name.clone(), spec.as_str())
+            }
+        };
+        let port = sig
+            .inputs
+            .iter()
+            .find(|p| p.name == name)
+            .expect("name was checked above");
+        let value = io::read_value_file(Path::new(file), &port.ty)
+            .with_context(|| format!("cannot read input `{name}`"))?;
+        named.push((name, value));
+    }
+    Ok(named)
 }
 
 fn fmt_shape(ty: &ValueType) -> (String, String) {
@@ -425,6 +612,8 @@ fn opt_model(path: &Path, target: Target, disabled_rules: Vec<String>) -> Result
 fn compile_model(
     path: &Path,
     target: Target,
+    output: Option<&Path>,
+    threads: usize,
     print_stats: bool,
     no_opt: bool,
     disabled_rules: Vec<String>,
@@ -440,13 +629,29 @@ fn compile_model(
         (g, Some(s))
     };
     let kernels = graph.nodes.len();
-    // How many nodes of each op the compiled graph has (sorted by op name).
-    let mut ops = std::collections::BTreeMap::<&str, usize>::new();
+    // How many nodes of each op the compiled graph has (sorted by op name); fused ops with an activation are
+    // counted as `Op[activation]`, so that an activation recognized and then fused still shows.
+    let mut ops = std::collections::BTreeMap::<String, usize>::new();
     for node in &graph.nodes {
-        *ops.entry(node.op.name()).or_default() += 1;
+        let activation = match &node.op {
+            jiuzhou_ir::Op::FusedConv(c) => Some(c.activation),
+            jiuzhou_ir::Op::FusedMatMul(m) => Some(m.activation),
+            _ => None,
+        };
+        let key = match activation {
+            Some(a) if a != jiuzhou_ir::ops::Activation::None => format!("{}[{a}]", node.op.name()),
+            _ => node.op.name().to_string(),
+        };
+        *ops.entry(key).or_default() += 1;
     }
     let ops = serde_json::json!(ops);
+    if output.is_some() && matches!(target, Target::Vnpu(_)) {
+        bail!("-o: compiled artifacts are written for the reference and cpu targets, not {target}");
+    }
+    // The artifact holds the graph the executable was compiled from.
+    let saved = output.map(|_| graph.clone());
     let mut vnpu = None;
+    let mut compiled = None;
     if let Target::Vnpu(profile) = target {
         let flops = node_flops(&graph);
         let exec = jiuzhou_compiler::compile_vnpu(
@@ -458,13 +663,32 @@ fn compile_model(
         .context("cannot compile the model")?;
         vnpu = Some((exec, flops));
     } else {
-        jiuzhou_compiler::compile_graph(graph, model.opset, target)
-            .context("cannot compile the model")?;
+        compiled = Some(
+            jiuzhou_compiler::compile_graph_with(
+                graph,
+                model.opset,
+                target,
+                &CompileOptions {
+                    threads,
+                    ..CompileOptions::default()
+                },
+            )
+            .context("cannot compile the model")?,
+        );
     }
     println!(
         "compiled {} for {target}: {kernels} kernel(s)",
         path.display()
     );
+    let mut artifact_bytes = None;
+    if let (Some(out), Some(graph)) = (output, saved) {
+        let n = Artifact::new(graph, model.opset, target)
+            .write(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("wrote {} ({n} bytes)", out.display());
+        artifact_bytes = Some(n);
+    }
+    let target_stats = compiled.map(|c| c.stats).unwrap_or_default();
     let mut vnpu_stats = None;
     if let Some((exec, flops)) = &vnpu {
         print_placement(exec.placement(), flops);
@@ -490,6 +714,9 @@ fn compile_model(
             "egraph_nodes": stats.as_ref().map_or(0, |s| s.egraph_nodes),
             "iterations": stats.as_ref().map_or(0, |s| s.iterations),
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
+            "fallback_ops": target_stats.fallback_ops,
+            "peak_arena_bytes": target_stats.peak_arena_bytes,
+            "threads": target_stats.threads,
             "ops": ops,
         });
         if let Some((placement, cycles, bytes)) = vnpu_stats {
@@ -497,6 +724,163 @@ fn compile_model(
             json["sim_cycles"] = cycles.into();
             json["transfers_bytes"] = bytes.into();
         }
+        if let Some(n) = artifact_bytes {
+            json["artifact_bytes"] = n.into();
+        }
+        println!("{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `bench` runs.
+struct BenchOptions {
+    iters: usize,
+    warmup: usize,
+    seed: u64,
+    opt: bool,
+    json: bool,
+}
+
+/// A small deterministic generator (splitmix64), so random bench inputs are the same on every run.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// A random tensor for an input port: floats uniform in [-1, 1), integers and bools 0 or 1 (valid indices and
+/// masks), symbolic dims set to 1.
+fn random_input(port: &jiuzhou_runtime::Port, rng: &mut SplitMix) -> Result<Value> {
+    use jiuzhou_ir::{DType, Tensor};
+    let ValueType::Tensor(tt) = &port.ty else {
+        bail!(
+            "input `{}` is a {}: give it with --input {}=PATH",
+            port.name,
+            port.ty,
+            port.name
+        );
+    };
+    let Some(dims) = &tt.shape else {
+        bail!(
+            "input `{}` has an unknown rank: give it with --input {}=PATH",
+            port.name,
+            port.name
+        );
+    };
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => *n,
+            Dim::Sym(s) => {
+                tracing::warn!(input = %port.name, dim = %s, "random input: symbolic dim set to 1");
+                1
+            }
+        })
+        .collect();
+    let n = jiuzhou_ir::tensor::checked_numel(&shape, tt.dtype)
+        .with_context(|| format!("input `{}`", port.name))?;
+    let t = match tt.dtype {
+        DType::F32 => Tensor::from_vec(shape, (0..n).map(|_| rng.unit() as f32).collect()),
+        DType::F64 => Tensor::from_vec(shape, (0..n).map(|_| rng.unit()).collect()),
+        DType::I64 => Tensor::from_vec(shape, (0..n).map(|_| (rng.next() & 1) as i64).collect()),
+        DType::I32 => Tensor::from_vec(shape, (0..n).map(|_| (rng.next() & 1) as i32).collect()),
+        DType::U8 => Tensor::from_vec(shape, (0..n).map(|_| (rng.next() & 1) as u8).collect()),
+        DType::Bool => Tensor::from_vec(shape, (0..n).map(|_| rng.next() & 1 == 1).collect()),
+        other => bail!(
+            "no random {other} inputs: give `{}` with --input {}=PATH",
+            port.name,
+            port.name
+        ),
+    }?;
+    Ok(Value::Tensor(std::sync::Arc::new(t)))
+}
+
+fn bench_model(
+    path: &Path,
+    target: Option<Target>,
+    threads: usize,
+    opts: BenchOptions,
+    specs: &[String],
+) -> Result<ExitCode> {
+    if opts.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let (compiled, target, prepared) = prepare(path, target, Target::Cpu, threads, opts.opt)?;
+    let session = compiled.session;
+    let sig = session.signature().clone();
+    let mut named = read_inputs(&sig, specs)?;
+    let mut rng = SplitMix(opts.seed);
+    for port in &sig.inputs {
+        if !named.iter().any(|(n, _)| *n == port.name) {
+            named.push((port.name.clone(), random_input(port, &mut rng)?));
+        }
+    }
+    let mut inputs = Vec::with_capacity(sig.inputs.len());
+    for port in &sig.inputs {
+        let i = named
+            .iter()
+            .position(|(n, _)| *n == port.name)
+            .expect("every input was bound above");
+        inputs.push(named.swap_remove(i).1);
+    }
+    for _ in 0..opts.warmup {
+        session.run(inputs.clone()).context("run failed")?;
+    }
+    let mut times = Vec::with_capacity(opts.iters);
+    for _ in 0..opts.iters {
+        let started = std::time::Instant::now();
+        let out = session.run(inputs.clone()).context("run failed")?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(out);
+    }
+    times.sort_by(f64::total_cmp);
+    let (min, max) = (times[0], times[times.len() - 1]);
+    let mid = times.len() / 2;
+    let median = if times.len() % 2 == 1 {
+        times[mid]
+    } else {
+        (times[mid - 1] + times[mid]) / 2.0
+    };
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let threads = compiled.stats.threads;
+    println!(
+        "{} on {target} ({threads} thread(s)): {} in {:.1} ms",
+        path.display(),
+        if matches!(prepared, Prepared::Loaded { .. }) {
+            "loaded"
+        } else {
+            "compiled"
+        },
+        prepared.total_ms()
+    );
+    println!(
+        "latency over {} run(s) after {} warm-up: min {min:.3} ms, median {median:.3} ms, max {max:.3} ms",
+        opts.iters, opts.warmup
+    );
+    if opts.json {
+        let json = serde_json::json!({
+            "model": path.display().to_string(),
+            "target": target.to_string(),
+            "threads": threads,
+            "iters": opts.iters,
+            "warmup": opts.warmup,
+            "min_ms": min,
+            "median_ms": median,
+            "max_ms": max,
+            "mean_ms": mean,
+            "compile_ms": prepared.total_ms(),
+        });
         println!("{json}");
     }
     Ok(ExitCode::SUCCESS)
@@ -576,30 +960,33 @@ fn placement_json(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) -> serde_js
 
 fn run_model(
     path: &Path,
-    target: Target,
+    target: Option<Target>,
+    threads: usize,
     specs: &[String],
     out_dir: &Path,
-    no_opt: bool,
+    opt: bool,
     trace: Option<&Path>,
 ) -> Result<ExitCode> {
     let vnpu_profile = match target {
-        Target::Vnpu(p) => Some(p),
+        Some(Target::Vnpu(p)) => Some(p),
         _ if trace.is_some() => bail!("--trace needs a vnpu target (--target vnpu[:PROFILE])"),
         _ => None,
     };
-    let mut model = load(path)?;
-    // Ops the target lacks are left for the compile step to name (the optimizer could not extract them).
-    if !no_opt && jiuzhou_compiler::driver::missing_ops(&model.graph, target).is_empty() {
-        let (g, stats) =
-            jiuzhou_compiler::optimize_graph(&model.graph, target, &egraph::Options::default())
-                .context("cannot optimize the model")?;
-        tracing::info!(?stats, "optimized");
-        model.graph = g;
-    }
-    let started = std::time::Instant::now();
     let mut vnpu = None;
-    let session = match vnpu_profile {
+    let (session, prepared) = match vnpu_profile {
         Some(profile) => {
+            let started = std::time::Instant::now();
+            let mut model = load(path)?;
+            if opt {
+                let (g, stats) = jiuzhou_compiler::optimize_graph(
+                    &model.graph,
+                    Target::Vnpu(profile),
+                    &egraph::Options::default(),
+                )
+                .context("cannot optimize the model")?;
+                tracing::info!(?stats, "optimized");
+                model.graph = g;
+            }
             let signature = jiuzhou_runtime::Signature::of(&model.graph);
             let options = jiuzhou_target_vnpu::Options {
                 record_trace: trace.is_some(),
@@ -608,13 +995,18 @@ fn run_model(
             let exec = jiuzhou_compiler::compile_vnpu(model.graph, model.opset, profile, &options)
                 .context("cannot compile the model")?;
             vnpu = Some(exec.clone());
-            jiuzhou_runtime::Session::new(signature, Box::new(jiuzhou_compiler::SharedVnpu(exec)))
+            let session = jiuzhou_runtime::Session::new(
+                signature,
+                Box::new(jiuzhou_compiler::SharedVnpu(exec)),
+            );
+            let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+            (session, Prepared::Compiled { compile_ms })
         }
-        // Already optimized above.
-        None => jiuzhou_compiler::compile_with(model, target, &CompileOptions::no_opt())
-            .context("cannot compile the model")?,
+        None => {
+            let (compiled, _, prepared) = prepare(path, target, Target::Reference, threads, opt)?;
+            (compiled.session, prepared)
+        }
     };
-    let compile_time = started.elapsed();
     let sig = session.signature().clone();
     let named = read_inputs(&sig, specs)?;
     let started = std::time::Instant::now();
@@ -653,11 +1045,19 @@ fn run_model(
             shape,
         ]);
     }
-    println!(
-        "compiled in {:.1} ms, ran in {:.1} ms",
-        compile_time.as_secs_f64() * 1e3,
-        run_time.as_secs_f64() * 1e3
-    );
+    let run_ms = run_time.as_secs_f64() * 1e3;
+    match prepared {
+        Prepared::Compiled { compile_ms } => {
+            println!("compiled in {compile_ms:.1} ms, ran in {run_ms:.1} ms")
+        }
+        Prepared::Loaded {
+            decode_ms,
+            codegen_ms,
+        } => println!(
+            "loaded in {:.1} ms (decode {decode_ms:.1} ms, codegen {codegen_ms:.1} ms), ran in {run_ms:.1} ms",
+            decode_ms + codegen_ms
+        ),
+    }
     println!("outputs ({} on {}):", outputs.len(), session.target_name());
     print_table(&rows);
     println!(
@@ -696,54 +1096,27 @@ fn run_model(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads `--input` values: `NAME=PATH`, or `PATH` for the next graph input in order.
-fn read_inputs(sig: &jiuzhou_runtime::Signature, specs: &[String]) -> Result<Vec<(String, Value)>> {
-    let mut named: Vec<(String, Value)> = Vec::new();
-    let mut positional = 0usize;
-    for spec in specs {
-        let (name, file) = match spec.split_once('=') {
-            Some((n, f)) if sig.inputs.iter().any(|p| p.name == n) => (n.to_string(), f),
-            Some((n, _)) if !Path::new(spec).exists() => {
-                let known: Vec<&str> = sig.inputs.iter().map(|p| p.name.as_str()).collect();
-                bail!(
-                    "unknown input `{n}` in --input {spec} (the model's inputs are: {})",
-                    known.join(", ")
-                );
-            }
-            _ => {
-                let port = sig.inputs.get(positional).ok_or_else(|| {
-                    anyhow!(
-                        "--input {spec}: the model has only {} inputs",
-                        sig.inputs.len()
-                    )
-                })?;
-                positional += 1;
-                (port.name.clone(), spec.as_str())
-            }
-        };
-        let port = sig
-            .inputs
-            .iter()
-            .find(|p| p.name == name)
-            .expect("name was checked above");
-        let value = io::read_value_file(Path::new(file), &port.ty)
-            .with_context(|| format!("cannot read input `{name}`"))?;
-        named.push((name, value));
-    }
-    Ok(named)
-}
-
-#[allow(clippy::too_many_arguments)] // One argument per command-line flag.
-fn run_conformance(
-    target: Target,
-    suite: &Path,
-    report: Option<&Path>,
-    filter: Option<&str>,
-    pass_list: Option<&Path>,
+/// The options of `conformance`.
+struct ConformanceArgs<'a> {
+    report: Option<&'a Path>,
+    filter: Option<&'a str>,
+    pass_list: Option<&'a Path>,
     update: bool,
     jobs: Option<usize>,
+    threads: usize,
     no_opt: bool,
-) -> Result<ExitCode> {
+}
+
+fn run_conformance(target: Target, suite: &Path, args: ConformanceArgs<'_>) -> Result<ExitCode> {
+    let ConformanceArgs {
+        report,
+        filter,
+        pass_list,
+        update,
+        jobs,
+        threads,
+        no_opt,
+    } = args;
     let mut cases = conformance::list_cases(suite)
         .with_context(|| format!("cannot read suite folder {}", suite.display()))?;
     if let Some(f) = filter {
@@ -756,10 +1129,10 @@ fn run_conformance(
         );
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let options = if no_opt {
-        CompileOptions::no_opt()
-    } else {
-        CompileOptions::default()
+    let options = CompileOptions {
+        optimize: !no_opt,
+        threads,
+        ..CompileOptions::default()
     };
     let results = conformance::run_cases_with(suite, &cases, target, jobs, &options);
     for r in &results {

@@ -137,7 +137,7 @@ fn a_clean_run_is_equal_or_close() {
         rows[0]["note"]
             .as_str()
             .unwrap()
-            .contains("inside fused kernel `conv1` (Conv)"),
+            .contains("inside fused kernel `conv1` (FusedConv)"),
         "{}",
         rows[0]
     );

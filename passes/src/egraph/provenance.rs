@@ -164,9 +164,20 @@ pub fn trace(
     }
 }
 
-/// Renames each node of `optimized` after the first original node of the same op that it covers (when that name
-/// is not taken yet), so that `conv2` is still called `conv2` after a BatchNormalization was folded into it.
-/// Nodes that cover no original node of their op keep their generated names.
+/// The ops whose node a fused op of jiuzhou's is named after (a FusedConv made of `conv2`, `bn2` and `relu2` is
+/// `conv2`).
+fn fused_from(op: &str) -> &'static [&'static str] {
+    match op {
+        "FusedConv" => &["Conv"],
+        "FusedMatMul" => &["MatMul", "Gemm"],
+        _ => &[],
+    }
+}
+
+/// Renames each node of `optimized` after the first original node of the same op (or, for a fused op, of the op it
+/// was built around) that it covers, when that name is not taken yet, so that `conv2` is still called `conv2` after
+/// a BatchNormalization and a Relu were fused into it. Nodes that cover no such original node keep their generated
+/// names.
 pub fn name_nodes(original: &Graph, optimized: &mut Graph, provenance: &Provenance) {
     let mut taken: HashSet<String> = HashSet::new();
     let mut renames: Vec<Option<String>> = vec![None; optimized.nodes.len()];
@@ -177,7 +188,9 @@ pub fn name_nodes(original: &Graph, optimized: &mut Graph, provenance: &Provenan
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let same_op = origins.iter().map(|&o| &original.nodes[o]).find(|o| {
-            o.op.name() == node.op.name() && !taken.contains(&o.name) && !o.name.is_empty()
+            (o.op.name() == node.op.name() || fused_from(node.op.name()).contains(&o.op.name()))
+                && !taken.contains(&o.name)
+                && !o.name.is_empty()
         });
         if let Some(o) = same_op {
             taken.insert(o.name.clone());

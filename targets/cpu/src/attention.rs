@@ -121,6 +121,7 @@ impl NativeKernel for Attention {
                         1,
                         d as isize,
                         alpha,
+                        gemm::Parallelism::None,
                     )
                 };
                 for (i, row) in scores.chunks_exact_mut(kv.max(1)).enumerate() {
@@ -162,6 +163,7 @@ impl NativeKernel for Attention {
                         dv as isize,
                         1,
                         1.0,
+                        gemm::Parallelism::None,
                     )
                 };
             }

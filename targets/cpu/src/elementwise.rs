@@ -2,11 +2,13 @@
 //!
 //! The output is walked as an outer loop over all but the innermost collapsed axis and one kernel call per
 //! contiguous run; adjacent axes that broadcast alike are merged first, so equal shapes are one call over the whole
-//! tensor and a per-channel bias is one call per row.
+//! tensor and a per-channel bias is one call per row. With threads, the output is split into chunks of whole rows
+//! (or, for a single row, into chunks of that row); every element is computed by the same kernel either way.
 
 use crate::ExecError;
 use crate::jit::{BinaryFn, Operand};
 use crate::linalg::{broadcast, broadcast_strides};
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// The three kernels of one binary op, by operand pattern.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +44,7 @@ pub fn binary(
     b: &[f32],
     bsh: &[usize],
     out: &mut [f32],
+    par: &Parallel,
 ) -> Result<(), ExecError> {
     let osh = broadcast(ash, bsh)?;
     let total: usize = osh.iter().product();
@@ -85,15 +88,24 @@ pub fn binary(
     let (ma, mb) = (mode(ia), mode(ib));
     let f = k.pick(ma, mb);
     let both_scalar = ma == Operand::Scalar && mb == Operand::Scalar;
-    let mut idx = vec![0usize; dims.len()];
-    let outer: usize = dims.iter().map(|d| d.0).product();
-    for row in 0..outer {
-        let ao: usize = idx.iter().zip(&dims).map(|(i, d)| i * d.1).sum();
-        let bo: usize = idx.iter().zip(&dims).map(|(i, d)| i * d.2).sum();
-        let dst = &mut out[row * inner..(row + 1) * inner];
+    // The element offsets of `a` and `b` at the start of output row `row`.
+    let offsets = |row: usize| {
+        let (mut rest, mut ao, mut bo) = (row, 0usize, 0usize);
+        for d in dims.iter().rev() {
+            let i = rest % d.0;
+            rest /= d.0;
+            ao += i * d.1;
+            bo += i * d.2;
+        }
+        (ao, bo)
+    };
+    // Runs the kernel over `dst`, the part of output row `row` that starts at element `col`.
+    let run = |row: usize, col: usize, dst: &mut [f32]| {
+        let (ao, bo) = offsets(row);
+        let (ao, bo) = (ao + col * ia, bo + col * ib);
         // SAFETY: the offsets and run length stay inside `a`, `b` and `out` (strides come from their shapes,
-        // which were checked against the buffer lengths), and the kernel reads at most `n` elements of each vector
-        // operand and one of each scalar operand.
+        // which were checked against the buffer lengths), and the kernel reads at most `dst.len()` elements of each
+        // vector operand and one of each scalar operand.
         unsafe {
             if both_scalar {
                 f(a.as_ptr().add(ao), b.as_ptr().add(bo), dst.as_mut_ptr(), 1);
@@ -104,17 +116,21 @@ pub fn binary(
                     a.as_ptr().add(ao),
                     b.as_ptr().add(bo),
                     dst.as_mut_ptr(),
-                    inner,
+                    dst.len(),
                 );
             }
         }
-        for d in (0..dims.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < dims[d].0 {
-                break;
+    };
+    if inner >= total {
+        // One row: split it into chunks.
+        par.for_each_chunk(out, 1, MIN_CHUNK, |start, dst| run(0, start, dst));
+    } else {
+        // Chunks of whole rows.
+        par.for_each_chunk(out, inner, MIN_CHUNK, |start, rows| {
+            for (r, dst) in rows.chunks_exact_mut(inner).enumerate() {
+                run(start / inner + r, 0, dst);
             }
-            idx[d] = 0;
-        }
+        });
     }
     Ok(())
 }

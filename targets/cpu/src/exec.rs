@@ -14,6 +14,22 @@ use crate::fault::{self, Fault};
 use crate::fused;
 use crate::jit::{BinaryOp, Jit, Operand, UnaryFn, UnaryOp};
 use crate::linalg::{self, ConvAttrs, ConvGeom, Epilogue, GemmArgs};
+use crate::parallel::{MIN_CHUNK, Parallel};
+
+/// Options for [`CpuExecutable::compile_with`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Threads for intra-op parallelism; 0 means every available core, 1 runs everything on the caller's thread.
+    /// Results are bit-identical for every value.
+    pub threads: usize,
+}
+
+impl Default for CpuOptions {
+    /// Every available core.
+    fn default() -> CpuOptions {
+        CpuOptions { threads: 0 }
+    }
+}
 use crate::native::{self, In};
 use crate::plan::{self, Interval};
 use crate::tensor_ops;
@@ -144,6 +160,7 @@ pub struct CpuExecutable {
     slots: HashMap<ValueId, (usize, Vec<usize>)>,
     arena_len: usize,
     interp: Interpreter,
+    parallel: Parallel,
     /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
     fault_steps: HashSet<usize>,
     _jit: Arc<Jit>,
@@ -512,12 +529,20 @@ unsafe extern "C" fn placeholder_unary(_: *const f32, _: *mut f32, _: usize) {}
 unsafe extern "C" fn placeholder_binary(_: *const f32, _: *const f32, _: *mut f32, _: usize) {}
 
 impl CpuExecutable {
+    /// Compiles `graph` with the default options (every available core); see [`CpuExecutable::compile_with`].
+    pub fn compile(graph: Arc<Graph>) -> Result<CpuExecutable, ExecError> {
+        CpuExecutable::compile_with(graph, &CpuOptions::default())
+    }
+
     /// Compiles `graph`: chooses a kernel or an explicit fallback per node, fuses Relu into a preceding Conv or
-    /// Gemm, generates the elementwise kernels, and plans the arena.
+    /// Gemm, generates the elementwise kernels, and plans the arena. Runs use `options.threads` threads.
     ///
     /// A test-only fault set in the environment ([`crate::fault`]) applies.
-    pub fn compile(graph: Arc<Graph>) -> Result<CpuExecutable, ExecError> {
-        Self::compile_with_fault(graph, Fault::from_env()?)
+    pub fn compile_with(
+        graph: Arc<Graph>,
+        options: &CpuOptions,
+    ) -> Result<CpuExecutable, ExecError> {
+        Self::build(graph, options, Fault::from_env()?)
     }
 
     /// Compiles like [`CpuExecutable::compile`], with `fault` (test-only: the nodes it selects compute wrong
@@ -526,6 +551,15 @@ impl CpuExecutable {
         graph: Arc<Graph>,
         fault: Option<Fault>,
     ) -> Result<CpuExecutable, ExecError> {
+        Self::build(graph, &CpuOptions::default(), fault)
+    }
+
+    fn build(
+        graph: Arc<Graph>,
+        options: &CpuOptions,
+        fault: Option<Fault>,
+    ) -> Result<CpuExecutable, ExecError> {
+        let parallel = Parallel::new(options.threads)?;
         let g = &*graph;
         let mut jit = Jit::new()?;
         let mut unary_ids = Vec::new();
@@ -780,6 +814,7 @@ impl CpuExecutable {
         tracing::info!(
             steps = steps.len(),
             peak_arena_bytes = arena_len * 4,
+            threads = parallel.threads(),
             "cpu target: compiled"
         );
         Ok(CpuExecutable {
@@ -789,6 +824,7 @@ impl CpuExecutable {
             slots,
             arena_len,
             interp: Interpreter::default(),
+            parallel,
             fault_steps,
             _jit: Arc::new(jit),
         })
@@ -802,6 +838,11 @@ impl CpuExecutable {
     /// The size of the arena holding the planned intermediate tensors, in bytes.
     pub fn peak_arena_bytes(&self) -> usize {
         self.arena_len * 4
+    }
+
+    /// The number of threads kernels run on (1: the caller's thread only).
+    pub fn threads(&self) -> usize {
+        self.parallel.threads()
     }
 
     /// The number of steps (kernels and fallbacks) of the launch plan.
@@ -1022,7 +1063,7 @@ impl Runtime<'_> {
                 self.write(out, shape, |rt, buf| {
                     let (ad, ash) = rt.f32_in(*a)?;
                     let (bd, bsh) = rt.f32_in(*b)?;
-                    linalg::matmul(ad, &ash, bd, &bsh, buf)
+                    linalg::matmul(ad, &ash, bd, &bsh, buf, &rt.exec.parallel)
                 })
             }
             Kernel::Gemm {
@@ -1060,7 +1101,7 @@ impl Runtime<'_> {
                     };
                     let shape = linalg::gemm_shape(&args)?;
                     if let Some(buf) = buf {
-                        linalg::gemm(&args, buf, *epi)?;
+                        linalg::gemm(&args, buf, *epi, &rt.exec.parallel)?;
                     }
                     Ok(shape)
                 };
@@ -1110,7 +1151,16 @@ impl Runtime<'_> {
                         }
                         None => None,
                     };
-                    linalg::conv(&geom, xd, &wd, bd.as_deref().map(|b| &b[..]), res, buf, *epi)
+                    linalg::conv(
+                        &geom,
+                        xd,
+                        &wd,
+                        bd.as_deref().map(|b| &b[..]),
+                        res,
+                        buf,
+                        *epi,
+                        &rt.exec.parallel,
+                    )
                 })
             }
             Kernel::Unary { f, x } => {
@@ -1120,10 +1170,14 @@ impl Runtime<'_> {
                     if xd.len() != buf.len() {
                         return Err(ExecError::new("unary buffers differ in length"));
                     }
-                    if !xd.is_empty() {
-                        // SAFETY: both buffers hold `len` elements.
-                        unsafe { f(xd.as_ptr(), buf.as_mut_ptr(), buf.len()) };
-                    }
+                    let f = *f;
+                    rt.exec
+                        .parallel
+                        .for_each_chunk(buf, 1, MIN_CHUNK, |start, dst| {
+                            let src = &xd[start..start + dst.len()];
+                            // SAFETY: both slices hold `dst.len()` elements.
+                            unsafe { f(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+                        });
                     Ok(())
                 })
             }
@@ -1143,22 +1197,24 @@ impl Runtime<'_> {
                 let inner: usize = shape[2..].iter().product();
                 self.write(out, shape, |rt, buf| {
                     let (xd, _) = rt.f32_in(*x)?;
-                    if inner > 0 {
-                        for (k, (src, dst)) in xd
-                            .chunks_exact(inner)
-                            .zip(buf.chunks_exact_mut(inner))
-                            .enumerate()
-                        {
-                            let c = k % scale.len();
-                            let (a, b) = (scale[c], shift[c]);
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d = v * a + b;
-                            }
-                            if epi.relu {
-                                dst.iter_mut().for_each(|v| *v = v.max(0.0));
-                            }
-                        }
+                    if xd.len() != buf.len() {
+                        return Err(ExecError::new(
+                            "BatchNormalization buffers differ in length",
+                        ));
                     }
+                    let split = buf.len() >= 2 * MIN_CHUNK;
+                    // One (image, channel) plane per task.
+                    rt.exec.parallel.for_each_item(buf, inner, split, |k, dst| {
+                        let src = &xd[k * inner..][..inner];
+                        let c = k % scale.len();
+                        let (a, b) = (scale[c], shift[c]);
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = v * a + b;
+                        }
+                        if epi.relu {
+                            dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
+                    });
                     Ok(())
                 })
             }
@@ -1226,7 +1282,7 @@ impl Runtime<'_> {
                 self.write(out, shape, |rt, buf| {
                     let (ad, ash) = rt.f32_in(*a)?;
                     let (bd, bsh) = rt.f32_in(*b)?;
-                    elementwise::binary(k, ad, &ash, bd, &bsh, buf)
+                    elementwise::binary(k, ad, &ash, bd, &bsh, buf, &rt.exec.parallel)
                 })
             }
         }
@@ -1235,7 +1291,10 @@ impl Runtime<'_> {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
-        self.run_impl(inputs, None).map_err(|e| RunError::Exec(e.0))
+        // Inside the pool, so that the kernels' nested parallel loops (and `gemm`'s) use its threads.
+        self.parallel
+            .install(|| self.run_impl(inputs, None))
+            .map_err(|e| RunError::Exec(e.0))
     }
 
     fn target_name(&self) -> &str {

@@ -4,12 +4,17 @@
 //! Each kernel takes its operands as row-major slices with their shapes and writes a preallocated output. The fused
 //! epilogue ([`Epilogue`]) is applied per output block: the bias is written into the block before the product is
 //! accumulated onto it (`gemm` reads the destination), and Relu runs over the block right after its product, while
-//! it is still in cache. Everything is single-threaded and deterministic (`Parallelism::None`).
+//! it is still in cache.
+//!
+//! Threads ([`Parallel`]): every product is split by `gemm` itself (`Parallelism::Rayon`, over output tiles, with
+//! k-blocking independent of the thread count) and depthwise convolution splits over output planes, so every
+//! output element is summed in the same order whatever the thread count: results are bit-identical.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// What happens to an output block after its product.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +42,7 @@ pub(crate) unsafe fn raw_gemm(
     rhs_rs: isize,
     rhs_cs: isize,
     scale: f32,
+    par: Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -71,7 +77,7 @@ pub(crate) unsafe fn raw_gemm(
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         )
     }
 }
@@ -176,6 +182,7 @@ pub fn matmul(
     b: &[f32],
     bsh: &[usize],
     out: &mut [f32],
+    par: &Parallel,
 ) -> Result<(), ExecError> {
     let osh = matmul_shape(ash, bsh)?;
     if a.len() != numel(ash)? || b.len() != numel(bsh)? || out.len() != numel(&osh)? {
@@ -204,6 +211,7 @@ pub fn matmul(
                 n as isize,
                 1,
                 1.0,
+                par.gemm(),
             )
         };
         return Ok(());
@@ -231,6 +239,7 @@ pub fn matmul(
                 n as isize,
                 1,
                 1.0,
+                par.gemm(),
             )
         };
         for d in (0..r).rev() {
@@ -282,7 +291,12 @@ pub fn gemm_shape(g: &GemmArgs<'_>) -> Result<Vec<usize>, ExecError> {
 }
 
 /// `out = alpha·op(A)·op(B) + beta·C`, then the epilogue.
-pub fn gemm(g: &GemmArgs<'_>, out: &mut [f32], epi: Epilogue) -> Result<(), ExecError> {
+pub fn gemm(
+    g: &GemmArgs<'_>,
+    out: &mut [f32],
+    epi: Epilogue,
+    par: &Parallel,
+) -> Result<(), ExecError> {
     let osh = gemm_shape(g)?;
     let (m, n) = (osh[0], osh[1]);
     let k = if g.trans_a { g.ash[0] } else { g.ash[1] };
@@ -332,6 +346,7 @@ pub fn gemm(g: &GemmArgs<'_>, out: &mut [f32], epi: Epilogue) -> Result<(), Exec
             b_rs,
             b_cs,
             g.alpha,
+            par.gemm(),
         )
     };
     if epi.relu {
@@ -591,6 +606,7 @@ pub fn conv(
     residual: Option<&[f32]>,
     out: &mut [f32],
     epi: Epilogue,
+    par: &Parallel,
 ) -> Result<(), ExecError> {
     let g = geom;
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
@@ -607,11 +623,13 @@ pub fn conv(
         return Ok(());
     }
     if g.is_depthwise() {
-        depthwise(g, x, w, bias, out);
-        for (k, row) in out.chunks_exact_mut(ol).enumerate() {
+        // One output plane per task, its epilogue right after it.
+        let split = out.len() >= 2 * MIN_CHUNK;
+        par.for_each_item(out, ol, split, |k, plane| {
+            depthwise_plane(g, x, w, bias, k, plane);
             let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
-            finish_row(row, 0.0, res, epi.relu);
-        }
+            finish_row(plane, 0.0, res, epi.relu);
+        });
         return Ok(());
     }
     let kdim = cg * taps;
@@ -654,6 +672,7 @@ pub fn conv(
                         rhs_rs as isize,
                         1,
                         1.0,
+                        par.gemm(),
                     )
                 };
                 for r in 0..mg {
@@ -671,18 +690,26 @@ pub fn conv(
 
 /// Depthwise convolution: each channel by its own filter, one output row at a time, each tap over the run of
 /// outputs it reads inside the input (a vectorizable loop at stride 1).
-fn depthwise(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+/// Plane `k` (channel `k % C` of image `k / C`) of a depthwise convolution into `oc`.
+fn depthwise_plane(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    oc: &mut [f32],
+) {
     let [od, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
     let [_, ih, iw] = g.input;
-    let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
+    let (il, taps) = (g.in_len(), g.taps());
     let sw = g.strides[2];
     let ranges: Vec<(usize, usize)> = (0..kw).map(|e| valid_range(g, 2, e)).collect();
-    for n in 0..g.batch {
-        for c in 0..g.in_channels {
+    {
+        {
+            let (n, c) = (k / g.in_channels, k % g.in_channels);
             let xc = &x[(n * g.in_channels + c) * il..][..il];
             let wc = &w[c * taps..][..taps];
-            let oc = &mut out[(n * g.out_channels + c) * ol..][..ol];
             oc.fill(bias.map_or(0.0, |b| b[c]));
             for z in 0..od {
                 for y in 0..oh {
@@ -727,7 +754,7 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         let mut out = [0.0; 4];
-        matmul(&a, &[2, 3], &b, &[3, 2], &mut out).unwrap();
+        matmul(&a, &[2, 3], &b, &[3, 2], &mut out, &Parallel::single()).unwrap();
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jiuzhou_ir::ops::*;
 use jiuzhou_ir::{DType, Graph, GraphBuilder, Op, Tensor, TensorType, Value, ValueId};
 use jiuzhou_runtime::Executable;
-use jiuzhou_target_cpu::CpuExecutable;
+use jiuzhou_target_cpu::{CpuExecutable, CpuOptions};
 use jiuzhou_target_reference::Interpreter;
 
 /// A small deterministic generator (xorshift), so failures reproduce.
@@ -26,15 +26,35 @@ impl Rng {
     }
 }
 
-/// Runs `graph` on both targets with `inputs` and compares every output; returns the CPU executable.
+/// The bits of every f32 output.
+fn bits(outs: &[Value]) -> Vec<Vec<u32>> {
+    outs.iter()
+        .map(|v| {
+            let t = v.as_tensor().unwrap();
+            t.as_slice::<f32>()
+                .map(|s| s.iter().map(|x| x.to_bits()).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Runs `graph` on both targets with `inputs` and compares every output (and the CPU outputs at 1, 2 and 3 threads
+/// bit for bit); returns the CPU executable (compiled for every core).
 fn check(graph: Graph, inputs: Vec<Tensor>) -> CpuExecutable {
     let values: Vec<Value> = inputs
         .into_iter()
         .map(|t| Value::Tensor(Arc::new(t)))
         .collect();
     let want = Interpreter::default().run(&graph, values.clone()).unwrap();
-    let exec = CpuExecutable::compile(Arc::new(graph)).unwrap();
-    let got = exec.run(values).unwrap();
+    let graph = Arc::new(graph);
+    let exec = CpuExecutable::compile(graph.clone()).unwrap();
+    let got = exec.run(values.clone()).unwrap();
+    for threads in [1, 2, 3] {
+        let other = CpuExecutable::compile_with(graph.clone(), &CpuOptions { threads }).unwrap();
+        assert_eq!(other.threads(), threads);
+        let again = other.run(values.clone()).unwrap();
+        assert_eq!(bits(&again), bits(&got), "{threads} threads");
+    }
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         let (g, w) = (g.as_tensor().unwrap(), w.as_tensor().unwrap());
@@ -393,6 +413,90 @@ fn fused_ops() {
     );
     let ops: Vec<&str> = e.fallback_ops().iter().map(|f| f.op).collect();
     assert_eq!(ops, ["FusedMatMul"]);
+}
+
+/// Shapes large enough that every kernel family splits its work across threads (the elementwise kernels only split
+/// outputs of at least two chunks of `MIN_CHUNK`); `check` compares 1, 2 and 3 threads bit for bit.
+#[test]
+fn large_shapes_split_across_threads() {
+    // Binary: chunks of rows, chunks of one row, and a scalar operand.
+    for (i, (a, b)) in [
+        (&[4usize, 64, 200][..], &[64usize, 1][..]),
+        (&[70001], &[70001]),
+        (&[70001], &[1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_node(Add::default(), &[a, b], vec![], 100 + i as u64);
+        check_node(Div::default(), &[a, b], vec![], 200 + i as u64);
+    }
+    check_node(Relu::default(), &[&[70001]], vec![], 300);
+    // MatMul: batched, 2-D right operand, batch of 1 (every product split by gemm).
+    check_node(
+        MatMul::default(),
+        &[&[6, 40, 50], &[6, 50, 61]],
+        vec![],
+        301,
+    );
+    check_node(
+        MatMul::default(),
+        &[&[3, 100, 200], &[200, 151]],
+        vec![],
+        302,
+    );
+    check_node(
+        MatMul::default(),
+        &[&[1, 64, 300], &[1, 300, 203]],
+        vec![],
+        303,
+    );
+    // Gemm with C and a fused Relu.
+    let mut rng = Rng(304);
+    let mut b = GraphBuilder::new("t");
+    let x = input(&mut b, "x", &[200, 300]);
+    let w = b.constant("w", rng.tensor(&[300, 251]));
+    let c = b.constant("c", rng.tensor(&[251]));
+    let y = b.node1(Gemm::default(), &[x, w, c]).unwrap();
+    let r = b.node1(Relu::default(), &[y]).unwrap();
+    b.output(r);
+    check(b.finish().unwrap(), vec![rng.tensor(&[200, 300])]);
+    // Conv: 2 images, grouped, depthwise (one plane per task), each with a fused Relu.
+    for (xs, ws, group) in [
+        (&[2usize, 16, 40, 40][..], &[32usize, 16, 3, 3][..], 1),
+        (&[1, 16, 40, 40], &[16, 4, 3, 3], 4),
+        (&[2, 32, 40, 40], &[32, 1, 3, 3], 32),
+    ] {
+        let mut rng = Rng(305 + group as u64);
+        let mut b = GraphBuilder::new("t");
+        let x = input(&mut b, "x", xs);
+        let w = b.constant("w", rng.tensor(ws));
+        let bias = b.constant("b", rng.tensor(&[ws[0]]));
+        let y = b
+            .node1(
+                conv(&[3, 3], Some(vec![1, 1, 1, 1]), None, group),
+                &[x, w, bias],
+            )
+            .unwrap();
+        let r = b.node1(Relu::default(), &[y]).unwrap();
+        b.output(r);
+        let e = check(b.finish().unwrap(), vec![rng.tensor(xs)]);
+        assert_eq!(e.num_steps(), 1);
+    }
+    // BatchNormalization as an affine kernel, one plane per task.
+    let mut rng = Rng(320);
+    let mut b = GraphBuilder::new("t");
+    let x = input(&mut b, "x", &[2, 32, 40, 40]);
+    let p: Vec<ValueId> = ["scale", "bias", "mean"]
+        .iter()
+        .map(|n| b.constant(n, rng.tensor(&[32])))
+        .collect();
+    let var = b.constant("var", Tensor::from_vec(vec![32], vec![1.5f32; 32]).unwrap());
+    let y = b
+        .node1(BatchNormalization::default(), &[x, p[0], p[1], p[2], var])
+        .unwrap();
+    b.output(y);
+    check(b.finish().unwrap(), vec![rng.tensor(&[2, 32, 40, 40])]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
