@@ -1,25 +1,17 @@
 //! Compiled artifacts (`.jz`): the round trip gives the same graph and the same outputs as compiling the model, and
 //! every kind of bad file gives its own clear error — from the library and from the CLI — never a panic.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use jiuzhou_compiler::artifact::{self, Artifact, ArtifactError, FORMAT_VERSION, MAGIC};
 use jiuzhou_compiler::{CompileOptions, Target, io, onnx};
 use jiuzhou_ir::{DType, Graph, GraphBuilder, Tensor, TensorType, Value, ops};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/tiny_cnn")
-        .join(name)
-}
-
-fn tmp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jiuzhou-artifact-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The bundled CNN, optimized for the CPU target.
 fn optimized_cnn() -> (Graph, i64) {
@@ -271,40 +263,6 @@ fn damaged_artifacts_never_panic() {
     }
 }
 
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn jiuzhou(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_jiuzhou"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    Outcome {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn assert_clean_error(o: &Outcome, needles: &[&str]) {
-    assert!(!o.ok, "expected failure, got success:\n{}", o.stdout);
-    let lines: Vec<&str> = o.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line, got:\n{}",
-        o.stderr
-    );
-    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
-
 /// The last stdout line as JSON.
 fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
@@ -312,7 +270,7 @@ fn last_json(stdout: &str) -> serde_json::Value {
 
 #[test]
 fn cli_compile_run_and_bench_an_artifact() {
-    let dir = tmp_dir("cli");
+    let dir = tmp_dir("artifact", "cli");
     let jz = dir.join("cnn.jz");
     let (model, input) = (fixture("model.onnx"), fixture("input.npy"));
     let o = jiuzhou(&[
@@ -410,7 +368,7 @@ fn cli_compile_run_and_bench_an_artifact() {
 
 #[test]
 fn cli_bad_artifacts() {
-    let dir = tmp_dir("bad");
+    let dir = tmp_dir("artifact", "bad");
     let good = Artifact::new(small_graph(), 17, Target::Cpu)
         .to_bytes()
         .unwrap();
@@ -483,7 +441,7 @@ fn cli_bad_artifacts() {
 
 #[test]
 fn load_compiles_for_the_artifact_target() {
-    let dir = tmp_dir("load");
+    let dir = tmp_dir("artifact", "load");
     let p = dir.join("small.jz");
     Artifact::new(small_graph(), 17, Target::Reference)
         .write(&p)

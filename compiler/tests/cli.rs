@@ -1,71 +1,19 @@
 //! The `jiuzhou` CLI on good and bad input: bad input gives one `error:` line and a non-zero exit, never a panic.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use jiuzhou_compiler::io;
 use jiuzhou_compiler::onnx::proto;
 use jiuzhou_ir::Tensor;
 use prost::Message;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/tiny_cnn")
-        .join(name)
-}
-
-fn tmp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jiuzhou-cli-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn jiuzhou(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_jiuzhou"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    Outcome {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Asserts a clean failure: non-zero exit, exactly one `error:` line on stderr that contains every `needle`.
-fn assert_clean_error(o: &Outcome, needles: &[&str]) {
-    assert!(!o.ok, "expected failure, got success:\n{}", o.stdout);
-    let lines: Vec<&str> = o.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line, got:\n{}",
-        o.stderr
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "not an error line: {}",
-        lines[0]
-    );
-    assert!(
-        !o.stderr.contains("panicked") && !o.stderr.contains("backtrace"),
-        "{}",
-        o.stderr
-    );
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
-
 #[test]
 fn runs_the_bundled_model() {
-    let dir = tmp_dir("run");
+    let dir = tmp_dir("cli", "run");
     let o = jiuzhou(&[
         "run",
         fixture("model.onnx").to_str().unwrap(),
@@ -92,7 +40,7 @@ fn runs_the_bundled_model() {
 
 #[test]
 fn named_input_and_inspect() {
-    let dir = tmp_dir("named");
+    let dir = tmp_dir("cli", "named");
     let spec = format!("image={}", fixture("input.npy").display());
     let o = jiuzhou(&[
         "run",
@@ -116,7 +64,7 @@ fn named_input_and_inspect() {
 
 #[test]
 fn truncated_model() {
-    let dir = tmp_dir("truncated");
+    let dir = tmp_dir("cli", "truncated");
     let bytes = std::fs::read(fixture("model.onnx")).unwrap();
     let path = dir.join("truncated.onnx");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -196,7 +144,7 @@ fn every_unsupported_op_is_named() {
         }),
         ..Default::default()
     };
-    let dir = tmp_dir("unsupported");
+    let dir = tmp_dir("cli", "unsupported");
     let path = dir.join("model.onnx");
     std::fs::write(&path, model.encode_to_vec()).unwrap();
     assert_clean_error(
@@ -207,7 +155,7 @@ fn every_unsupported_op_is_named() {
 
 #[test]
 fn bad_inputs() {
-    let dir = tmp_dir("inputs");
+    let dir = tmp_dir("cli", "inputs");
     let model = fixture("model.onnx");
     let model = model.to_str().unwrap();
     let input = fixture("input.npy");
@@ -290,7 +238,7 @@ fn bad_inputs() {
 #[test]
 fn conformance_summary_line() {
     // A one-case suite built from the bundled model: its expected output is onnxruntime's.
-    let suite = tmp_dir("suite");
+    let suite = tmp_dir("cli", "suite");
     let case = suite.join("test_tiny_cnn");
     let set = case.join("test_data_set_0");
     std::fs::create_dir_all(&set).unwrap();

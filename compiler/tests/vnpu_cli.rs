@@ -1,40 +1,11 @@
 //! The `jiuzhou` CLI with the simulated NPU: `run --target vnpu --trace`, `compile --target vnpu:PROFILE --stats`
 //! and bad target specs, on the bundled tiny CNN.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::*;
 
 use jiuzhou_compiler::io;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/tiny_cnn")
-        .join(name)
-}
-
-fn tmp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jiuzhou-vnpu-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn jiuzhou(args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_jiuzhou"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    Outcome {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
@@ -49,7 +20,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn runs_tiny_cnn_on_every_profile_and_writes_a_trace() {
     for (target, min_cos) in [("vnpu", 0.999), ("vnpu:vector_heavy", 0.99)] {
-        let dir = tmp_dir(&target.replace(':', "_"));
+        let dir = tmp_dir("vnpu", &target.replace(':', "_"));
         let trace = dir.join("trace.json");
         let o = jiuzhou(&[
             "run",
