@@ -354,3 +354,16 @@ fn stats_show_recognized_composites() {
         "{llama}"
     );
 }
+
+/// Issue 3's ResNet-50 bar: weights and BatchNorm folded, conv + bias + residual + Relu fused, at most 64 nodes.
+#[test]
+fn resnet50_optimizes_to_at_most_64_nodes() {
+    let stats = compile_stats(&models_dir().join("resnet50/model.onnx"));
+    let nodes = stats["optimized_nodes"].as_u64().unwrap();
+    assert!(nodes <= 64, "{stats}");
+    assert!(
+        stats["ops"]["FusedConv[relu]"].as_u64().unwrap_or(0) >= 48,
+        "{stats}"
+    );
+    assert_eq!(stats["ops"]["BatchNormalization"].as_u64(), None, "{stats}");
+}
