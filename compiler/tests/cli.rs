@@ -355,6 +355,27 @@ fn stats_show_recognized_composites() {
     );
 }
 
+/// onnx's own light ResNet-50 (`onnx/backend/test/data/light/light_resnet50.onnx`, found through
+/// `JIUZHOU_ONNX_LIGHT`, which tools/run-tests.sh sets): 415 imported nodes, 239 of them `ConstantOfShape` weights.
+/// The fills fold into real weights, then BatchNorm folds and conv + bias + residual + Relu fuse, as for the
+/// materialized fixture below.
+#[test]
+fn light_resnet50_with_fill_weights_optimizes_to_at_most_64_nodes() {
+    let dir = std::env::var_os("JIUZHOU_ONNX_LIGHT")
+        .map(PathBuf::from)
+        .expect(
+            "JIUZHOU_ONNX_LIGHT is not set: run tools/run-tests.sh, or set it to the onnx wheel's \
+         onnx/backend/test/data/light folder",
+        );
+    let stats = compile_stats(&dir.join("light_resnet50.onnx"));
+    assert_eq!(stats["imported_nodes"].as_u64(), Some(415), "{stats}");
+    let nodes = stats["optimized_nodes"].as_u64().unwrap();
+    assert!(nodes <= 64, "{stats}");
+    for gone in ["ConstantOfShape", "BatchNormalization", "Sum", "Relu"] {
+        assert_eq!(stats["ops"][gone].as_u64(), None, "{gone} left: {stats}");
+    }
+}
+
 /// Issue 3's ResNet-50 bar: weights and BatchNorm folded, conv + bias + residual + Relu fused, at most 64 nodes.
 #[test]
 fn resnet50_optimizes_to_at_most_64_nodes() {
