@@ -664,7 +664,7 @@ fn compile_model(
     let mut vnpu = None;
     let mut compiled = None;
     if let Target::Vnpu(profile) = target {
-        let flops = node_flops(&graph);
+        let flops = jiuzhou_compiler::node_flops(&graph);
         let exec = jiuzhou_compiler::compile_vnpu(
             graph,
             model.opset,
@@ -1007,27 +1007,6 @@ fn profile_kernels(
         .collect())
 }
 
-/// FLOPs of every node (the optimizer's estimate), for the NPU share of a placement.
-fn node_flops(graph: &Graph) -> Vec<f64> {
-    graph
-        .nodes
-        .iter()
-        .map(|n| {
-            let ins: Vec<Option<&ValueType>> = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| &graph.value(v).ty))
-                .collect();
-            let outs: Vec<ValueType> = n
-                .outputs
-                .iter()
-                .map(|v| graph.value(*v).ty.clone())
-                .collect();
-            egraph::cost::flops_and_bytes(&n.op, &ins, &outs).0
-        })
-        .collect()
-}
-
 /// Prints where the nodes run: how many on the NPU, their share of the FLOPs, and every op on the host with why.
 fn print_placement(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) {
     println!(
@@ -1187,8 +1166,9 @@ fn run_model(
         out_dir.display()
     );
     if let Some(exec) = vnpu {
-        let p = exec.placement();
         let stats = exec.last_run().unwrap_or_default();
+        // A dynamic-shape graph ran as its specialization to the given input shapes.
+        let p = stats.placement.as_ref().unwrap_or(exec.placement());
         let mhz = exec.profile().clock_mhz.max(1);
         println!(
             "vnpu: {} of {} nodes on the NPU; simulated {} cycles ({:.1} us at {mhz} MHz); transfers {} bytes",
