@@ -6,15 +6,17 @@
 //! accumulated onto it (`gemm` reads the destination), and Relu runs over the block right after its product, while
 //! it is still in cache.
 //!
-//! Threads ([`Parallel`]): every product is split by `gemm` itself (`Parallelism::Rayon`, over output tiles, with
-//! k-blocking independent of the thread count) and depthwise convolution splits over output planes, so every
-//! output element is summed in the same order whatever the thread count: results are bit-identical.
+//! Threads ([`Parallel`]): MatMul and Gemm are split by `gemm` itself (`Parallelism::Rayon`, over output tiles,
+//! with k-blocking independent of the thread count). A convolution cuts each output block into tiles fixed by
+//! its shape alone (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the
+//! im2col rows of the block too, one input channel per task); depthwise convolution splits over output planes.
+//! Every output element is thus summed in the same order whatever the thread count: results are bit-identical.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
-use crate::parallel::{MIN_CHUNK, Parallel};
+use crate::parallel::{MIN_CHUNK, Parallel, SharedMut};
 
 /// What happens to an output block after its product.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -624,9 +626,13 @@ pub fn conv(
     }
     if g.is_depthwise() {
         // One output plane per task, its epilogue right after it.
-        let split = out.len() >= 2 * MIN_CHUNK;
+        let split = out.len() * taps >= 2 * MIN_CHUNK;
+        let unit = PaddedPlane::of(g);
         par.for_each_item(out, ol, split, |k, plane| {
-            depthwise_plane(g, x, w, bias, k, plane);
+            match &unit {
+                Some(p) => p.depthwise(g, x, w, bias, k, plane),
+                None => depthwise_plane(g, x, w, bias, k, plane),
+            }
             let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
             finish_row(plane, 0.0, res, epi.relu);
         });
@@ -640,6 +646,7 @@ pub fn conv(
     } else {
         vec![0.0f32; numel(&[kdim, nb])?]
     };
+    let dst = SharedMut(out.as_mut_ptr());
     for n in 0..g.batch {
         for gi in 0..g.group {
             let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
@@ -650,42 +657,145 @@ pub fn conv(
             while c0 < ol {
                 let cols = nb.min(ol - c0);
                 let (rhs, rhs_rs) = if pointwise {
-                    (xs[c0..].as_ptr(), ol)
+                    (SharedMut(xs[c0..].as_ptr().cast_mut()), ol)
                 } else {
-                    im2col_block(g, cg, xs, c0, cols, &mut col);
-                    (col.as_ptr(), cols)
+                    // The im2col rows of each input channel are independent: split them over the threads.
+                    let plane = il;
+                    let col = &mut col[..kdim * cols];
+                    par.for_each_item(
+                        col,
+                        taps * cols,
+                        cg > 1 && kdim * cols >= 2 * MIN_CHUNK,
+                        |c, rows| im2col_block(g, 1, &xs[c * plane..][..plane], c0, cols, rows),
+                    );
+                    (SharedMut(col.as_mut_ptr()), cols)
                 };
-                // SAFETY: `wg` is [mg, kdim]; `rhs` addresses [kdim, cols] with row stride `rhs_rs` inside `xs` or
-                // `col`; the destination block is [mg, cols] with row stride `ol` inside `out`, all checked above.
-                unsafe {
-                    raw_gemm(
-                        mg,
-                        cols,
-                        kdim,
-                        out.as_mut_ptr().add(base + c0),
-                        ol as isize,
-                        false,
-                        wg.as_ptr(),
-                        kdim as isize,
-                        1,
-                        rhs,
-                        rhs_rs as isize,
-                        1,
-                        1.0,
-                        par.gemm(),
-                    )
-                };
-                for r in 0..mg {
-                    let at = base + r * ol + c0;
-                    let row = &mut out[at..at + cols];
-                    let b = bias.map_or(0.0, |b| b[oc0 + r]);
-                    finish_row(row, b, residual.map(|res| &res[at..at + cols]), epi.relu);
-                }
+                // Tiles of the [mg, cols] output block, fixed by the shape alone (never by the thread count), so
+                // every output element is computed by the same GEMM call whatever the number of threads.
+                let (mparts, nparts) = conv_tiles(mg, cols, kdim);
+                par.for_each_index(mparts * nparts, |t| {
+                    let (ti, tj) = (t / nparts, t % nparts);
+                    let (r0, j0) = (ti * mg / mparts, tj * cols / nparts);
+                    let rows = (ti + 1) * mg / mparts - r0;
+                    let width = (tj + 1) * cols / nparts - j0;
+                    let at = base + r0 * ol + c0 + j0;
+                    // SAFETY: `wg` is [mg, kdim]; `rhs` addresses [kdim, cols] with row stride `rhs_rs` inside `xs`
+                    // or `col`; tile `t` writes rows r0..r0+rows, columns c0+j0..c0+j0+width of this output block
+                    // (row stride `ol`, all inside `out`, checked above), disjoint from every other tile's.
+                    unsafe {
+                        raw_gemm(
+                            rows,
+                            width,
+                            kdim,
+                            dst.ptr().add(at),
+                            ol as isize,
+                            false,
+                            wg.as_ptr().add(r0 * kdim),
+                            kdim as isize,
+                            1,
+                            rhs.ptr().add(j0).cast_const(),
+                            rhs_rs as isize,
+                            1,
+                            1.0,
+                            Parallelism::None,
+                        )
+                    };
+                    for r in 0..rows {
+                        let at = at + r * ol;
+                        // SAFETY: as above, this tile's own row segment.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), width) };
+                        let b = bias.map_or(0.0, |b| b[oc0 + r0 + r]);
+                        finish_row(row, b, residual.map(|res| &res[at..at + width]), epi.relu);
+                    }
+                });
                 c0 += cols;
             }
         }
     }
     Ok(())
+}
+
+/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into, one task
+/// each: a function of the shape only, never of the thread count. Small blocks are one part; larger ones about
+/// four, columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
+/// block), then rows (at least 32 each) when the block is narrow. Parts are balanced (sizes differ by at most one).
+fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
+    if m.saturating_mul(n).saturating_mul(k) < (1 << 21) {
+        return (1, 1);
+    }
+    let nparts = (n / 256).clamp(1, 4);
+    let mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    (mparts, nparts)
+}
+
+/// The geometry of a depthwise convolution with unit strides over one spatial plane (2-D, or 1-D), computed on a
+/// zero-bordered copy of each input plane: every tap then reads the copy at one constant offset from a "wide"
+/// output (output rows laid out at the padded width), so each tap is one long contiguous multiply-add loop.
+struct PaddedPlane {
+    /// Padded height and width.
+    ph: usize,
+    pw: usize,
+    /// Where the input plane starts in the padded one.
+    top: usize,
+    left: usize,
+}
+
+impl PaddedPlane {
+    fn of(g: &ConvGeom) -> Option<PaddedPlane> {
+        let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1;
+        if !flat || g.strides != [1; 3] {
+            return None;
+        }
+        let [_, oh, ow] = g.output;
+        let [_, kh, kw] = g.kernel;
+        let ph = oh + (kh - 1) * g.dilations[1];
+        let pw = ow + (kw - 1) * g.dilations[2];
+        let (top, left) = (g.pad_begin[1], g.pad_begin[2]);
+        // The input must fit inside the padded plane (it does whenever the output shape is consistent).
+        (top + g.input[1] <= ph && left + g.input[2] <= pw && oh > 0 && ow > 0)
+            .then_some(PaddedPlane { ph, pw, top, left })
+    }
+
+    /// Plane `k` (channel `k % C` of image `k / C`) into `oc`: the bias, then every tap in the order (row,
+    /// column), padding taps adding `0·w`, so each output is the sum [`depthwise_plane`] computes.
+    fn depthwise(
+        &self,
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        k: usize,
+        oc: &mut [f32],
+    ) {
+        let [_, oh, ow] = g.output;
+        let [_, kh, kw] = g.kernel;
+        let [_, ih, iw] = g.input;
+        let (il, taps) = (g.in_len(), g.taps());
+        let (n, c) = (k / g.in_channels, k % g.in_channels);
+        let xc = &x[(n * g.in_channels + c) * il..][..il];
+        let wc = &w[c * taps..][..taps];
+        let pw = self.pw;
+        let mut padded = vec![0.0f32; self.ph * pw];
+        for (y, row) in xc.chunks_exact(iw).enumerate().take(ih) {
+            padded[(self.top + y) * pw + self.left..][..iw].copy_from_slice(row);
+        }
+        let len = (oh - 1) * pw + ow;
+        let mut wide = vec![bias.map_or(0.0, |b| b[c]); len];
+        for b in 0..kh {
+            for e in 0..kw {
+                let wv = wc[b * kw + e];
+                let off = b * g.dilations[1] * pw + e * g.dilations[2];
+                let src = &padded[off..off + len];
+                for (o, &v) in wide.iter_mut().zip(src) {
+                    *o += v * wv;
+                }
+            }
+        }
+        for (y, row) in oc.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&wide[y * pw..][..ow]);
+        }
+    }
 }
 
 /// Depthwise convolution: each channel by its own filter, one output row at a time, each tap over the run of
