@@ -203,11 +203,24 @@ impl Machine {
         let size = r.dtype.size() as usize;
         match r.loc {
             Loc::Buf(i) => {
+                // One decoder per dtype, chosen once per region (this is the simulator's innermost loop).
                 let mem = &self.buffers[i];
-                r.addrs
-                    .iter()
-                    .map(|&a| r.dtype.read(&mem[a as usize..a as usize + size]))
-                    .collect()
+                match r.dtype {
+                    DType::F32 => {
+                        gather::<4>(mem, &r.addrs, |b| Value::Float(f32::from_le_bytes(b)))
+                    }
+                    DType::F16 => gather::<2>(mem, &r.addrs, |b| {
+                        Value::Float(half::f16::from_le_bytes(b).to_f32())
+                    }),
+                    DType::BF16 => gather::<2>(mem, &r.addrs, |b| {
+                        Value::Float(half::bf16::from_le_bytes(b).to_f32())
+                    }),
+                    _ => r
+                        .addrs
+                        .iter()
+                        .map(|&a| r.dtype.read(&mem[a as usize..a as usize + size]))
+                        .collect(),
+                }
             }
             Loc::Global => {
                 // Consecutive elements mostly share a page: look each page up once per stretch.
@@ -246,8 +259,19 @@ impl Machine {
         match r.loc {
             Loc::Buf(b) => {
                 let mem = &mut self.buffers[b];
-                for (&a, &v) in r.addrs.iter().zip(values) {
-                    r.dtype.write(v, &mut mem[a as usize..a as usize + size]);
+                match r.dtype {
+                    DType::F32 => scatter::<4>(mem, &r.addrs, values, |v| v.as_f32().to_le_bytes()),
+                    DType::F16 => scatter::<2>(mem, &r.addrs, values, |v| {
+                        half::f16::from_f32(v.as_f32()).to_le_bytes()
+                    }),
+                    DType::BF16 => scatter::<2>(mem, &r.addrs, values, |v| {
+                        half::bf16::from_f32(v.as_f32()).to_le_bytes()
+                    }),
+                    _ => {
+                        for (&a, &v) in r.addrs.iter().zip(values) {
+                            r.dtype.write(v, &mut mem[a as usize..a as usize + size]);
+                        }
+                    }
                 }
             }
             Loc::Global => {
@@ -278,6 +302,38 @@ impl Machine {
                 }
             }
         }
+    }
+}
+
+/// Decodes the `N`-byte elements at `addrs` of `mem` (in bounds: regions are checked when resolved).
+#[inline]
+fn gather<const N: usize>(
+    mem: &[u8],
+    addrs: &[u64],
+    decode: impl Fn([u8; N]) -> Value,
+) -> Vec<Value> {
+    addrs
+        .iter()
+        .map(|&a| {
+            let a = a as usize;
+            let mut b = [0u8; N];
+            b.copy_from_slice(&mem[a..a + N]);
+            decode(b)
+        })
+        .collect()
+}
+
+/// Encodes `values` into the `N`-byte elements at `addrs` of `mem` (in bounds, as for [`gather`]).
+#[inline]
+fn scatter<const N: usize>(
+    mem: &mut [u8],
+    addrs: &[u64],
+    values: &[Value],
+    encode: impl Fn(Value) -> [u8; N],
+) {
+    for (&a, &v) in addrs.iter().zip(values) {
+        let a = a as usize;
+        mem[a..a + N].copy_from_slice(&encode(v));
     }
 }
 
