@@ -626,15 +626,24 @@ pub fn conv(
     }
     if g.is_depthwise() {
         // One output plane per task, its epilogue right after it.
-        let split = out.len() * taps >= 2 * MIN_CHUNK;
-        let unit = PaddedPlane::of(g);
-        par.for_each_item(out, ol, split, |k, plane| {
-            match &unit {
-                Some(p) => p.depthwise(g, x, w, bias, k, plane),
-                None => depthwise_plane(g, x, w, bias, k, plane),
+        // Runs of whole output planes per task (each with its own scratch), the epilogue right after each plane.
+        let padded = PaddedPlane::of(g);
+        let min = if out.len() * taps >= 2 * MIN_CHUNK {
+            MIN_CHUNK / taps.max(1)
+        } else {
+            out.len()
+        };
+        par.for_each_chunk(out, ol, min, |start, planes| {
+            let mut scratch = (Vec::new(), Vec::new());
+            for (i, plane) in planes.chunks_exact_mut(ol).enumerate() {
+                let k = start / ol + i;
+                match &padded {
+                    Some(p) => p.depthwise(g, x, w, bias, k, plane, &mut scratch),
+                    None => depthwise_plane(g, x, w, bias, k, plane),
+                }
+                let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
+                finish_row(plane, 0.0, res, epi.relu);
             }
-            let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
-            finish_row(plane, 0.0, res, epi.relu);
         });
         return Ok(());
     }
@@ -729,36 +738,58 @@ fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
     (mparts, nparts)
 }
 
-/// The geometry of a depthwise convolution with unit strides over one spatial plane (2-D, or 1-D), computed on a
-/// zero-bordered copy of each input plane: every tap then reads the copy at one constant offset from a "wide"
-/// output (output rows laid out at the padded width), so each tap is one long contiguous multiply-add loop.
+/// The geometry of a depthwise convolution over one spatial plane (2-D, or 1-D), computed on a zero-bordered
+/// copy of each input plane split into its `sh·sw` stride phases (phase `(r, c)` holds the padded rows `≡ r` and
+/// columns `≡ c` modulo the strides). Every tap then reads one phase at one constant offset from a "wide" output
+/// (output rows laid out at the phase width), so each tap is one long contiguous multiply-add loop.
 struct PaddedPlane {
     /// Padded height and width.
     ph: usize,
     pw: usize,
+    /// Height and width of one phase.
+    qh: usize,
+    qw: usize,
     /// Where the input plane starts in the padded one.
     top: usize,
     left: usize,
+    /// For every tap, in the order (row, column), where its reads start in the phases buffer.
+    tap_at: Vec<usize>,
 }
 
 impl PaddedPlane {
     fn of(g: &ConvGeom) -> Option<PaddedPlane> {
         let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1;
-        if !flat || g.strides != [1; 3] {
+        let [_, oh, ow] = g.output;
+        if !flat || oh == 0 || ow == 0 {
             return None;
         }
-        let [_, oh, ow] = g.output;
         let [_, kh, kw] = g.kernel;
-        let ph = oh + (kh - 1) * g.dilations[1];
-        let pw = ow + (kw - 1) * g.dilations[2];
-        let (top, left) = (g.pad_begin[1], g.pad_begin[2]);
-        // The input must fit inside the padded plane (it does whenever the output shape is consistent).
-        (top + g.input[1] <= ph && left + g.input[2] <= pw && oh > 0 && ow > 0)
-            .then_some(PaddedPlane { ph, pw, top, left })
+        let [_, sh, sw] = g.strides;
+        let ph = (oh - 1) * sh + (kh - 1) * g.dilations[1] + 1;
+        let pw = (ow - 1) * sw + (kw - 1) * g.dilations[2] + 1;
+        let (qh, qw) = (ph.div_ceil(sh), pw.div_ceil(sw));
+        let mut tap_at = Vec::with_capacity(kh * kw);
+        for b in 0..kh {
+            let r = b * g.dilations[1];
+            for e in 0..kw {
+                let c = e * g.dilations[2];
+                tap_at.push(((r % sh) * sw + c % sw) * qh * qw + (r / sh) * qw + c / sw);
+            }
+        }
+        Some(PaddedPlane {
+            ph,
+            pw,
+            qh,
+            qw,
+            top: g.pad_begin[1],
+            left: g.pad_begin[2],
+            tap_at,
+        })
     }
 
     /// Plane `k` (channel `k % C` of image `k / C`) into `oc`: the bias, then every tap in the order (row,
     /// column), padding taps adding `0·w`, so each output is the sum [`depthwise_plane`] computes.
+    #[allow(clippy::too_many_arguments)]
     fn depthwise(
         &self,
         g: &ConvGeom,
@@ -767,33 +798,56 @@ impl PaddedPlane {
         bias: Option<&[f32]>,
         k: usize,
         oc: &mut [f32],
+        (phases, wide): &mut (Vec<f32>, Vec<f32>),
     ) {
         let [_, oh, ow] = g.output;
-        let [_, kh, kw] = g.kernel;
         let [_, ih, iw] = g.input;
+        let [_, sh, sw] = g.strides;
         let (il, taps) = (g.in_len(), g.taps());
         let (n, c) = (k / g.in_channels, k % g.in_channels);
         let xc = &x[(n * g.in_channels + c) * il..][..il];
         let wc = &w[c * taps..][..taps];
-        let pw = self.pw;
-        let mut padded = vec![0.0f32; self.ph * pw];
-        for (y, row) in xc.chunks_exact(iw).enumerate().take(ih) {
-            padded[(self.top + y) * pw + self.left..][..iw].copy_from_slice(row);
-        }
-        let len = (oh - 1) * pw + ow;
-        let mut wide = vec![bias.map_or(0.0, |b| b[c]); len];
-        for b in 0..kh {
-            for e in 0..kw {
-                let wv = wc[b * kw + e];
-                let off = b * g.dilations[1] * pw + e * g.dilations[2];
-                let src = &padded[off..off + len];
-                for (o, &v) in wide.iter_mut().zip(src) {
-                    *o += v * wv;
+        let (qh, qw) = (self.qh, self.qw);
+        let phase_len = qh * qw;
+        phases.clear();
+        phases.resize(phase_len * sh * sw, 0.0);
+        // The input rows and columns that fall inside the padded plane (windows may not reach its far end).
+        let rows = ih.min(self.ph.saturating_sub(self.top));
+        let cols = iw.min(self.pw.saturating_sub(self.left));
+        for (y, row) in xc.chunks_exact(iw).enumerate().take(rows) {
+            let r = self.top + y;
+            let at = if sh == 1 {
+                r * qw
+            } else {
+                (r % sh) * sw * phase_len + (r / sh) * qw
+            };
+            if sw == 1 {
+                phases[at + self.left..][..cols].copy_from_slice(&row[..cols]);
+            } else {
+                // Column phase `p` takes the input columns whose padded column is ≡ p, in order.
+                for p in 0..sw {
+                    let i0 = (p + sw - self.left % sw) % sw;
+                    if i0 >= cols {
+                        continue;
+                    }
+                    let dst = &mut phases[at + p * phase_len + (self.left + i0) / sw..];
+                    for (d, &v) in dst.iter_mut().zip(row[i0..cols].iter().step_by(sw)) {
+                        *d = v;
+                    }
                 }
             }
         }
+        let len = (oh - 1) * qw + ow;
+        wide.clear();
+        wide.resize(len, bias.map_or(0.0, |b| b[c]));
+        for (&at, &wv) in self.tap_at.iter().zip(wc) {
+            let src = &phases[at..at + len];
+            for (o, &v) in wide.iter_mut().zip(src) {
+                *o += v * wv;
+            }
+        }
         for (y, row) in oc.chunks_exact_mut(ow).enumerate() {
-            row.copy_from_slice(&wide[y * pw..][..ow]);
+            row.copy_from_slice(&wide[y * qw..][..ow]);
         }
     }
 }

@@ -540,7 +540,6 @@ impl NativeKernel for Activation {
     }
 }
 
-
 /// `a^b` over contiguous runs (both operands vectors), as the reference: in f64, rounded once.
 ///
 /// # Safety
