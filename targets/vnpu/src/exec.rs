@@ -969,7 +969,8 @@ fn emit_kernel(
             k: kk,
             batches,
             out,
-            relu,
+            residual,
+            act,
             ..
         } => {
             let (la, lo) = (lay(*a)?, lay(*out)?);
@@ -1006,7 +1007,14 @@ fn emit_kernel(
                     bias: kc.bias,
                     out: at(*out)? + bi * m * lo.pitch as u64 * 4,
                     ldc: lo.pitch as u64,
-                    relu: *relu,
+                    residual: match residual {
+                        Some(z) => {
+                            let lz = lay(*z)?;
+                            Some((at(*z)? + bi * m * lz.pitch as u64 * 4, lz.pitch as u64))
+                        }
+                        None => None,
+                    },
+                    act: *act,
                 };
                 gemm::emit(ctx, &op, blocks, zero, &mut st, &mut b)?;
             }
@@ -1020,7 +1028,8 @@ fn emit_kernel(
             dilations,
             pads,
             out,
-            relu,
+            residual,
+            act,
             ..
         } => {
             let (lx, lo) = (lay(*x)?, lay(*out)?);
@@ -1051,7 +1060,11 @@ fn emit_kernel(
                 bias: kc.bias,
                 out: at(*out)?,
                 ldc: lo.pitch as u64,
-                relu: *relu,
+                residual: match residual {
+                    Some(z) => Some((at(*z)?, lay(*z)?.pitch as u64)),
+                    None => None,
+                },
+                act: *act,
             };
             gemm::emit(ctx, &op, blocks, zero, &mut GemmState::default(), &mut b)?;
         }
@@ -1073,7 +1086,8 @@ fn emit_kernel(
                     bias: None,
                     out: at(*out)? + bi * lo.pitch as u64 * 4,
                     ldc: lo.pitch as u64,
-                    relu: false,
+                    residual: None,
+                    act: gemm::Act::None,
                 };
                 gemm::emit(ctx, &op, blocks, zero, &mut st, &mut b)?;
             }

@@ -633,3 +633,101 @@ fn observed_runs_report_npu_kernels_and_host_regions() {
         assert_eq!(clean[&names(z)], seen[&names(z)], "{profile}");
     }
 }
+
+/// The activations the GEMM epilogue computes (Clip with bounds inside the data's range, so that both act).
+fn epilogue_activations() -> Vec<ops::Activation> {
+    use ops::Activation as A;
+    vec![
+        A::None,
+        A::Relu,
+        A::Clip {
+            min: -0.5,
+            max: 0.75,
+        },
+        A::Clip {
+            min: 0.0,
+            max: f32::INFINITY,
+        },
+        A::Sigmoid,
+        A::Tanh,
+        A::LeakyRelu { alpha: 0.1 },
+        A::Silu,
+        A::HardSwish,
+    ]
+}
+
+#[test]
+fn fused_conv_and_matmul_with_residual_and_activation_match_the_reference() {
+    for profile in PROFILES {
+        for act in epilogue_activations() {
+            for with_z in [false, true] {
+                // FusedConv: 2 x 7 x 9 x 10 input, 19 3x3 filters, stride 2, pad 1, bias, residual of the result.
+                let mut b = GraphBuilder::new("fconv");
+                let x = f32_input(&mut b, "x", &[2, 7, 9, 10]);
+                let w = b.constant("w", tensor(&[19, 7, 3, 3], 61));
+                let bias = b.constant("b", tensor(&[19], 62));
+                let mut ins = vec![x, w, bias];
+                let mut inputs = vec![tensor(&[2, 7, 9, 10], 63)];
+                if with_z {
+                    ins.push(f32_input(&mut b, "z", &[2, 19, 5, 5]));
+                    inputs.push(tensor(&[2, 19, 5, 5], 64));
+                }
+                let op = ops::FusedConv {
+                    activation: act,
+                    strides: Some(vec![2, 2]),
+                    pads: Some(vec![1, 1, 1, 1]),
+                    ..Default::default()
+                };
+                let y = b.node1(op, &ins).unwrap();
+                b.output(y);
+                let what = format!("FusedConv activation={act} residual={with_z}");
+                let r = run(b.finish().unwrap(), profile, inputs, &["FusedConv"]);
+                // Activations are at most 1.5-Lipschitz; the residual and bias add one term each.
+                check_cube(&r, profile, 7 * 9 + 2, 1.5, &what);
+
+                // FusedMatMul: rank-3 A by constant B, bias row, residual.
+                let mut b = GraphBuilder::new("fmm");
+                let a = f32_input(&mut b, "a", &[3, 19, 45]);
+                let w = b.constant("w", tensor(&[45, 37], 65));
+                let bias = b.constant("bias", tensor(&[37], 66));
+                let mut ins = vec![a, w, bias];
+                let mut inputs = vec![tensor(&[3, 19, 45], 67)];
+                if with_z {
+                    ins.push(f32_input(&mut b, "z", &[3, 19, 37]));
+                    inputs.push(tensor(&[3, 19, 37], 68));
+                }
+                let op = ops::FusedMatMul { activation: act };
+                let y = b.node1(op, &ins).unwrap();
+                b.output(y);
+                let what = format!("FusedMatMul activation={act} residual={with_z}");
+                let r = run(b.finish().unwrap(), profile, inputs, &["FusedMatMul"]);
+                check_cube(&r, profile, 45 + 2, 1.5, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_ops_the_npu_cannot_run_say_why() {
+    let mut b = GraphBuilder::new("gelu");
+    let a = f32_input(&mut b, "a", &[4, 8]);
+    let w = b.constant("w", tensor(&[8, 5], 71));
+    let op = ops::FusedMatMul {
+        activation: ops::Activation::Gelu,
+    };
+    let y = b.node1(op, &[a, w]).unwrap();
+    b.output(y);
+    let r = run(
+        b.finish().unwrap(),
+        "default",
+        vec![tensor(&[4, 8], 72)],
+        &[],
+    );
+    let n = &r.exec.placement().nodes[0];
+    assert!(!n.npu);
+    assert_eq!(
+        n.reason.as_deref(),
+        Some("no vnpu epilogue for activation gelu")
+    );
+    check_exact(&r, "default", "FusedMatMul gelu on the host");
+}
