@@ -7,10 +7,11 @@
 //! it is still in cache.
 //!
 //! Threads ([`Parallel`]): MatMul and Gemm are split by `gemm` itself (`Parallelism::Rayon`, over output tiles,
-//! with k-blocking independent of the thread count). A convolution cuts each output block into tiles fixed by
-//! its shape alone (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the
-//! im2col rows of the block too, one input channel per task); depthwise convolution splits over output planes.
-//! Every output element is thus summed in the same order whatever the thread count: results are bit-identical.
+//! with k-blocking independent of the thread count). With threads, a convolution cuts each output block into
+//! tiles (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the im2col
+//! rows of the block too, one input channel per task); one thread makes one call per block. Both sum every
+//! output element in the same order; depthwise convolution splits over output planes. Results are bit-identical
+//! for every thread count.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
@@ -681,7 +682,11 @@ pub fn conv(
                 };
                 // Tiles of the [mg, cols] output block, fixed by the shape alone (never by the thread count), so
                 // every output element is computed by the same GEMM call whatever the number of threads.
-                let (mparts, nparts) = conv_tiles(mg, cols, kdim);
+                let (mparts, nparts) = if par.is_parallel() {
+                    conv_tiles(mg, cols, kdim)
+                } else {
+                    (1, 1)
+                };
                 par.for_each_index(mparts * nparts, |t| {
                     let (ti, tj) = (t / nparts, t % nparts);
                     let (r0, j0) = (ti * mg / mparts, tj * cols / nparts);
@@ -725,16 +730,31 @@ pub fn conv(
     Ok(())
 }
 
-/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into, one task
-/// each: a function of the shape only, never of the thread count. Small blocks are one part; larger ones about
-/// four, columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
+/// Whether `gemm` 0.19 takes its small-matrix path for an `m×n` product, whose k-blocking is `min(k, 512)`
+/// instead of the one its cache model picks (the same up to `k = 512`, else possibly not).
+fn gemm_small(m: usize, n: usize) -> bool {
+    m <= 64 && n <= 64
+}
+
+/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into when there are
+/// threads to share them, one single-threaded GEMM call each. Small blocks are one part; larger ones about four,
+/// columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
 /// block), then rows (at least 32 each) when the block is narrow. Parts are balanced (sizes differ by at most one).
+///
+/// Every output element is computed exactly as by one call on the whole block (what one thread does): `gemm`
+/// sums each element along `k` in blocks that depend only on `k` and on whether the call is "small"
+/// ([`gemm_small`]), never on which rows or columns the call covers, and no part is small unless the block is
+/// (or `k <= 512`, where both blockings agree). The `models` tests check 1 and 2 threads bit for bit.
 fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
     if m.saturating_mul(n).saturating_mul(k) < (1 << 21) {
         return (1, 1);
     }
     let nparts = (n / 256).clamp(1, 4);
-    let mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    let mut mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    // The smallest part is (m / mparts) × (n / nparts).
+    while mparts > 1 && k > 512 && gemm_small(m / mparts, n / nparts) != gemm_small(m, n) {
+        mparts -= 1;
+    }
     (mparts, nparts)
 }
 
