@@ -7,10 +7,11 @@
 //! it is still in cache.
 //!
 //! Threads ([`Parallel`]): MatMul and Gemm are split by `gemm` itself (`Parallelism::Rayon`, over output tiles,
-//! with k-blocking independent of the thread count). A convolution cuts each output block into tiles fixed by
-//! its shape alone (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the
-//! im2col rows of the block too, one input channel per task); depthwise convolution splits over output planes.
-//! Every output element is thus summed in the same order whatever the thread count: results are bit-identical.
+//! with k-blocking independent of the thread count). With threads, a convolution cuts each output block into
+//! tiles (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the im2col
+//! rows of the block too, one input channel per task); one thread makes one call per block. Both sum every
+//! output element in the same order; depthwise convolution splits over output planes. Results are bit-identical
+//! for every thread count.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
@@ -626,15 +627,24 @@ pub fn conv(
     }
     if g.is_depthwise() {
         // One output plane per task, its epilogue right after it.
-        let split = out.len() * taps >= 2 * MIN_CHUNK;
-        let unit = PaddedPlane::of(g);
-        par.for_each_item(out, ol, split, |k, plane| {
-            match &unit {
-                Some(p) => p.depthwise(g, x, w, bias, k, plane),
-                None => depthwise_plane(g, x, w, bias, k, plane),
+        // Runs of whole output planes per task (each with its own scratch), the epilogue right after each plane.
+        let padded = PaddedPlane::of(g);
+        let min = if out.len() * taps >= 2 * MIN_CHUNK {
+            MIN_CHUNK / taps.max(1)
+        } else {
+            out.len()
+        };
+        par.for_each_chunk(out, ol, min, |start, planes| {
+            let mut scratch = (Vec::new(), Vec::new());
+            for (i, plane) in planes.chunks_exact_mut(ol).enumerate() {
+                let k = start / ol + i;
+                match &padded {
+                    Some(p) => p.depthwise(g, x, w, bias, k, plane, &mut scratch),
+                    None => depthwise_plane(g, x, w, bias, k, plane),
+                }
+                let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
+                finish_row(plane, 0.0, res, epi.relu);
             }
-            let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
-            finish_row(plane, 0.0, res, epi.relu);
         });
         return Ok(());
     }
@@ -672,7 +682,11 @@ pub fn conv(
                 };
                 // Tiles of the [mg, cols] output block, fixed by the shape alone (never by the thread count), so
                 // every output element is computed by the same GEMM call whatever the number of threads.
-                let (mparts, nparts) = conv_tiles(mg, cols, kdim);
+                let (mparts, nparts) = if par.is_parallel() {
+                    conv_tiles(mg, cols, kdim)
+                } else {
+                    (1, 1)
+                };
                 par.for_each_index(mparts * nparts, |t| {
                     let (ti, tj) = (t / nparts, t % nparts);
                     let (r0, j0) = (ti * mg / mparts, tj * cols / nparts);
@@ -716,49 +730,86 @@ pub fn conv(
     Ok(())
 }
 
-/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into, one task
-/// each: a function of the shape only, never of the thread count. Small blocks are one part; larger ones about
-/// four, columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
+/// Whether `gemm` 0.19 takes its small-matrix path for an `m×n` product, whose k-blocking is `min(k, 512)`
+/// instead of the one its cache model picks (the same up to `k = 512`, else possibly not).
+fn gemm_small(m: usize, n: usize) -> bool {
+    m <= 64 && n <= 64
+}
+
+/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into when there are
+/// threads to share them, one single-threaded GEMM call each. Small blocks are one part; larger ones about four,
+/// columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
 /// block), then rows (at least 32 each) when the block is narrow. Parts are balanced (sizes differ by at most one).
+///
+/// Every output element is computed exactly as by one call on the whole block (what one thread does): `gemm`
+/// sums each element along `k` in blocks that depend only on `k` and on whether the call is "small"
+/// ([`gemm_small`]), never on which rows or columns the call covers, and no part is small unless the block is
+/// (or `k <= 512`, where both blockings agree). The `models` tests check 1 and 2 threads bit for bit.
 fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
     if m.saturating_mul(n).saturating_mul(k) < (1 << 21) {
         return (1, 1);
     }
     let nparts = (n / 256).clamp(1, 4);
-    let mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    let mut mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    // The smallest part is (m / mparts) × (n / nparts).
+    while mparts > 1 && k > 512 && gemm_small(m / mparts, n / nparts) != gemm_small(m, n) {
+        mparts -= 1;
+    }
     (mparts, nparts)
 }
 
-/// The geometry of a depthwise convolution with unit strides over one spatial plane (2-D, or 1-D), computed on a
-/// zero-bordered copy of each input plane: every tap then reads the copy at one constant offset from a "wide"
-/// output (output rows laid out at the padded width), so each tap is one long contiguous multiply-add loop.
+/// The geometry of a depthwise convolution over one spatial plane (2-D, or 1-D), computed on a zero-bordered
+/// copy of each input plane split into its `sh·sw` stride phases (phase `(r, c)` holds the padded rows `≡ r` and
+/// columns `≡ c` modulo the strides). Every tap then reads one phase at one constant offset from a "wide" output
+/// (output rows laid out at the phase width), so each tap is one long contiguous multiply-add loop.
 struct PaddedPlane {
     /// Padded height and width.
     ph: usize,
     pw: usize,
+    /// Height and width of one phase.
+    qh: usize,
+    qw: usize,
     /// Where the input plane starts in the padded one.
     top: usize,
     left: usize,
+    /// For every tap, in the order (row, column), where its reads start in the phases buffer.
+    tap_at: Vec<usize>,
 }
 
 impl PaddedPlane {
     fn of(g: &ConvGeom) -> Option<PaddedPlane> {
         let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1;
-        if !flat || g.strides != [1; 3] {
+        let [_, oh, ow] = g.output;
+        if !flat || oh == 0 || ow == 0 {
             return None;
         }
-        let [_, oh, ow] = g.output;
         let [_, kh, kw] = g.kernel;
-        let ph = oh + (kh - 1) * g.dilations[1];
-        let pw = ow + (kw - 1) * g.dilations[2];
-        let (top, left) = (g.pad_begin[1], g.pad_begin[2]);
-        // The input must fit inside the padded plane (it does whenever the output shape is consistent).
-        (top + g.input[1] <= ph && left + g.input[2] <= pw && oh > 0 && ow > 0)
-            .then_some(PaddedPlane { ph, pw, top, left })
+        let [_, sh, sw] = g.strides;
+        let ph = (oh - 1) * sh + (kh - 1) * g.dilations[1] + 1;
+        let pw = (ow - 1) * sw + (kw - 1) * g.dilations[2] + 1;
+        let (qh, qw) = (ph.div_ceil(sh), pw.div_ceil(sw));
+        let mut tap_at = Vec::with_capacity(kh * kw);
+        for b in 0..kh {
+            let r = b * g.dilations[1];
+            for e in 0..kw {
+                let c = e * g.dilations[2];
+                tap_at.push(((r % sh) * sw + c % sw) * qh * qw + (r / sh) * qw + c / sw);
+            }
+        }
+        Some(PaddedPlane {
+            ph,
+            pw,
+            qh,
+            qw,
+            top: g.pad_begin[1],
+            left: g.pad_begin[2],
+            tap_at,
+        })
     }
 
     /// Plane `k` (channel `k % C` of image `k / C`) into `oc`: the bias, then every tap in the order (row,
     /// column), padding taps adding `0·w`, so each output is the sum [`depthwise_plane`] computes.
+    #[allow(clippy::too_many_arguments)]
     fn depthwise(
         &self,
         g: &ConvGeom,
@@ -767,33 +818,56 @@ impl PaddedPlane {
         bias: Option<&[f32]>,
         k: usize,
         oc: &mut [f32],
+        (phases, wide): &mut (Vec<f32>, Vec<f32>),
     ) {
         let [_, oh, ow] = g.output;
-        let [_, kh, kw] = g.kernel;
         let [_, ih, iw] = g.input;
+        let [_, sh, sw] = g.strides;
         let (il, taps) = (g.in_len(), g.taps());
         let (n, c) = (k / g.in_channels, k % g.in_channels);
         let xc = &x[(n * g.in_channels + c) * il..][..il];
         let wc = &w[c * taps..][..taps];
-        let pw = self.pw;
-        let mut padded = vec![0.0f32; self.ph * pw];
-        for (y, row) in xc.chunks_exact(iw).enumerate().take(ih) {
-            padded[(self.top + y) * pw + self.left..][..iw].copy_from_slice(row);
-        }
-        let len = (oh - 1) * pw + ow;
-        let mut wide = vec![bias.map_or(0.0, |b| b[c]); len];
-        for b in 0..kh {
-            for e in 0..kw {
-                let wv = wc[b * kw + e];
-                let off = b * g.dilations[1] * pw + e * g.dilations[2];
-                let src = &padded[off..off + len];
-                for (o, &v) in wide.iter_mut().zip(src) {
-                    *o += v * wv;
+        let (qh, qw) = (self.qh, self.qw);
+        let phase_len = qh * qw;
+        phases.clear();
+        phases.resize(phase_len * sh * sw, 0.0);
+        // The input rows and columns that fall inside the padded plane (windows may not reach its far end).
+        let rows = ih.min(self.ph.saturating_sub(self.top));
+        let cols = iw.min(self.pw.saturating_sub(self.left));
+        for (y, row) in xc.chunks_exact(iw).enumerate().take(rows) {
+            let r = self.top + y;
+            let at = if sh == 1 {
+                r * qw
+            } else {
+                (r % sh) * sw * phase_len + (r / sh) * qw
+            };
+            if sw == 1 {
+                phases[at + self.left..][..cols].copy_from_slice(&row[..cols]);
+            } else {
+                // Column phase `p` takes the input columns whose padded column is ≡ p, in order.
+                for p in 0..sw {
+                    let i0 = (p + sw - self.left % sw) % sw;
+                    if i0 >= cols {
+                        continue;
+                    }
+                    let dst = &mut phases[at + p * phase_len + (self.left + i0) / sw..];
+                    for (d, &v) in dst.iter_mut().zip(row[i0..cols].iter().step_by(sw)) {
+                        *d = v;
+                    }
                 }
             }
         }
+        let len = (oh - 1) * qw + ow;
+        wide.clear();
+        wide.resize(len, bias.map_or(0.0, |b| b[c]));
+        for (&at, &wv) in self.tap_at.iter().zip(wc) {
+            let src = &phases[at..at + len];
+            for (o, &v) in wide.iter_mut().zip(src) {
+                *o += v * wv;
+            }
+        }
         for (y, row) in oc.chunks_exact_mut(ow).enumerate() {
-            row.copy_from_slice(&wide[y * pw..][..ow]);
+            row.copy_from_slice(&wide[y * qw..][..ow]);
         }
     }
 }
