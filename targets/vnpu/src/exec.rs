@@ -633,6 +633,12 @@ impl VnpuExecutable {
         &self.placement
     }
 
+    /// Whether the graph's inputs have dynamic shapes, so that runs are specialized to their input shapes (and
+    /// [`VnpuExecutable::placement`] is not where a run's nodes go: see [`RunStats::placement`]).
+    pub fn is_dynamic(&self) -> bool {
+        self.specializer.is_some()
+    }
+
     /// Bytes moved between host and NPU per run.
     pub fn transfers_bytes(&self) -> u64 {
         self.transfers_bytes

@@ -3,7 +3,9 @@
 //!
 //! On the NPU: MatMul (A of rank 2–3, B a constant or a 2-D/equal-batch activation), Gemm (`transA = 0`; constant
 //! B, either `transB`; `alpha`, `beta` and a constant bias row folded into the packed weights and the f32 bias),
-//! 2-D Conv with `group = 1` (any stride, padding, dilation; constant weights and bias), GlobalAveragePool (and an
+//! 2-D Conv with `group` up to [`MAX_DENSE_GROUPS`] (any stride, padding, dilation; constant weights and bias; a
+//! grouped one as the dense Conv with block-diagonal weights), jiuzhou's FusedConv and FusedMatMul (the same
+//! kernels with a residual and activation epilogue), GlobalAveragePool (and an
 //! AveragePool whose window is the whole unpadded input) on the cube; 2-D MaxPool, Softmax along the last axis of
 //! a row-major tensor, shape-only ops (Flatten, Reshape, Squeeze, Unsqueeze, Identity) whose input and output are
 //! stored alike, and the unary and binary elementwise ops the profile's vector unit lists (Relu, Neg, Abs, Exp,
@@ -93,6 +95,8 @@ pub enum Kernel {
         dilations: [u64; 2],
         /// Leading pads.
         pads: [u64; 2],
+        /// The model's groups (`w` is already dense, block-diagonal when this is above 1).
+        groups: u64,
         /// The result.
         out: ValueId,
         /// A residual of the result's shape, added before the activation.
@@ -204,10 +208,12 @@ impl Kernel {
                 in_shape,
                 out_shape,
                 kernel,
+                groups,
                 ..
             } => {
+                // The model's FLOPs: the zeros of a grouped convolution's dense weights do not count.
                 2.0 * (in_shape[0] * out_shape[0] * out_shape[1] * out_shape[2]) as f64
-                    * (in_shape[1] * kernel[0] * kernel[1]) as f64
+                    * (in_shape[1] / groups * kernel[0] * kernel[1]) as f64
             }
             Kernel::Mean { dims, .. } => 2.0 * (dims[0] * dims[1] * dims[2]) as f64,
             Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Elt { .. } => 0.0,
@@ -368,8 +374,8 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
 /// (and the residual's add); other own ops have no kernel.
 pub fn own_op_supported(ctx: &Ctx, op: &Op) -> Result<(), String> {
     let activation = match op {
-        Op::FusedConv(c) if c.group != 1 => {
-            return Err(format!("grouped Conv (group = {})", c.group));
+        Op::FusedConv(c) if !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
+            return Err(grouped_reason(c.group));
         }
         Op::FusedConv(c) => &c.activation,
         Op::FusedMatMul(m) => &m.activation,
@@ -872,6 +878,36 @@ fn lower_gemm(
     })
 }
 
+/// The largest `group` a convolution may have on the cube: a grouped convolution runs as the dense one with
+/// block-diagonal weights, so the cube does `group` times the work (depthwise convolutions stay on the host).
+pub const MAX_DENSE_GROUPS: i64 = 8;
+
+fn grouped_reason(group: i64) -> String {
+    format!(
+        "grouped Conv (group = {group}; the cube runs at most {MAX_DENSE_GROUPS} groups, as one dense Conv)"
+    )
+}
+
+/// Weights `[cout, cin/group, kh, kw]` of a grouped convolution as the dense `[cout, cin, kh, kw]` ones: output
+/// channel `o` (group `o / (cout/group)`) keeps its weights on its group's input channels, zeros elsewhere.
+fn block_diagonal(w: &Tensor, group: usize) -> Result<Tensor, String> {
+    let d = f32_data(w)?;
+    let s = w.shape();
+    let (cout, cig, kh, kw) = (s[0], s[1], s[2], s[3]);
+    let cin = cig * group;
+    let per = cout / group;
+    let mut out = vec![0.0f32; cout * cin * kh * kw];
+    for o in 0..cout {
+        let g = o / per;
+        for ci in 0..cig {
+            let src = ((o * cig + ci) * kh * kw)..((o * cig + ci + 1) * kh * kw);
+            let dst = (o * cin + g * cig + ci) * kh * kw;
+            out[dst..dst + kh * kw].copy_from_slice(&d[src]);
+        }
+    }
+    Tensor::from_vec(vec![cout, cin, kh, kw], out).map_err(|e| e.to_string())
+}
+
 /// The attributes Conv and FusedConv share.
 struct ConvAttrs<'a> {
     auto_pad: &'a str,
@@ -897,15 +933,24 @@ fn lower_conv(
             sx.len().saturating_sub(2)
         ));
     }
-    if c.group != 1 {
-        return Err(format!("grouped Conv (group = {})", c.group));
+    if !(1..=MAX_DENSE_GROUPS).contains(&c.group) {
+        return Err(grouped_reason(c.group));
     }
+    let group = c.group as usize;
     let wt = constant(graph, w).ok_or("computed Conv weights")?;
     f32_shape(graph, w)?;
     let sw = wt.shape().to_vec();
-    if sw.len() != 4 || sw[1] != sx[1] || so[1] != sw[0] {
-        return Err(format!("Conv of {sx:?} by {sw:?}"));
+    if sw.len() != 4 || sw[1] * group != sx[1] || so[1] != sw[0] || sw[0] % group != 0 {
+        return Err(format!("Conv of {sx:?} by {sw:?} in {group} group(s)"));
     }
+    // A grouped convolution is the dense one with block-diagonal weights (zeros across groups).
+    let (wt, sw) = if group == 1 {
+        (wt, sw)
+    } else {
+        let dense = block_diagonal(&wt, group)?;
+        let shape = dense.shape().to_vec();
+        (Arc::new(dense), shape)
+    };
     let kernel = [sw[2] as i64, sw[3] as i64];
     let win = Window::new(2, &kernel, c.strides, c.dilations, c.pads, c.auto_pad, 0)
         .map_err(|e| e.to_string())?;
@@ -939,6 +984,7 @@ fn lower_conv(
         strides: [u(win.strides[0]), u(win.strides[1])],
         dilations: [u(win.dilations[0]), u(win.dilations[1])],
         pads,
+        groups: group as u64,
         out,
         residual: None,
         act: Act::None,
