@@ -213,15 +213,15 @@ fn interior(t: &AxisTaps) -> (usize, usize) {
 
 impl Pool {
     /// One plane of a 1-D or 2-D pool, an output row at a time. Border outputs are computed one by one, as
-    /// [`Pool::plane`] does. Interior outputs: averages tap by tap over the whole run of outputs (each sum in the
-    /// order window row, window column, as there, so results are identical); maxima separably (the max of each
-    /// input column over the window rows, then over the window columns), which gives the same value except that
-    /// of two equal zeros of different signs either may be kept.
+    /// [`Pool::plane`] does. Interior outputs separably: each input column is reduced over the window rows, then
+    /// each output over its window columns. Maxima come out the same (except that of two equal zeros of different
+    /// signs either may be kept); averages are summed in f64 in another order, which changes the f32 result only
+    /// when the window's values span more than ~29 binary orders of magnitude.
     fn plane_rows(&self, xs: &[f32], os: &mut [f32], ah: &AxisTaps, aw: &AxisTaps, iw: usize) {
         let ow = aw.len;
         let (lo, hi) = interior(aw);
         let full = if hi > lo { aw.count[lo] } else { 0 };
-        let mut sums = vec![0.0f64; if self.max { 0 } else { hi - lo }];
+        let mut sums = vec![0.0f64; if self.max { 0 } else { iw }];
         let mut colmax = vec![0.0f32; if self.max { iw } else { 0 }];
         for zh in 0..ah.len {
             let (fh, nh, sh) = (ah.first[zh], ah.count[zh], ah.step);
@@ -257,34 +257,32 @@ impl Pool {
                     }
                 }
             } else if run > 0 {
+                // Separable, in f64: each input column's sum over the window rows, then each output's sum of
+                // its window columns' sums.
                 let dst = &mut orow[lo..hi];
+                let (x0, s, st) = (aw.first[lo], aw.stride, aw.step);
+                let span = aw.first[hi - 1] + (full - 1) * st + 1 - x0;
+                let cs = &mut sums[..span];
+                cs.fill(0.0);
                 for b in 0..nh {
-                    let irow = &xs[(fh + b * sh) * iw..][..iw];
-                    for c in 0..full {
-                        let base = aw.first[lo] + c * aw.step;
-                        let src = &irow[base..base + (run - 1) * aw.stride + 1];
-                        let s = aw.stride;
-                        if b == 0 && c == 0 {
-                            sums.fill(0.0);
-                        }
-                        for (k, a) in sums.iter_mut().enumerate() {
-                            *a += src[k * s] as f64;
-                        }
+                    let r = &xs[(fh + b * sh) * iw + x0..][..span];
+                    for (a, &v) in cs.iter_mut().zip(r) {
+                        *a += v as f64;
                     }
                 }
-                {
-                    if nh == 0 {
-                        sums.fill(0.0);
+                for (k, d) in dst.iter_mut().enumerate() {
+                    let w = &cs[k * s..];
+                    let mut acc = 0.0f64;
+                    for c in 0..full {
+                        acc += w[c * st];
                     }
-                    for (k, d) in dst.iter_mut().enumerate() {
-                        let zw = lo + k;
-                        let n = if self.count_include_pad {
-                            ah.counted[zh] * aw.counted[zw]
-                        } else {
-                            nh * full
-                        };
-                        *d = (sums[k] / n as f64) as f32;
-                    }
+                    let zw = lo + k;
+                    let n = if self.count_include_pad {
+                        ah.counted[zh] * aw.counted[zw]
+                    } else {
+                        nh * full
+                    };
+                    *d = (acc / n as f64) as f32;
                 }
             }
             for zw in (0..lo).chain(hi..ow) {
