@@ -30,7 +30,7 @@ pub trait CostModel {
 /// as one kernel. It is small (1/1024) so that it never outweighs a whole node: op count stays the first criterion
 /// for any graph with fewer than 1024 composites.
 ///
-/// jiuzhou's own fused ops (FusedConv, FusedMatMul) cost [`OWN_OP_COST`], a hair above 1: one fused node still
+/// jiuzhou's own fused ops (FusedConv, FusedMatMul, FusedElementwise) cost [`OWN_OP_COST`], a hair above 1: one fused node still
 /// beats the two or more nodes it replaces, but where the count ties the standard ONNX op is kept (a Gemm with
 /// nothing to fuse stays a Gemm).
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,7 +125,8 @@ fn dims(t: Option<&ValueType>) -> Vec<f64> {
 /// Estimated floating-point operations and bytes moved by one node.
 ///
 /// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; elementwise and
-/// reductions: one op per element read; pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
+/// reductions: one op per element read (a FusedElementwise: one per output element and op of its program, with its
+/// inputs and output moved once); pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
 /// nothing (it is a view), other movement (Transpose, Concat, Gather, ...) moves its bytes with no FLOPs.
 pub fn flops_and_bytes(
     op: &Op,
@@ -178,6 +179,8 @@ pub fn flops_and_bytes(
             };
             (2.0 * out_elems * k, bytes)
         }
+        // One op per output element per step of the program; the inputs are read and the output written once.
+        Op::FusedElementwise(f) => (out_elems * f.expr.num_ops() as f64, bytes),
         _ => (in_elems.max(out_elems), bytes),
     }
 }
