@@ -15,4 +15,7 @@ py="$(tools/python-env.sh | tail -n 1)"
 
 export JIUZHOU_NODE_SUITE="$cache/node"
 export JIUZHOU_MODELS="$cache/models"
+# onnx's light zoo models (weights stored as ConstantOfShape fills), as the onnx wheel ships them.
+JIUZHOU_ONNX_LIGHT="$("$py" -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light"))')"
+export JIUZHOU_ONNX_LIGHT
 cargo test --workspace --release "$@"

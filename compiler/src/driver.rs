@@ -302,6 +302,14 @@ impl Executable for SharedVnpu {
     fn target_name(&self) -> &str {
         self.0.target_name()
     }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<jiuzhou_ir::Value>,
+        observer: &mut jiuzhou_runtime::Observer<'_>,
+    ) -> Result<Vec<jiuzhou_ir::Value>, RunError> {
+        self.0.run_observed(inputs, observer)
+    }
 }
 
 /// Compiles a graph for the simulated NPU of `profile` (host regions on the CPU target), after the capability
@@ -321,15 +329,74 @@ pub fn compile_vnpu(
             missing,
         });
     }
-    let exec = VnpuExecutable::compile(Arc::new(graph), profile.clone(), &CpuHost, options)
-        .map_err(|e| CompileError::Codegen {
-            target,
-            message: e.0,
-        })?;
+    let mut options = options.clone();
+    if options.fault.is_none() {
+        options.fault =
+            vnpu_fault().map_err(|message| CompileError::Codegen { target, message })?;
+    }
+    let exec = VnpuExecutable::compile(
+        Arc::new(graph),
+        profile.clone(),
+        Arc::new(CpuHost),
+        &options,
+    )
+    .map_err(|e| CompileError::Codegen {
+        target,
+        message: e.0,
+    })?;
     for (op, reason, count) in exec.placement().fallbacks() {
         tracing::info!(%target, op, count, reason, "on the host CPU");
     }
     Ok(Arc::new(exec))
+}
+
+/// FLOPs of every node of `graph` (the optimizer's estimate, `egraph::cost::flops_and_bytes`), in node order:
+/// what a vnpu placement's NPU share of the FLOPs is measured with ([`jiuzhou_target_vnpu::Placement::npu_flops_share`]).
+pub fn node_flops(graph: &Graph) -> Vec<f64> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let ins: Vec<Option<&ValueType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| &graph.value(v).ty))
+                .collect();
+            let outs: Vec<ValueType> = n
+                .outputs
+                .iter()
+                .map(|v| graph.value(*v).ty.clone())
+                .collect();
+            egraph::cost::flops_and_bytes(&n.op, &ins, &outs).0
+        })
+        .collect()
+}
+
+/// The vnpu fault selector that `JIUZHOU_FAULT=vnpu:SELECTOR` asks for (test only: the kernels of the nodes or
+/// ops it names compute wrong results on purpose, see `jiuzhou_target_vnpu::exec`); `None` when the variable is
+/// unset or names another target.
+fn vnpu_fault() -> Result<Option<String>, String> {
+    let Ok(spec) = std::env::var("JIUZHOU_FAULT") else {
+        return Ok(None);
+    };
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let Some((target, selector)) = spec.split_once(':') else {
+        return Err(format!(
+            "JIUZHOU_FAULT=`{spec}`: expected TARGET:SELECTOR, e.g. vnpu:conv2 (a node or op name)"
+        ));
+    };
+    if target != "vnpu" {
+        return Ok(None);
+    }
+    if selector.is_empty() {
+        return Err(format!(
+            "JIUZHOU_FAULT=`{spec}`: the selector (a node or op name) is empty"
+        ));
+    }
+    Ok(Some(selector.to_string()))
 }
 
 /// How to compile: whether to optimize, and the optimizer's bounds and switches.

@@ -33,6 +33,6 @@ pub mod onnx;
 
 pub use driver::{
     CompileError, CompileOptions, Compiled, SharedVnpu, Target, TargetStats, compile,
-    compile_graph, compile_graph_with, compile_vnpu, compile_with, load_and_compile,
+    compile_graph, compile_graph_with, compile_vnpu, compile_with, load_and_compile, node_flops,
     optimize_graph, optimize_graph_traced,
 };

@@ -94,6 +94,14 @@ enum Command {
         /// Print, as the last stdout line, one JSON object with the latencies.
         #[arg(long)]
         json: bool,
+        /// After the timed runs, time every kernel over --iters more runs and print the costliest (op, node,
+        /// output shape, ms, % of the run, GFLOP/s of matrix products) and a summary per op; with --json, every
+        /// step under "profile".
+        #[arg(long)]
+        profile: bool,
+        /// How many kernels the --profile table lists.
+        #[arg(long, default_value_t = 20, requires = "profile")]
+        profile_top: usize,
     },
     /// Optimize a model with the e-graph optimizer and print the optimized IR text.
     Opt {
@@ -288,6 +296,8 @@ fn run(command: Command) -> Result<ExitCode> {
             seed,
             no_opt,
             json,
+            profile,
+            profile_top,
         } => bench_model(
             &model,
             target,
@@ -298,6 +308,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 seed,
                 opt: !no_opt,
                 json,
+                profile: profile.then_some(profile_top),
             },
             &inputs,
         ),
@@ -653,7 +664,7 @@ fn compile_model(
     let mut vnpu = None;
     let mut compiled = None;
     if let Target::Vnpu(profile) = target {
-        let flops = node_flops(&graph);
+        let flops = jiuzhou_compiler::node_flops(&graph);
         let exec = jiuzhou_compiler::compile_vnpu(
             graph,
             model.opset,
@@ -739,6 +750,8 @@ struct BenchOptions {
     seed: u64,
     opt: bool,
     json: bool,
+    /// Profile the kernels, listing this many.
+    profile: Option<usize>,
 }
 
 /// A small deterministic generator (splitmix64), so random bench inputs are the same on every run.
@@ -868,8 +881,12 @@ fn bench_model(
         "latency over {} run(s) after {} warm-up: min {min:.3} ms, median {median:.3} ms, max {max:.3} ms",
         opts.iters, opts.warmup
     );
+    let profile = match opts.profile {
+        Some(top) => Some(profile_kernels(&session, &inputs, opts.iters, top)?),
+        None => None,
+    };
     if opts.json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "model": path.display().to_string(),
             "target": target.to_string(),
             "threads": threads,
@@ -881,30 +898,113 @@ fn bench_model(
             "mean_ms": mean,
             "compile_ms": prepared.total_ms(),
         });
+        if let Some(p) = profile {
+            json["profile"] = p;
+        }
         println!("{json}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// FLOPs of every node (the optimizer's estimate), for the NPU share of a placement.
-fn node_flops(graph: &Graph) -> Vec<f64> {
-    graph
-        .nodes
+/// Runs `iters` profiled runs, prints the `top` costliest steps (each step's minimum time over the runs) and a
+/// summary per op, and returns every step as JSON.
+fn profile_kernels(
+    session: &jiuzhou_runtime::Session,
+    inputs: &[Value],
+    iters: usize,
+    top: usize,
+) -> Result<serde_json::Value> {
+    let mut steps: Vec<jiuzhou_runtime::StepProfile> = Vec::new();
+    for _ in 0..iters {
+        let (out, prof) = session
+            .run_profiled(inputs.to_vec())
+            .context("profiled run failed")?;
+        drop(out);
+        if steps.is_empty() {
+            steps = prof;
+        } else if prof.len() == steps.len() {
+            for (s, p) in steps.iter_mut().zip(prof) {
+                s.seconds = s.seconds.min(p.seconds);
+            }
+        } else {
+            bail!("the profiled runs ran different numbers of kernels");
+        }
+    }
+    let total: f64 = steps.iter().map(|s| s.seconds).sum();
+    let pct = |s: f64| if total > 0.0 { 100.0 * s / total } else { 0.0 };
+    let gflops = |s: &jiuzhou_runtime::StepProfile| {
+        (s.flops > 0.0 && s.seconds > 0.0).then(|| s.flops / s.seconds / 1e9)
+    };
+    let shape = |s: &[usize]| {
+        let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+        format!("[{}]", dims.join(","))
+    };
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    order.sort_by(|&a, &b| {
+        steps[b]
+            .seconds
+            .total_cmp(&steps[a].seconds)
+            .then(a.cmp(&b))
+    });
+    println!(
+        "profile: {} kernels, {:.3} ms in kernels (each kernel's minimum over {iters} profiled run(s))",
+        steps.len(),
+        total * 1e3
+    );
+    println!(
+        "{:>4}  {:>9}  {:>6}  {:>8}  {:<28}  {:<32}  shape",
+        "rank", "ms", "%", "GFLOP/s", "op", "node"
+    );
+    for (rank, &i) in order.iter().take(top).enumerate() {
+        let s = &steps[i];
+        println!(
+            "{:>4}  {:>9.3}  {:>6.2}  {:>8}  {:<28}  {:<32}  {}",
+            rank + 1,
+            s.seconds * 1e3,
+            pct(s.seconds),
+            gflops(s).map_or_else(|| "-".to_string(), |g| format!("{g:.1}")),
+            s.op,
+            s.node,
+            shape(&s.shape)
+        );
+    }
+    // Per op: count, time, share, and the GFLOP/s of all its matrix products together.
+    let mut by_op: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for s in &steps {
+        let e = by_op.entry(&s.op).or_default();
+        e.0 += 1;
+        e.1 += s.seconds;
+        e.2 += s.flops;
+    }
+    let mut ops: Vec<(&str, (usize, f64, f64))> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1.1.total_cmp(&a.1.1).then(a.0.cmp(b.0)));
+    println!("by op:");
+    println!(
+        "{:>5}  {:>9}  {:>6}  {:>8}  op",
+        "count", "ms", "%", "GFLOP/s"
+    );
+    for (op, (count, secs, flops)) in &ops {
+        let g = (*flops > 0.0 && *secs > 0.0).then(|| flops / secs / 1e9);
+        println!(
+            "{count:>5}  {:>9.3}  {:>6.2}  {:>8}  {op}",
+            secs * 1e3,
+            pct(*secs),
+            g.map_or_else(|| "-".to_string(), |g| format!("{g:.1}"))
+        );
+    }
+    Ok(steps
         .iter()
-        .map(|n| {
-            let ins: Vec<Option<&ValueType>> = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| &graph.value(v).ty))
-                .collect();
-            let outs: Vec<ValueType> = n
-                .outputs
-                .iter()
-                .map(|v| graph.value(*v).ty.clone())
-                .collect();
-            egraph::cost::flops_and_bytes(&n.op, &ins, &outs).0
+        .map(|s| {
+            serde_json::json!({
+                "op": s.op,
+                "node": s.node,
+                "shape": s.shape,
+                "ms": s.seconds * 1e3,
+                "percent": pct(s.seconds),
+                "gflops": gflops(s),
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// Prints where the nodes run: how many on the NPU, their share of the FLOPs, and every op on the host with why.
@@ -1066,8 +1166,9 @@ fn run_model(
         out_dir.display()
     );
     if let Some(exec) = vnpu {
-        let p = exec.placement();
         let stats = exec.last_run().unwrap_or_default();
+        // A dynamic-shape graph ran as its specialization to the given input shapes.
+        let p = stats.placement.as_ref().unwrap_or(exec.placement());
         let mhz = exec.profile().clock_mhz.max(1);
         println!(
             "vnpu: {} of {} nodes on the NPU; simulated {} cycles ({:.1} us at {mhz} MHz); transfers {} bytes",

@@ -355,6 +355,27 @@ fn stats_show_recognized_composites() {
     );
 }
 
+/// onnx's own light ResNet-50 (`onnx/backend/test/data/light/light_resnet50.onnx`, found through
+/// `JIUZHOU_ONNX_LIGHT`, which tools/run-tests.sh sets): 415 imported nodes, 239 of them `ConstantOfShape` weights.
+/// The fills fold into real weights, then BatchNorm folds and conv + bias + residual + Relu fuse, as for the
+/// materialized fixture below.
+#[test]
+fn light_resnet50_with_fill_weights_optimizes_to_at_most_64_nodes() {
+    let dir = std::env::var_os("JIUZHOU_ONNX_LIGHT")
+        .map(PathBuf::from)
+        .expect(
+            "JIUZHOU_ONNX_LIGHT is not set: run tools/run-tests.sh, or set it to the onnx wheel's \
+         onnx/backend/test/data/light folder",
+        );
+    let stats = compile_stats(&dir.join("light_resnet50.onnx"));
+    assert_eq!(stats["imported_nodes"].as_u64(), Some(415), "{stats}");
+    let nodes = stats["optimized_nodes"].as_u64().unwrap();
+    assert!(nodes <= 64, "{stats}");
+    for gone in ["ConstantOfShape", "BatchNormalization", "Sum", "Relu"] {
+        assert_eq!(stats["ops"][gone].as_u64(), None, "{gone} left: {stats}");
+    }
+}
+
 /// Issue 3's ResNet-50 bar: weights and BatchNorm folded, conv + bias + residual + Relu fused, at most 64 nodes.
 #[test]
 fn resnet50_optimizes_to_at_most_64_nodes() {
@@ -366,4 +387,88 @@ fn resnet50_optimizes_to_at_most_64_nodes() {
         "{stats}"
     );
     assert_eq!(stats["ops"]["BatchNormalization"].as_u64(), None, "{stats}");
+}
+
+#[test]
+fn bench_profile_lists_kernels() {
+    let model = fixture("model.onnx");
+    let m = model.to_str().unwrap();
+    let o = jiuzhou(&[
+        "bench",
+        m,
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--profile",
+        "--profile-top",
+        "3",
+        "--json",
+    ]);
+    assert!(o.ok, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("profile: "))
+        .unwrap_or_else(|| panic!("no profile line in:\n{}", o.stdout));
+    // "profile: N kernels, ..." then the header and exactly three ranked rows.
+    let kernels: usize = lines[at]["profile: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("kernel count");
+    let header: Vec<&str> = lines[at + 1].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["rank", "ms", "%", "GFLOP/s", "op", "node", "shape"]
+    );
+    let mut last_ms = f64::INFINITY;
+    for (i, row) in lines[at + 2..at + 5].iter().enumerate() {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.len(), 7, "{row}");
+        assert_eq!(cols[0], (i + 1).to_string());
+        let ms: f64 = cols[1].parse().unwrap();
+        assert!(ms >= 0.0 && ms <= last_ms, "rows not sorted by time: {row}");
+        last_ms = ms;
+        assert!(cols[6].starts_with('[') && cols[6].ends_with(']'), "{row}");
+    }
+    assert_eq!(lines[at + 5], "by op:");
+    // The tiny CNN's convolutions are listed with their GFLOP/s.
+    assert!(
+        lines[at + 2..]
+            .iter()
+            .any(|l| l.contains("FusedConv") && l.split_whitespace().nth(3) != Some("-")),
+        "{}",
+        o.stdout
+    );
+    let j: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let steps = j["profile"].as_array().expect("profile array");
+    assert_eq!(steps.len(), kernels);
+    let mut percent = 0.0;
+    for s in steps {
+        assert!(s["op"].is_string() && s["node"].is_string(), "{s}");
+        assert!(s["shape"].is_array(), "{s}");
+        assert!(s["ms"].as_f64().is_some_and(|v| v >= 0.0), "{s}");
+        percent += s["percent"].as_f64().unwrap();
+    }
+    assert!((percent - 100.0).abs() < 1e-6, "percents sum to {percent}");
+    let conv = steps.iter().find(|s| s["node"] == "conv1").expect("conv1");
+    assert_eq!(conv["shape"], serde_json::json!([1, 8, 32, 32]));
+    assert!(conv["gflops"].as_f64().is_some_and(|g| g > 0.0), "{conv}");
+
+    // A target that cannot time its kernels says so.
+    let o = jiuzhou(&[
+        "bench",
+        m,
+        "--target",
+        "vnpu",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--profile",
+    ]);
+    assert_clean_error(&o, &["cannot profile"]);
 }

@@ -42,7 +42,8 @@ fn jiuzhou(args: &[&str], fault: Option<&str>) -> Outcome {
     }
 }
 
-/// Runs `compare` on tiny_cnn with its bundled input; returns the outcome and the JSON report.
+/// Runs `compare` on tiny_cnn with its bundled input (on the CPU target unless `extra` names one); returns the
+/// outcome and the JSON report.
 fn compare(test: &str, extra: &[&str], fault: Option<&str>) -> (Outcome, Json) {
     let report = tmp_dir(test).join("report.json");
     let model = fixture("model.onnx");
@@ -50,13 +51,14 @@ fn compare(test: &str, extra: &[&str], fault: Option<&str>) -> (Outcome, Json) {
     let mut args = vec![
         "compare",
         model.as_str(),
-        "--target",
-        "cpu",
         "--input",
         input.as_str(),
         "--report",
         report.to_str().unwrap(),
     ];
+    if !extra.contains(&"--target") {
+        args.extend_from_slice(&["--target", "cpu"]);
+    }
     args.extend_from_slice(extra);
     let o = jiuzhou(&args, fault);
     assert!(!o.stderr.contains("panicked"), "{}\n{}", o.stdout, o.stderr);
@@ -330,4 +332,44 @@ fn bad_arguments_give_clear_errors() {
         &jiuzhou(&["compare", &model, "--target", "cpu"], Some("conv2")),
         &["JIUZHOU_FAULT", "TARGET:SELECTOR"],
     );
+}
+
+#[test]
+fn compare_runs_on_the_simulated_npu_and_names_a_wrong_vnpu_kernel() {
+    // The vnpu cube rounds its inputs to f16, so the NPU side is SIMILAR rather than CLOSE: expect similar.
+    let vnpu = ["--target", "vnpu", "--expect", "similar"];
+    let (o, report) = compare("vnpu-clean", &vnpu, None);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(report["summary"]["pass"], true, "{report}");
+    let rows = tensors(&report);
+    // The NPU kernels' results are reported (relu1 from the kernel of conv1, pool1, ...), not only the output.
+    for name in ["relu1", "pool1", "relu2", "pool2", "gap", "logits", "probs"] {
+        let r = rows.iter().find(|r| r["tensor"] == name).unwrap();
+        assert_eq!(r["compared"], true, "{r}");
+    }
+
+    // A wrong vnpu kernel (conv2, with bn2 folded in and relu2 in its epilogue) is the first divergence.
+    let (o, report) = compare("vnpu-fault", &vnpu, Some("vnpu:conv2"));
+    assert_eq!(o.code, Some(3), "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("WRONG on purpose"), "{}", o.stderr);
+    let first = report["summary"]["first_diverging"].clone();
+    let index = first["index"].as_u64().unwrap() as usize;
+    for r in &tensors(&report)[..index] {
+        if r["compared"] == true {
+            assert_ne!(r["verdict"], "DIFFERENT", "before the fault: {r}");
+        }
+    }
+    assert_eq!(first["tensor"], "relu2", "{report}");
+    assert_eq!(
+        kernel_nodes(&first["kernel"]),
+        ["conv2", "bn2", "relu2"],
+        "{report}"
+    );
+    // A fault for the NPU leaves the CPU target alone, and one for the CPU leaves the NPU alone.
+    let (o, report) = compare("vnpu-cpu-fault", &vnpu, Some("cpu:conv2"));
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(report["summary"]["pass"], true);
+    let (o, _) = compare("vnpu-fault-none", &vnpu, Some("vnpu:no_such_node"));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stderr.contains("matches no NPU kernel"), "{}", o.stderr);
 }

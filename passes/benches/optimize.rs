@@ -1,6 +1,9 @@
 //! How long the e-graph optimizer takes on a ResNet-50-shaped and a BERT-layer-shaped graph, both built in code
 //! (the passes never read ONNX): the "under 1 s each on one core" is measured here, not by a timed test.
 //!
+//! `resnet50_fills` is the same ResNet-50 with every weight a `ConstantOfShape(shape)` fill, as in onnx's light
+//! zoo model (`light_resnet50.onnx`, 415 nodes): the fills fold into real tensors first.
+//!
 //! `cargo bench -p jiuzhou-passes --bench optimize` measures; `-- --test` runs each case once as a smoke test.
 //! Both graphs have the real models' structure and weight shapes (random weights): ResNet-50 v1 with its 53
 //! Conv+BatchNormalization pairs, 16 residual Adds and 49 Relus, and one BERT-base encoder layer (hidden 768, 12
@@ -28,6 +31,8 @@ impl ConstEvaluator for ReferenceEvaluator {
 struct Weights {
     state: u64,
     count: usize,
+    /// Whether weights are `ConstantOfShape(shape)` fills (as in onnx's light zoo models) instead of constants.
+    fills: bool,
 }
 
 impl Weights {
@@ -47,6 +52,14 @@ impl Weights {
 
     fn constant(&mut self, b: &mut GraphBuilder, shape: &[usize]) -> ValueId {
         self.count += 1;
+        if self.fills {
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let s = b.constant(&format!("w{}_shape", self.count), Tensor::vector(dims));
+            let fill = ops::ConstantOfShape {
+                value: Some(Arc::new(Tensor::vector(vec![0.02f32]))),
+            };
+            return b.node1(fill, &[s]).expect("fill");
+        }
         let t = self.tensor(shape);
         b.constant(&format!("w{}", self.count), t)
     }
@@ -93,8 +106,12 @@ fn conv_bn(
 }
 
 /// ResNet-50 v1: stem, 3-4-6-3 bottleneck blocks, global pooling, a Gemm classifier.
-fn resnet50() -> Graph {
-    let mut w = Weights { state: 1, count: 0 };
+fn resnet50(fills: bool) -> Graph {
+    let mut w = Weights {
+        state: 1,
+        count: 0,
+        fills,
+    };
     let mut b = GraphBuilder::new("resnet50");
     let x = b.input("x", TensorType::known(DType::F32, &[1, 3, 224, 224]));
     let mut y = conv_bn(&mut b, &mut w, x, 3, 64, 7, 2, true);
@@ -182,7 +199,11 @@ fn layer_norm(b: &mut GraphBuilder, w: &mut Weights, x: ValueId, n: usize, tag: 
 fn bert_layer() -> Graph {
     let (seq, hidden, heads) = (128usize, 768usize, 12usize);
     let dh = hidden / heads;
-    let mut w = Weights { state: 2, count: 0 };
+    let mut w = Weights {
+        state: 2,
+        count: 0,
+        fills: false,
+    };
     let mut b = GraphBuilder::new("bert_layer");
     let x = b.input("x", TensorType::known(DType::F32, &[1, seq, hidden]));
     let mask = b.input("mask", TensorType::known(DType::F32, &[1, 1, 1, seq]));
@@ -252,7 +273,11 @@ fn bert_layer() -> Graph {
 fn bench(c: &mut Criterion) {
     let ev: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
     let options = Options::default();
-    for (name, graph) in [("resnet50", resnet50()), ("bert_layer", bert_layer())] {
+    for (name, graph) in [
+        ("resnet50", resnet50(false)),
+        ("resnet50_fills", resnet50(true)),
+        ("bert_layer", bert_layer()),
+    ] {
         let (_, stats) =
             optimize(&graph, &OpCountCost, Some(ev.clone()), &options).expect("it optimizes");
         eprintln!(

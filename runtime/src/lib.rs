@@ -70,6 +70,24 @@ pub enum RunError {
     /// The executable cannot report intermediate values ([`Executable::run_observed`]).
     #[error("target {0} cannot report intermediate tensors")]
     CannotObserve(String),
+    /// The executable cannot time its kernels ([`Executable::run_profiled`]).
+    #[error("target {0} cannot profile its kernels")]
+    CannotProfile(String),
+}
+
+/// One step of a profiled run ([`Executable::run_profiled`]): a kernel of the executable's launch plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepProfile {
+    /// What the step runs: the op of the node it was made from, with the ops fused into it (`Conv+Relu`).
+    pub op: String,
+    /// The name of the node the step was made from.
+    pub node: String,
+    /// The shape of the step's first output (empty for a scalar or a non-tensor value).
+    pub shape: Vec<usize>,
+    /// Floating-point operations of the step's matrix products (2 per multiply-add); 0 for other kernels.
+    pub flops: f64,
+    /// Wall-clock time of the step, in seconds.
+    pub seconds: f64,
 }
 
 /// A callback that sees intermediate values as a run computes them: the value's name in the executable's graph
@@ -95,6 +113,13 @@ pub trait Executable: Send + Sync {
     ) -> Result<Vec<Value>, RunError> {
         let _ = (inputs, observer);
         Err(RunError::CannotObserve(self.target_name().to_string()))
+    }
+
+    /// Runs like [`Executable::run`] and times every step of the launch plan, in the order they ran. Timing is
+    /// only done here: [`Executable::run`] pays nothing for it. The default reports [`RunError::CannotProfile`].
+    fn run_profiled(&self, inputs: Vec<Value>) -> Result<(Vec<Value>, Vec<StepProfile>), RunError> {
+        let _ = inputs;
+        Err(RunError::CannotProfile(self.target_name().to_string()))
     }
 }
 
@@ -265,6 +290,18 @@ impl Session {
         Ok(outputs)
     }
 
+    /// Runs like [`Session::run`] and times every step of the executable (see [`Executable::run_profiled`]);
+    /// [`RunError::CannotProfile`] when its target cannot.
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<Value>,
+    ) -> Result<(Vec<Value>, Vec<StepProfile>), RunError> {
+        let bindings = self.check_inputs(&inputs)?;
+        let (outputs, profile) = self.exec.run_profiled(inputs)?;
+        self.check_outputs(&outputs, &bindings)?;
+        Ok((outputs, profile))
+    }
+
     fn check_inputs(&self, inputs: &[Value]) -> Result<Bindings, RunError> {
         let expected = self.signature.inputs.len();
         if inputs.len() > expected {
@@ -425,6 +462,15 @@ mod tests {
             "target echo cannot report intermediate tensors"
         );
         assert_eq!(seen, 0);
+    }
+
+    #[test]
+    fn profiling_is_refused_by_default() {
+        let err = session()
+            .run_profiled(vec![t(&[1, 3]), t(&[1])])
+            .unwrap_err();
+        assert_eq!(err, RunError::CannotProfile("echo".into()));
+        assert_eq!(err.to_string(), "target echo cannot profile its kernels");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Types come from the IR's own inference rules ([`jiuzhou_ir::infer`]) applied to the children's facts, so the
 //! e-graph knows exactly what the IR knows. Constant values are known for constant leaves and for ops whose inputs
 //! are all small constants: those are evaluated by a [`ConstEvaluator`] that the driver supplies (the passes never
-//! depend on a concrete target), and `Shape` of a statically shaped value is folded directly. A folded class gets a
+//! depend on a concrete target), and `Shape` of a statically shaped value is folded directly. `ConstantOfShape`
+//! with a constant shape folds into a real tensor of any size within the fill limits
+//! ([`GraphAnalysis::with_fill_limits`]): models that store their weights as fills get them folded like weights. A folded class gets a
 //! constant leaf in [`GraphAnalysis::modify`](egg::Analysis::modify), which is how constant folding happens.
 
 use std::collections::HashMap;
@@ -61,6 +63,9 @@ pub struct OpaqueEntry {
     pub types: Vec<ValueType>,
 }
 
+/// A materialized `ConstantOfShape`: its dims, its fill value (none: 0.0f32) and the tensor.
+type Fill = (Vec<usize>, Option<Arc<Tensor>>, Arc<Tensor>);
+
 /// The analysis state: side tables and the constant-folding evaluator.
 pub struct GraphAnalysis {
     /// Constants, addressed by [`ENode::Const`].
@@ -74,6 +79,14 @@ pub struct GraphAnalysis {
     evaluator: Option<Arc<dyn ConstEvaluator>>,
     /// The most elements a folded constant (and each of its inputs) may have.
     pub fold_limit: usize,
+    /// The most elements one materialized `ConstantOfShape` fill may have (see [`Options::fill_limit`](super::Options)).
+    pub fill_limit: usize,
+    /// The most elements all materialized fills together may have.
+    pub fill_budget: usize,
+    /// Fills materialized so far, by (dtype, shape, fill value): equal fills share one tensor, and the budget counts
+    /// each once.
+    fills: Vec<Fill>,
+    fill_used: usize,
     /// Applications of Rust appliers already done (rule name and the matched classes): appliers that compute new
     /// weights skip repeats instead of recomputing them every iteration.
     pub applied: std::collections::HashSet<(String, Vec<Id>)>,
@@ -93,9 +106,58 @@ impl GraphAnalysis {
             syms: SymGen::default(),
             evaluator,
             fold_limit,
+            fill_limit: 0,
+            fill_budget: 0,
+            fills: Vec::new(),
+            fill_used: 0,
             applied: Default::default(),
             outputs: Vec::new(),
         }
+    }
+
+    /// Lets `ConstantOfShape` with a constant shape fold into a real tensor of up to `per_tensor` elements, all such
+    /// tensors together up to `total` elements (a model's weights stored as fills become constants that weight
+    /// folding can use; a shape that asks for more memory than that stays an op evaluated at run time).
+    pub fn with_fill_limits(mut self, per_tensor: usize, total: usize) -> GraphAnalysis {
+        self.fill_limit = per_tensor;
+        self.fill_budget = total;
+        self
+    }
+
+    /// The tensor of `ConstantOfShape(shape)` when the limits allow it (see [`with_fill_limits`](Self::with_fill_limits)).
+    fn materialize_fill(&mut self, op: &Op, shape: &Tensor) -> Option<Arc<Tensor>> {
+        let dims: Vec<usize> = shape
+            .to_i64_vec()?
+            .into_iter()
+            .map(|d| usize::try_from(d).ok())
+            .collect::<Option<_>>()?;
+        let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+        let value = match op {
+            Op::ConstantOfShape(c) => c.value.clone(),
+            _ => return None,
+        };
+        if let Some((_, _, t)) = self
+            .fills
+            .iter()
+            .find(|(d, v, _)| *d == dims && *v == value)
+        {
+            return Some(t.clone());
+        }
+        if n > self.fill_limit || self.fill_used.saturating_add(n) > self.fill_budget {
+            tracing::debug!(
+                elements = n,
+                "ConstantOfShape fill over the materialization limits: kept as an op"
+            );
+            return None;
+        }
+        let ev = self.evaluator.clone()?;
+        let t = ev
+            .eval(op, &[Some(Arc::new(shape.clone()))], 1)?
+            .into_iter()
+            .next()?;
+        self.fill_used += n;
+        self.fills.push((dims, value, t.clone()));
+        Some(t)
     }
 
     /// Adds a constant to the side table (or finds an equal one) and returns its index.
@@ -273,7 +335,13 @@ impl Analysis<ENode> for GraphAnalysis {
         let Some(k) = egraph[id].data.konst.clone() else {
             return;
         };
-        if k.len() > egraph.analysis.fold_limit
+        let is_fill = || {
+            egraph[id]
+                .nodes
+                .iter()
+                .any(|n| matches!(n, ENode::Op { name, .. } if *name == "ConstantOfShape"))
+        };
+        if (k.len() > egraph.analysis.fold_limit && !is_fill())
             || egraph[id]
                 .nodes
                 .iter()
@@ -388,6 +456,12 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
                     .filter(|t| t.len() <= limit);
             }
         }
+    }
+    if konst.is_none()
+        && matches!(op, Op::ConstantOfShape(_))
+        && let Some(Some(shape)) = consts.first()
+    {
+        konst = egraph.analysis.materialize_fill(&op, shape);
     }
     if let Some(k) = &konst {
         let from_const = shapes::of_const(k).map(Arc::new);

@@ -286,6 +286,11 @@ impl Exporter<'_> {
         {
             return n;
         }
+        self.unique_name(hint)
+    }
+
+    /// A new name `{hint}_N` no value has.
+    fn unique_name(&mut self, hint: &str) -> String {
         loop {
             let n = format!("{hint}_{}", self.next);
             self.next += 1;
@@ -443,7 +448,19 @@ impl Exporter<'_> {
                     index: k as u32,
                     tuple: [c],
                 });
-                self.fresh_name(get.unwrap_or(c), &hint)
+                // A projection class whose value comes from elsewhere (Dropout's data output is its input) names
+                // that value, not this output.
+                let elsewhere = get.is_some_and(|g| {
+                    self.choice.get(&self.egraph.find(g)).is_some_and(|n| {
+                        !matches!(n, ENode::Get { index, tuple }
+                            if *index == k as u32 && self.egraph.find(tuple[0]) == self.egraph.find(c))
+                    })
+                });
+                if elsewhere {
+                    self.unique_name(&hint)
+                } else {
+                    self.fresh_name(get.unwrap_or(c), &hint)
+                }
             };
             outputs.push(self.g.add_value(name, ty));
         }

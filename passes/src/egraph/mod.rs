@@ -51,6 +51,12 @@ pub struct Options {
     pub time_limit: Duration,
     /// The most elements of a folded constant (and of each of its constant inputs).
     pub fold_limit: usize,
+    /// The most elements of one `ConstantOfShape` fill with a constant shape that folds into a real tensor (models
+    /// that store weights as fills, like onnx's light zoo models, then get their weights folded); bigger fills stay
+    /// ops, evaluated at run time.
+    pub fill_limit: usize,
+    /// The most elements all folded fills together may have: the memory the optimizer may spend on them.
+    pub fill_budget: usize,
 }
 
 impl Default for Options {
@@ -64,6 +70,9 @@ impl Default for Options {
             // machine shared by many jobs stretches tenfold or more; results must not depend on that.
             time_limit: Duration::from_secs(10),
             fold_limit: 4096,
+            // VGG-19's fc6 weight (25088 x 4096) is the largest fixture parameter; all its weights are 143 M.
+            fill_limit: 1 << 27,
+            fill_budget: 1 << 28,
         }
     }
 }
@@ -110,7 +119,8 @@ pub fn optimize_traced(
     options: &Options,
 ) -> Result<(Graph, Stats, Provenance), OptError> {
     let start = Instant::now();
-    let analysis = GraphAnalysis::new(evaluator, options.fold_limit);
+    let analysis = GraphAnalysis::new(evaluator, options.fold_limit)
+        .with_fill_limits(options.fill_limit, options.fill_budget);
     let imported = convert::import(graph, analysis)?;
     let rules: Vec<rules::Rule> = rules::all_rules()
         .into_iter()

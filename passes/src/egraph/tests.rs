@@ -91,6 +91,19 @@ fn unary_case(dims: &[usize], op: impl Into<Op>, extra: &[(&str, Tensor)]) -> Gr
     finish(b, y)
 }
 
+/// `Relu(Dropout(x, ratio).output)` of a Dropout that also declares its (unread) mask output, as old exporters
+/// write it.
+fn masked_dropout_case() -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3]);
+    let r = b.constant("ratio", Tensor::scalar(0.5f32));
+    let outs = b
+        .node_opt(ops::Dropout::default(), &[Some(x), Some(r)], 2)
+        .unwrap();
+    let y = relu(&mut b, outs[0]);
+    finish(b, y)
+}
+
 /// `Relu(op(a, b))` with constant `c` on one side.
 fn binary_case(op: impl Into<Op>, c: f32, const_first: bool) -> Graph {
     let mut b = GraphBuilder::new("case");
@@ -173,6 +186,28 @@ fn conv_bn(bias: bool) -> Graph {
         .node1(ops::BatchNormalization::default(), &[c, s, beta, m, v])
         .unwrap();
     finish(b, y)
+}
+
+/// `op(BatchNormalization(x, s, β, μ, σ²), k)` with a constant `k` of dims `kdims` (a pre-activation BN followed
+/// by a Caffe-style Scale layer).
+fn bn_then(op: impl Into<Op>, kdims: &[usize]) -> Graph {
+    let mut r = Lcg(5);
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[1, 3, 4, 4]);
+    let s = b.constant("s", r.tensor(&[3]));
+    let beta = b.constant("beta", r.tensor(&[3]));
+    let m = b.constant("mean", r.tensor(&[3]));
+    let v = r.tensor(&[3]).into_vec::<f32>().unwrap();
+    let v = b.constant(
+        "var",
+        Tensor::vector(v.iter().map(|e| e.abs() + 0.5).collect::<Vec<f32>>()),
+    );
+    let y = b
+        .node1(ops::BatchNormalization::default(), &[x, s, beta, m, v])
+        .unwrap();
+    let k = b.constant("k", r.tensor(kdims));
+    let z = b.node1(op, &[y, k]).unwrap();
+    finish(b, z)
 }
 
 // ---- Pattern recognition cases ------------------------------------------------------------------------------------
@@ -664,6 +699,7 @@ fn core_cases() -> Vec<Case> {
                 &[("ratio", Tensor::scalar(0.5f32))],
             ),
         ),
+        case("dropout-inference-masked", "Dropout", masked_dropout_case()),
         case("cast-noop", "Cast", unary_case(&[2, 3], cast, &[])),
         case(
             "reshape-noop",
@@ -775,6 +811,17 @@ fn core_cases() -> Vec<Case> {
             "fold-add-into-conv-nobias",
             "Add",
             conv_then(false, ops::Add::default(), &[1]),
+        ),
+        case(
+            "fold-mul-into-bn",
+            "Mul",
+            bn_then(ops::Mul::default(), &[3, 1, 1]),
+        ),
+        case("fold-mul-into-bn", "Mul", bn_then(ops::Mul::default(), &[])),
+        case(
+            "fold-add-into-bn",
+            "Add",
+            bn_then(ops::Add::default(), &[1, 3, 1, 1]),
         ),
         case("reshape-dynamic-to-static", "Shape", dynamic_reshape_case()),
         case("pow2-to-mul", "Pow", canon_case("pow2")),
@@ -1061,5 +1108,88 @@ fn extraction_counts_shared_subgraphs_once() {
         1,
         "{}",
         jiuzhou_ir::text::print(&out)
+    );
+}
+
+/// `Conv(x, ConstantOfShape([oc, 2, 3, 3]))`: a weight stored as a fill, as in onnx's light zoo models.
+fn conv_with_fill_weight(oc: i64) -> Graph {
+    let mut b = GraphBuilder::new("g");
+    let x = f32_input(&mut b, &[1, 2, 5, 5]);
+    let shape = ints(&mut b, "w_shape", &[oc, 2, 3, 3]);
+    let fill = ops::ConstantOfShape {
+        value: Some(Arc::new(Tensor::vector(vec![0.25f32]))),
+    };
+    let w = b.node1(fill, &[shape]).unwrap();
+    let y = b.node1(ops::Conv::default(), &[x, w]).unwrap();
+    finish(b, y)
+}
+
+#[test]
+fn constant_fills_fold_into_weights_within_the_limits() {
+    // 4·2·3·3 = 72 elements: more than a folded constant may have, within the fill limit.
+    let g = conv_with_fill_weight(4);
+    let options = Options {
+        fold_limit: 16,
+        ..test_options()
+    };
+    let (out, stats) = optimize_ref(&g, &options);
+    assert_eq!((stats.imported_nodes, stats.optimized_nodes), (2, 1));
+    assert!(!has_op(&out, "ConstantOfShape"));
+    let inputs = random_inputs(&g, 4);
+    assert_close(
+        &Interpreter::default().run(&out, inputs.clone()).unwrap(),
+        &Interpreter::default().run(&g, inputs).unwrap(),
+        "fill",
+    );
+    // Over the per-tensor limit, or over the budget, the fill stays an op: a model's few bytes cannot make the
+    // optimizer allocate what it asks for.
+    for (fill_limit, fill_budget) in [(71, 1 << 20), (1 << 20, 71)] {
+        let options = Options {
+            fold_limit: 16,
+            fill_limit,
+            fill_budget,
+            ..test_options()
+        };
+        let (out, _) = optimize_ref(&g, &options);
+        assert!(
+            has_op(&out, "ConstantOfShape"),
+            "{fill_limit} {fill_budget}"
+        );
+    }
+    // A shape asking for 2^62 elements is not materialized with the default limits either.
+    let huge = {
+        let mut b = GraphBuilder::new("g");
+        let shape = ints(&mut b, "s", &[1 << 31, 1 << 31]);
+        let fill = ops::ConstantOfShape {
+            value: Some(Arc::new(Tensor::vector(vec![1.0f32]))),
+        };
+        let y = b.node1(fill, &[shape]).unwrap();
+        finish(b, y)
+    };
+    let (out, _) = optimize_ref(&huge, &test_options());
+    assert!(has_op(&out, "ConstantOfShape"));
+}
+
+#[test]
+fn dropout_with_both_outputs_read_keeps_them_apart() {
+    // y = Dropout(x).output equals x (an input), the mask still needs the node: both outputs keep their names.
+    let mut b = GraphBuilder::new("g");
+    let x = f32_input(&mut b, &[2, 3]);
+    let outs = b.node_opt(ops::Dropout::default(), &[Some(x)], 2).unwrap();
+    b.output(outs[0]);
+    b.output(outs[1]);
+    let g = b.finish().unwrap();
+    let (out, _) = optimize_ref(&g, &test_options());
+    let names = |g: &Graph| {
+        g.outputs
+            .iter()
+            .map(|o| g.value(*o).name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&out), names(&g));
+    let inputs = random_inputs(&g, 5);
+    assert_eq!(
+        Interpreter::default().run(&out, inputs.clone()).unwrap(),
+        Interpreter::default().run(&g, inputs).unwrap()
     );
 }

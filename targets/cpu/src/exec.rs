@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use jiuzhou_ir::ops::Activation;
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
-use jiuzhou_runtime::{Executable, Observer, RunError};
+use jiuzhou_runtime::{Executable, Observer, RunError, StepProfile};
 use jiuzhou_target_reference::Interpreter;
 
 use crate::ExecError;
@@ -143,6 +143,10 @@ enum StepKind {
 
 struct Step {
     kind: StepKind,
+    /// The name of the node the step was made from.
+    node: String,
+    /// What the step runs, for profiles: the node's op and the ops fused into it (`Conv+BatchNormalization+Relu`).
+    label: String,
     /// The values the step writes (for a fused kernel, the last fused node's outputs).
     outputs: Vec<ValueId>,
     /// The values the step reads.
@@ -606,6 +610,7 @@ impl CpuExecutable {
             {
                 epi.relu = true;
                 steps[si].outputs = node.outputs.clone();
+                steps[si].label.push_str("+Relu");
                 faulty(node, si);
                 fused_into.remove(x);
                 produced_at.insert(node.outputs[0], si);
@@ -640,6 +645,7 @@ impl CpuExecutable {
                     {
                         *residual = Some(r);
                         steps[si].reads.push(r);
+                        steps[si].label.push_str("+Add");
                         steps[si].outputs = node.outputs.clone();
                         fused_into.remove(&c);
                         fused_into.insert(*out, si);
@@ -688,6 +694,7 @@ impl CpuExecutable {
                 *wd = Arc::new(w2);
                 *bias = Some(Param::Const(Arc::new(b2), vec![scale.len()]));
                 steps[ci].outputs = node.outputs.clone();
+                steps[ci].label.push_str("+BatchNormalization");
                 faulty(node, ci);
                 fused_into.remove(x);
                 fused_into.insert(node.outputs[0], ci);
@@ -709,6 +716,8 @@ impl CpuExecutable {
                     steps.push(Step {
                         reads: node.inputs.iter().flatten().copied().collect(),
                         kind: StepKind::Kernel(k),
+                        node: node.name.clone(),
+                        label: node.op.name().to_string(),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
                     });
@@ -722,6 +731,8 @@ impl CpuExecutable {
                     steps.push(Step {
                         reads: outer.clone(),
                         kind: StepKind::Fallback(wrapped, outer),
+                        node: node.name.clone(),
+                        label: format!("{} (reference)", node.op.name()),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
                     });
@@ -854,6 +865,7 @@ impl CpuExecutable {
         &self,
         inputs: Vec<Value>,
         mut observer: Option<&mut Observer<'_>>,
+        mut profile: Option<&mut Vec<StepProfile>>,
     ) -> Result<Vec<Value>, ExecError> {
         let g = &*self.graph;
         if inputs.len() != g.inputs.len() {
@@ -879,6 +891,8 @@ impl CpuExecutable {
             base: arena.as_mut_ptr(),
         };
         for (si, step) in self.steps.iter().enumerate() {
+            // Only a profiled run reads the clock.
+            let started = profile.is_some().then(std::time::Instant::now);
             match &step.kind {
                 StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
                 StepKind::Fallback(wrapped, outer) => {
@@ -897,6 +911,10 @@ impl CpuExecutable {
                         rt.env[o.index()] = Slot::Heap(v);
                     }
                 }
+            }
+            if let (Some(profile), Some(started)) = (profile.as_mut(), started) {
+                let seconds = started.elapsed().as_secs_f64();
+                profile.push(rt.step_profile(step, seconds));
             }
             if self.fault_steps.contains(&si) {
                 for &o in &step.outputs {
@@ -937,6 +955,55 @@ struct Runtime<'a> {
 impl Runtime<'_> {
     fn name(&self, v: ValueId) -> &str {
         &self.exec.graph.value(v).name
+    }
+
+    /// The shape of a computed tensor value (empty when it is not one).
+    fn shape_of(&self, v: ValueId) -> Vec<usize> {
+        match &self.env[v.index()] {
+            Slot::Arena => self.exec.slots[&v].1.clone(),
+            Slot::Heap(Value::Tensor(t)) => t.shape().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The profile record of `step`, just run in `seconds` (its inputs and outputs are still live).
+    fn step_profile(&self, step: &Step, seconds: f64) -> StepProfile {
+        let shape = step
+            .outputs
+            .first()
+            .map_or_else(Vec::new, |&o| self.shape_of(o));
+        let out_len = shape.iter().product::<usize>() as f64;
+        let inner = |k: &Kernel| -> f64 {
+            match k {
+                // 2·(output elements)·(reduction length): the last dim of A, or of op(A) for a Gemm.
+                Kernel::MatMul { a, .. } => self.shape_of(*a).last().copied().unwrap_or(0) as f64,
+                Kernel::Gemm { a, trans_a, .. } => {
+                    let s = self.shape_of(*a);
+                    let k = if *trans_a { s.first() } else { s.last() };
+                    k.copied().unwrap_or(0) as f64
+                }
+                Kernel::Conv { w, .. } => {
+                    let ws = match w {
+                        Param::Const(_, s) => s.clone(),
+                        Param::Value(v) => self.shape_of(*v),
+                    };
+                    ws.iter().skip(1).product::<usize>() as f64
+                }
+                _ => 0.0,
+            }
+        };
+        let k = match &step.kind {
+            StepKind::Kernel(Kernel::Fused { inner: k, .. }) => inner(k),
+            StepKind::Kernel(k) => inner(k),
+            StepKind::Fallback(..) => 0.0,
+        };
+        StepProfile {
+            op: step.label.clone(),
+            node: step.node.clone(),
+            shape,
+            flops: 2.0 * out_len * k,
+            seconds,
+        }
     }
 
     /// An f32 input with its shape.
@@ -1293,8 +1360,17 @@ impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
         // Inside the pool, so that the kernels' nested parallel loops (and `gemm`'s) use its threads.
         self.parallel
-            .install(|| self.run_impl(inputs, None))
+            .install(|| self.run_impl(inputs, None, None))
             .map_err(|e| RunError::Exec(e.0))
+    }
+
+    fn run_profiled(&self, inputs: Vec<Value>) -> Result<(Vec<Value>, Vec<StepProfile>), RunError> {
+        let mut profile = Vec::with_capacity(self.steps.len());
+        let outputs = self
+            .parallel
+            .install(|| self.run_impl(inputs, None, Some(&mut profile)))
+            .map_err(|e| RunError::Exec(e.0))?;
+        Ok((outputs, profile))
     }
 
     fn target_name(&self) -> &str {
@@ -1306,7 +1382,7 @@ impl Executable for CpuExecutable {
         inputs: Vec<Value>,
         observer: &mut Observer<'_>,
     ) -> Result<Vec<Value>, RunError> {
-        self.run_impl(inputs, Some(observer))
+        self.run_impl(inputs, Some(observer), None)
             .map_err(|e| RunError::Exec(e.0))
     }
 }

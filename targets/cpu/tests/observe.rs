@@ -120,3 +120,27 @@ fn a_fault_perturbs_exactly_the_selected_node() {
     let (_, got) = observe(&faulty, &x);
     assert_ne!(got[&relu_out], want[&relu_out]);
 }
+
+#[test]
+fn profiled_runs_time_every_step_and_compute_the_same() {
+    let g = Arc::new(graph());
+    let x = Value::Tensor(Arc::new(tensor(&[1, 2, 6, 6], 7)));
+    let exec = CpuExecutable::compile(g.clone()).unwrap();
+    let plain = exec.run(vec![x.clone()]).unwrap();
+    let (outs, prof) = exec.run_profiled(vec![x]).unwrap();
+    assert_eq!(
+        outs[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        plain[0].as_tensor().unwrap().as_slice::<f32>().unwrap()
+    );
+    assert_eq!(prof.len(), exec.num_steps());
+    // The Relu is fused into the Conv step, which counts 2·(4·6·6 outputs)·(2·3·3 taps) flops.
+    assert_eq!(prof[0].op, "Conv+Relu");
+    assert_eq!(prof[0].shape, vec![1, 4, 6, 6]);
+    assert_eq!(prof[0].flops, 2.0 * 144.0 * 18.0);
+    assert!(prof.iter().skip(1).all(|p| p.flops == 0.0));
+    assert!(
+        prof.iter()
+            .any(|p| p.op == "Sigmoid (reference)" || p.op == "Sigmoid")
+    );
+    assert!(prof.iter().all(|p| p.seconds >= 0.0 && !p.node.is_empty()));
+}

@@ -82,41 +82,61 @@ impl DType {
         DType::ALL.get(usize::from(code)).copied()
     }
 
-    /// Reads one element from `bytes`, which must hold exactly [`DType::size`] bytes (callers slice it so).
+    /// Reads one element from `bytes`, which must hold exactly [`DType::size`] bytes (callers slice it so; missing
+    /// bytes read as zero).
+    #[inline]
     pub(crate) fn read(self, bytes: &[u8]) -> Value {
-        let mut b4 = [0u8; 4];
-        let n = bytes.len().min(4);
-        b4[..n].copy_from_slice(&bytes[..n]);
+        // Fixed-size copies: this runs once per element moved or computed, so no variable-length copy here.
         match self {
-            DType::F32 => Value::Float(f32::from_le_bytes(b4)),
-            DType::F16 => Value::Float(f16::from_le_bytes([b4[0], b4[1]]).to_f32()),
-            DType::BF16 => Value::Float(bf16::from_le_bytes([b4[0], b4[1]]).to_f32()),
-            DType::I8 => Value::Int(i32::from(i8::from_le_bytes([b4[0]]))),
-            DType::I32 => Value::Int(i32::from_le_bytes(b4)),
+            DType::F32 => Value::Float(f32::from_le_bytes(chunk::<4>(bytes))),
+            DType::F16 => Value::Float(f16::from_le_bytes(chunk::<2>(bytes)).to_f32()),
+            DType::BF16 => Value::Float(bf16::from_le_bytes(chunk::<2>(bytes)).to_f32()),
+            DType::I8 => Value::Int(i32::from(i8::from_le_bytes(chunk::<1>(bytes)))),
+            DType::I32 => Value::Int(i32::from_le_bytes(chunk::<4>(bytes))),
         }
     }
 
     /// Writes one element into `out` (exactly [`DType::size`] bytes), converting it to this type: floats round to
     /// nearest even, floats to integers round to nearest even and saturate (NaN becomes 0), integers to floats
     /// round to nearest even, `i32` to `i8` saturates.
+    #[inline]
     pub(crate) fn write(self, value: Value, out: &mut [u8]) {
-        let bytes: [u8; 4] = match self {
-            DType::F32 => value.as_f32().to_le_bytes(),
-            DType::F16 => pad(f16::from_f32(value.as_f32()).to_le_bytes()),
-            DType::BF16 => pad(bf16::from_f32(value.as_f32()).to_le_bytes()),
+        match self {
+            DType::F32 => put(out, value.as_f32().to_le_bytes()),
+            DType::F16 => put(out, f16::from_f32(value.as_f32()).to_le_bytes()),
+            DType::BF16 => put(out, bf16::from_f32(value.as_f32()).to_le_bytes()),
             DType::I8 => {
                 let v = value.as_i32().clamp(i32::from(i8::MIN), i32::from(i8::MAX));
-                [v.to_le_bytes()[0], 0, 0, 0]
+                put(out, [v.to_le_bytes()[0]]);
             }
-            DType::I32 => value.as_i32().to_le_bytes(),
-        };
-        let n = out.len().min(4);
-        out[..n].copy_from_slice(&bytes[..n]);
+            DType::I32 => put(out, value.as_i32().to_le_bytes()),
+        }
     }
 }
 
-fn pad(b: [u8; 2]) -> [u8; 4] {
-    [b[0], b[1], 0, 0]
+/// The first `N` bytes of `b` (zero-padded if `b` is shorter).
+#[inline]
+fn chunk<const N: usize>(b: &[u8]) -> [u8; N] {
+    match b.first_chunk::<N>() {
+        Some(a) => *a,
+        None => {
+            let mut a = [0u8; N];
+            a[..b.len()].copy_from_slice(b);
+            a
+        }
+    }
+}
+
+/// Writes `bytes` at the start of `out` (as many as fit).
+#[inline]
+fn put<const N: usize>(out: &mut [u8], bytes: [u8; N]) {
+    match out.first_chunk_mut::<N>() {
+        Some(o) => *o = bytes,
+        None => {
+            let n = out.len();
+            out.copy_from_slice(&bytes[..n]);
+        }
+    }
 }
 
 impl Value {

@@ -10,12 +10,28 @@
 //! Global memory is planned at compile time: a zeroed page (the source of zero padding), the constant blobs, then
 //! every value on the NPU at an aligned address, reused after the value's last use (first fit). A program that
 //! needs more global memory than the profile has does not compile.
+//!
+//! **Dynamic shapes.** NPU kernels need static shapes. A graph whose inputs have symbolic dims is compiled as is
+//! (its placement then sends every node whose shape is unknown to the host, with that reason) and, at run time,
+//! *specialized*: the input types are replaced by the shapes of the inputs given, shapes are inferred again, and
+//! the specialized graph is compiled and cached per input-shape signature (the latest
+//! [`SPECIALIZATION_CACHE`] ones). [`RunStats::placement`] tells where the nodes of the run really ran.
+//!
+//! **Observation.** [`Executable::run_observed`] reports every host region's values (as the host executable
+//! reports them) and every NPU kernel's result, read back from global memory after the kernel ran; a value
+//! computed inside a kernel (a Relu in a GEMM's epilogue) is not reported.
+//!
+//! **Fault injection (test only).** [`Options::fault`] (the compiler sets it from `JIUZHOU_FAULT=vnpu:SELECTOR`)
+//! names a node or an op; the kernels of the matching nodes get their results perturbed in global memory after
+//! they run (float `x` becomes `1.5·x ± 0.25`, alternating signs), as a wrong kernel would compute them, so that
+//! `jiuzhou compare` can be shown to name that node.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use jiuzhou_ir::{Graph, Tensor, Value, ValueId};
-use jiuzhou_runtime::{Executable, RunError};
+use jiuzhou_ir::infer::{SymGen, infer_graph};
+use jiuzhou_ir::{Graph, Tensor, TensorType, Value, ValueId, ValueType};
+use jiuzhou_runtime::{Executable, Observer, RunError};
 
 use crate::builder::ProgramBuilder;
 use crate::codegen::eltwise::{self, EltB, EltKind, EltOp};
@@ -30,8 +46,11 @@ use crate::partition::{Placement, place};
 use crate::profile::Profile;
 use crate::sim::{Machine, SimReport};
 
+/// How many shape specializations of a dynamic-shape graph an executable keeps (the most recently used).
+pub const SPECIALIZATION_CACHE: usize = 8;
+
 /// Compiles host regions: a subgraph (inputs and outputs named as in the whole graph) into an executable.
-pub trait HostCompiler {
+pub trait HostCompiler: Send + Sync {
     /// Compiles one host region.
     fn compile(&self, graph: Graph) -> Result<Box<dyn Executable>, String>;
 }
@@ -44,6 +63,8 @@ pub struct Options {
     pub host_cost: bool,
     /// Record every instruction's timing for traces (memory grows with the program length).
     pub record_trace: bool,
+    /// Test only: the node or op name whose kernels compute wrong results on purpose (see the module docs).
+    pub fault: Option<String>,
 }
 
 impl Default for Options {
@@ -51,6 +72,7 @@ impl Default for Options {
         Options {
             host_cost: true,
             record_trace: false,
+            fault: None,
         }
     }
 }
@@ -69,6 +91,9 @@ pub struct RunStats {
     pub transfers_bytes: u64,
     /// Each kernel's name and report (only with `record_trace`).
     pub kernels: Vec<(String, SimReport)>,
+    /// Where the nodes ran, when the run used a shape specialization of a dynamic-shape graph (`None`: as
+    /// [`VnpuExecutable::placement`] says).
+    pub placement: Option<Placement>,
 }
 
 enum Step {
@@ -85,6 +110,12 @@ enum Step {
     Kernel {
         name: String,
         program: Program,
+        /// The value the kernel writes, where, and how it is stored (for observers and fault injection).
+        out: ValueId,
+        addr: u64,
+        layout: Layout,
+        /// Test only: perturb the result after the run.
+        faulty: bool,
     },
     Host {
         exec: Box<dyn Executable>,
@@ -104,7 +135,20 @@ pub struct VnpuExecutable {
     gm_bytes: u64,
     record: bool,
     last: Mutex<Option<RunStats>>,
+    /// Set when the graph's inputs have dynamic shapes: runs are specialized to their input shapes.
+    specializer: Option<Specializer>,
 }
+
+/// Compiles and caches shape specializations of a dynamic-shape graph.
+struct Specializer {
+    host: Arc<dyn HostCompiler>,
+    options: Options,
+    /// `(input shapes, executable)`, most recently used last.
+    cache: Mutex<Vec<Specialization>>,
+}
+
+/// One cached specialization: the input shapes and the executable compiled for them.
+type Specialization = (Vec<Vec<usize>>, Arc<VnpuExecutable>);
 
 impl std::fmt::Debug for VnpuExecutable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,9 +222,16 @@ impl VnpuExecutable {
     pub fn compile(
         graph: Arc<Graph>,
         profile: Profile,
-        host: &dyn HostCompiler,
+        host: Arc<dyn HostCompiler>,
         options: &Options,
     ) -> Result<VnpuExecutable, CompileError> {
+        let dynamic = graph.inputs.iter().any(|&i| {
+            graph
+                .value(i)
+                .ty
+                .as_tensor()
+                .is_some_and(|t| t.known_dims().is_none())
+        });
         let ctx = Ctx::new(&profile);
         let mut captured = HashSet::new();
         captured_names(&graph, &mut captured);
@@ -426,6 +477,7 @@ impl VnpuExecutable {
 
         // Steps.
         let mut steps = Vec::with_capacity(plan.len());
+        let mut faults = 0usize;
         let mut transfers_bytes = 0u64;
         for p in plan {
             steps.push(match p {
@@ -453,15 +505,32 @@ impl VnpuExecutable {
                         .map_err(|e| {
                             CompileError(format!("node `{}`: {e}", graph.nodes[idx].name))
                         })?;
+                    let node = &graph.nodes[idx];
+                    let faulty = options
+                        .fault
+                        .as_ref()
+                        .is_some_and(|f| *f == node.name || f == node.op.name());
+                    if faulty {
+                        faults += 1;
+                        tracing::warn!(
+                            "JIUZHOU_FAULT: the vnpu target computes node `{}` WRONG on purpose \
+                             (test-only fault injection)",
+                            node.name
+                        );
+                    }
                     Step::Kernel {
-                        name: format!("{} ({})", graph.nodes[idx].name, graph.nodes[idx].op.name()),
+                        name: format!("{} ({})", node.name, node.op.name()),
                         program,
+                        out: k.out(),
+                        addr: addr[&k.out()],
+                        layout: layout_of(k.out())?,
+                        faulty,
                     }
                 }
                 Plan::Host(nodes) => {
                     let (sub, inputs, outputs) =
                         region_graph(&graph, &nodes, &host_reads, &on_npu)?;
-                    let exec = host.compile(sub).map_err(CompileError)?;
+                    let exec = host.as_ref().compile(sub).map_err(CompileError)?;
                     Step::Host {
                         exec,
                         inputs,
@@ -471,6 +540,14 @@ impl VnpuExecutable {
             });
         }
 
+        if let Some(f) = &options.fault
+            && faults == 0
+        {
+            tracing::warn!(
+                "JIUZHOU_FAULT: selector `{f}` matches no NPU kernel of graph `{}`: nothing is perturbed",
+                graph.name
+            );
+        }
         let mut template =
             Machine::new(profile.clone()).map_err(|e| CompileError(e.to_string()))?;
         for (at, dtype, data) in &blobs {
@@ -494,7 +571,61 @@ impl VnpuExecutable {
             gm_bytes,
             record: options.record_trace,
             last: Mutex::new(None),
+            specializer: dynamic.then(|| Specializer {
+                host,
+                options: options.clone(),
+                cache: Mutex::new(Vec::new()),
+            }),
         })
+    }
+
+    /// The executable specialized to the shapes of `inputs` (compiled on first use), or `None` when this graph
+    /// has static input shapes or `inputs` are not all tensors.
+    fn specialized(&self, inputs: &[Value]) -> Result<Option<Arc<VnpuExecutable>>, RunError> {
+        let Some(sp) = &self.specializer else {
+            return Ok(None);
+        };
+        let Some(shapes) = inputs
+            .iter()
+            .map(|v| v.as_tensor().map(|t| t.shape().to_vec()))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let mut cache = sp
+            .cache
+            .lock()
+            .map_err(|_| RunError::Exec("vnpu: the specialization cache is poisoned".into()))?;
+        if let Some(i) = cache.iter().position(|(s, _)| *s == shapes) {
+            let entry = cache.remove(i);
+            let exec = entry.1.clone();
+            cache.push(entry);
+            return Ok(Some(exec));
+        }
+        let graph = specialize(&self.graph, &shapes).map_err(|e| {
+            RunError::Exec(format!(
+                "vnpu: cannot specialize to input shapes {shapes:?}: {e}"
+            ))
+        })?;
+        let exec = VnpuExecutable::compile(
+            Arc::new(graph),
+            self.profile().clone(),
+            sp.host.clone(),
+            &sp.options,
+        )
+        .map_err(|e| RunError::Exec(e.to_string()))?;
+        tracing::debug!(
+            ?shapes,
+            npu = exec.placement.npu_nodes(),
+            nodes = exec.placement.nodes.len(),
+            "vnpu specialized to input shapes"
+        );
+        let exec = Arc::new(exec);
+        if cache.len() >= SPECIALIZATION_CACHE {
+            cache.remove(0);
+        }
+        cache.push((shapes, exec.clone()));
+        Ok(Some(exec))
     }
 
     /// Where every node runs.
@@ -517,7 +648,7 @@ impl VnpuExecutable {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Kernel { name, program } => Some((name.as_str(), program)),
+                Step::Kernel { name, program, .. } => Some((name.as_str(), program)),
                 _ => None,
             })
             .collect()
@@ -535,7 +666,7 @@ impl VnpuExecutable {
         m.set_record_events(false);
         let mut total = 0u64;
         for s in &self.steps {
-            if let Step::Kernel { name, program } = s {
+            if let Step::Kernel { name, program, .. } = s {
                 let r = m
                     .run(program)
                     .map_err(|t| RunError::Exec(format!("vnpu kernel {name}: {t}")))?;
@@ -552,6 +683,20 @@ impl VnpuExecutable {
 
     /// Runs on `inputs` and returns the outputs with the run's statistics.
     pub fn run_with_stats(&self, inputs: Vec<Value>) -> Result<(Vec<Value>, RunStats), RunError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// Runs on `inputs`, reporting values to `observer` if there is one.
+    fn run_inner(
+        &self,
+        inputs: Vec<Value>,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<(Vec<Value>, RunStats), RunError> {
+        if let Some(exec) = self.specialized(&inputs)? {
+            let (outs, mut stats) = exec.run_inner(inputs, observer)?;
+            stats.placement = Some(exec.placement.clone());
+            return Ok((outs, stats));
+        }
         let g = &self.graph;
         let mut m = self.template.clone();
         m.set_record_events(self.record);
@@ -576,6 +721,14 @@ impl VnpuExecutable {
             ..RunStats::default()
         };
         let exec_err = |e: String| RunError::Exec(e);
+        let read = |m: &Machine, addr: u64, layout: &Layout| -> Result<Value, RunError> {
+            let stored = m
+                .read_global_values(addr, DType::F32, layout.physical_len() as u64)
+                .map_err(|e| exec_err(e.to_string()))?;
+            let t = Tensor::from_vec(layout.shape.clone(), layout.unpack(&stored))
+                .map_err(|e| exec_err(e.to_string()))?;
+            Ok(Value::Tensor(Arc::new(t)))
+        };
         for s in &self.steps {
             match s {
                 Step::Upload {
@@ -596,20 +749,38 @@ impl VnpuExecutable {
                     addr,
                     layout,
                 } => {
-                    let stored = m
-                        .read_global_values(*addr, DType::F32, layout.physical_len() as u64)
-                        .map_err(|e| exec_err(e.to_string()))?;
-                    let t = Tensor::from_vec(layout.shape.clone(), layout.unpack(&stored))
-                        .map_err(|e| exec_err(e.to_string()))?;
-                    vals.insert(*value, Value::Tensor(Arc::new(t)));
+                    vals.insert(*value, read(&m, *addr, layout)?);
                 }
-                Step::Kernel { name, program } => {
+                Step::Kernel {
+                    name,
+                    program,
+                    out,
+                    addr,
+                    layout,
+                    faulty,
+                } => {
                     let r = m
                         .run(program)
                         .map_err(|t| exec_err(format!("vnpu kernel {name}: {t}")))?;
                     stats.sim_cycles += r.total_cycles;
                     if self.record {
                         stats.kernels.push((name.clone(), r));
+                    }
+                    if *faulty {
+                        let stored = m
+                            .read_global_values(*addr, DType::F32, layout.physical_len() as u64)
+                            .map_err(|e| exec_err(e.to_string()))?;
+                        let wrong: Vec<f32> = layout
+                            .unpack(&stored)
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| 1.5 * x + if i % 2 == 0 { 0.25 } else { -0.25 })
+                            .collect();
+                        m.write_global_values(*addr, DType::F32, &layout.pack(&wrong))
+                            .map_err(|e| exec_err(e.to_string()))?;
+                    }
+                    if let Some(obs) = observer.as_deref_mut() {
+                        obs(&g.value(*out).name, &read(&m, *addr, layout)?);
                     }
                 }
                 Step::Host {
@@ -621,8 +792,14 @@ impl VnpuExecutable {
                         .iter()
                         .map(|id| get(&vals, *id))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let outs = exec.run(ins)?;
+                    let outs = match observer.as_deref_mut() {
+                        Some(obs) => exec.run_observed(ins, obs)?,
+                        None => exec.run(ins)?,
+                    };
                     for (id, v) in outputs.iter().zip(outs) {
+                        if let Some(obs) = observer.as_deref_mut() {
+                            obs(&g.value(*id).name, &v);
+                        }
                         vals.insert(*id, v);
                     }
                 }
@@ -635,19 +812,56 @@ impl VnpuExecutable {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((outs, stats))
     }
+
+    fn record_stats(&self, stats: RunStats) {
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(stats);
+        }
+    }
+}
+
+/// `graph` with its inputs' types replaced by tensors of `shapes` (dtypes kept) and every node's output type
+/// inferred again.
+fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> Result<Graph, String> {
+    if shapes.len() != graph.inputs.len() {
+        return Err(format!(
+            "{} inputs for {} graph inputs",
+            shapes.len(),
+            graph.inputs.len()
+        ));
+    }
+    let mut g = graph.clone();
+    for (&id, shape) in graph.inputs.iter().zip(shapes) {
+        let dtype = g.values[id.index()]
+            .ty
+            .as_tensor()
+            .map(|t| t.dtype)
+            .ok_or_else(|| format!("input `{}` is not a tensor", g.values[id.index()].name))?;
+        g.values[id.index()].ty = ValueType::Tensor(TensorType::known(dtype, shape));
+    }
+    infer_graph(&mut g, &mut SymGen::default()).map_err(|e| e.to_string())?;
+    Ok(g)
 }
 
 impl Executable for VnpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
-        let (outs, stats) = self.run_with_stats(inputs)?;
-        if let Ok(mut g) = self.last.lock() {
-            *g = Some(stats);
-        }
+        let (outs, stats) = self.run_inner(inputs, None)?;
+        self.record_stats(stats);
         Ok(outs)
     }
 
     fn target_name(&self) -> &str {
         &self.name
+    }
+
+    fn run_observed(
+        &self,
+        inputs: Vec<Value>,
+        observer: &mut Observer<'_>,
+    ) -> Result<Vec<Value>, RunError> {
+        let (outs, stats) = self.run_inner(inputs, Some(observer))?;
+        self.record_stats(stats);
+        Ok(outs)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use jiuzhou_ir::{DType as IrType, Graph, GraphBuilder, Op, Tensor, TensorType, Value, ops};
+use jiuzhou_ir::{DType as IrType, Dim, Graph, GraphBuilder, Op, Tensor, TensorType, Value, ops};
 use jiuzhou_runtime::Executable;
 use jiuzhou_target_reference::ReferenceExecutable;
 use jiuzhou_target_vnpu::{DType, HostCompiler, Options, Profile, VnpuExecutable};
@@ -73,12 +73,12 @@ fn run(graph: Graph, profile: &str, inputs: Vec<Tensor>, npu_ops: &[&str]) -> Ru
     let graph = Arc::new(graph);
     let options = Options {
         host_cost: false,
-        record_trace: false,
+        ..Options::default()
     };
     let exec = VnpuExecutable::compile(
         graph.clone(),
         Profile::by_name(profile).unwrap(),
-        &RefHost,
+        Arc::new(RefHost),
         &options,
     )
     .unwrap_or_else(|e| panic!("{profile}: {e}"));
@@ -500,5 +500,136 @@ fn pools_softmax_and_views_match_the_reference() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn dynamic_shapes_are_specialized_at_run_time() {
+    // MatMul → Relu → Add with a symbolic batch: nothing has a static shape at compile time, so the placement
+    // sends every node to the host; a run specializes the graph to its input shapes and runs it on the NPU.
+    for profile in PROFILES {
+        let mut b = GraphBuilder::new("dyn");
+        let x = b.input(
+            "x",
+            TensorType::new(IrType::F32, [Dim::Sym("batch".into()), Dim::Known(23)]),
+        );
+        let w = b.constant("w", tensor(&[23, 11], 41));
+        let y = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
+        let r = b.node1(ops::Relu::default(), &[y]).unwrap();
+        let c = b.constant("c", tensor(&[11], 42));
+        let z = b.node1(ops::Add::default(), &[r, c]).unwrap();
+        b.output(z);
+        let graph = Arc::new(b.finish().unwrap());
+        let exec = VnpuExecutable::compile(
+            graph.clone(),
+            Profile::by_name(profile).unwrap(),
+            Arc::new(RefHost),
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(exec.placement().npu_nodes(), 0, "{profile}");
+        for batch in [5, 17, 5] {
+            let x = Value::Tensor(Arc::new(tensor(&[batch, 23], batch as u64)));
+            let (got, stats) = exec.run_with_stats(vec![x.clone()]).unwrap();
+            let want = ReferenceExecutable::new(graph.clone())
+                .run(vec![x])
+                .unwrap();
+            let placement = stats.placement.expect("the run was specialized");
+            assert_eq!(placement.npu_nodes(), 3, "{profile}: {placement:?}");
+            assert!(stats.sim_cycles > 0);
+            let cos = cosine(&f32s(&got[0]), &f32s(&want[0]));
+            assert!(cos >= min_cosine(profile), "{profile} batch {batch}: {cos}");
+        }
+    }
+}
+
+/// Runs `graph` observed on `profile` (with `fault`) and returns what the observer saw, by name.
+fn observe(
+    graph: &Arc<Graph>,
+    profile: &str,
+    inputs: &[Tensor],
+    fault: Option<&str>,
+) -> std::collections::HashMap<String, Vec<f32>> {
+    let exec = VnpuExecutable::compile(
+        graph.clone(),
+        Profile::by_name(profile).unwrap(),
+        Arc::new(RefHost),
+        &Options {
+            host_cost: false,
+            fault: fault.map(str::to_string),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let vals: Vec<Value> = inputs
+        .iter()
+        .map(|t| Value::Tensor(Arc::new(t.clone())))
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    exec.run_observed(vals, &mut |name, v| {
+        seen.insert(name.to_string(), f32s(v));
+    })
+    .unwrap();
+    seen
+}
+
+#[test]
+fn observed_runs_report_npu_kernels_and_host_regions() {
+    // MatMul (NPU, Relu fused) → Sin (host) → Add (NPU).
+    let mut b = GraphBuilder::new("obs");
+    let x = f32_input(&mut b, "x", &[6, 20]);
+    let w = b.constant("w", tensor(&[20, 9], 51));
+    let y = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
+    let r = b.node1(ops::Relu::default(), &[y]).unwrap();
+    let s = b.node1(ops::Sin::default(), &[r]).unwrap();
+    let z = b.node1(ops::Add::default(), &[s, r]).unwrap();
+    b.output(z);
+    let graph = Arc::new(b.finish().unwrap());
+    let names = |id: jiuzhou_ir::ValueId| graph.value(id).name.clone();
+    let inputs = [tensor(&[6, 20], 52)];
+    let mut want = std::collections::HashMap::new();
+    ReferenceExecutable::new(graph.clone())
+        .run_observed(
+            inputs
+                .iter()
+                .map(|t| Value::Tensor(Arc::new(t.clone())))
+                .collect(),
+            &mut |name, v| {
+                want.insert(name.to_string(), f32s(v));
+            },
+        )
+        .unwrap();
+    for profile in PROFILES {
+        let seen = observe(&graph, profile, &inputs, None);
+        // The MatMul result lives only inside the kernel that applies the Relu.
+        assert!(
+            !seen.contains_key(&names(y)),
+            "{profile}: {:?}",
+            seen.keys()
+        );
+        for v in [r, s, z] {
+            let got = seen
+                .get(&names(v))
+                .unwrap_or_else(|| panic!("{profile}: `{}` not observed", names(v)));
+            let cos = cosine(got, &want[&names(v)]);
+            assert!(
+                cos >= min_cosine(profile),
+                "{profile} `{}`: {cos}",
+                names(v)
+            );
+        }
+        // A fault in the MatMul kernel shows in its (fused) result and everything after it, not before.
+        let bad = observe(&graph, profile, &inputs, Some("MatMul"));
+        let off = bad[&names(r)]
+            .iter()
+            .zip(&want[&names(r)])
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            off > 0.2,
+            "{profile}: the faulty kernel's result is still close ({off})"
+        );
+        let clean = observe(&graph, profile, &inputs, Some("no_such_node"));
+        assert_eq!(clean[&names(z)], seen[&names(z)], "{profile}");
     }
 }

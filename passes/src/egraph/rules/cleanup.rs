@@ -23,6 +23,9 @@ pub fn rules() -> Vec<Rule> {
         rw!("dropout-inference";       "(Dropout ?a ?x)"                       => "?x"),
         // Dropout(x, ratio) == x in inference mode.
         rw!("dropout-inference-ratio"; "(Dropout ?a ?x ?r)"                    => "?x"),
+        // Dropout(x [, ratio]).output == x in inference mode when the node also declares its mask output (the mask,
+        // all true, keeps the node only if something reads it).
+        rw!("dropout-inference-masked"; "(get.0 ?d)"                           => { DropoutData }),
         // Cast(x, to = dtype(x)) == x.
         rw!("cast-noop";               "(Cast ?a ?x)"                          => "?x" if same_type_as_root("?x")),
         // Reshape(x, s) == x when the result has x's shape.
@@ -142,6 +145,34 @@ impl Applier<ENode, GraphAnalysis> for ComposeTransposes {
         });
         let new = add_op(eg, &op, &[x]);
         union_into(eg, eclass, new)
+    }
+}
+
+/// The data output of a two-output `Dropout` in inference mode (no `training_mode` input) is its input.
+struct DropoutData;
+
+impl Applier<ENode, GraphAnalysis> for DropoutData {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let d = bound(eg, s, "?d");
+        let x = eg[d].nodes.iter().find_map(|n| match n {
+            ENode::Op {
+                name: "Dropout",
+                outputs: 2,
+                children,
+            } if (2..=3).contains(&children.len()) => Some(children[1]),
+            _ => None,
+        });
+        match x {
+            Some(x) => union_into(eg, eclass, x),
+            None => vec![],
+        }
     }
 }
 

@@ -359,6 +359,23 @@ fn f32_const(eg: &IrEGraph, id: Id) -> Option<(Vec<usize>, Vec<f32>)> {
     }
 }
 
+/// `alpha · wᵀ` for a row-major `r × c` matrix `w`, in cache-sized tiles (weights of fully connected layers reach
+/// hundreds of megabytes; an element-by-element strided transpose of those takes seconds).
+fn transpose_scaled(w: &[f32], r: usize, c: usize, alpha: f32) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0f32; r * c];
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(r) {
+                for j in j0..(j0 + TILE).min(c) {
+                    out[j * r + i] = w[i * c + j] * alpha;
+                }
+            }
+        }
+    }
+    out
+}
+
 impl GemmToFused {
     fn build(&self, eg: &mut IrEGraph, s: &Subst) -> Option<Id> {
         let Op::Gemm(g) = op_with(eg, s, "Gemm", "?g")? else {
@@ -372,20 +389,17 @@ impl GemmToFused {
         let b2 = if g.transB == 0 && g.alpha == 1.0 {
             b
         } else {
-            let (shape, w) = f32_const(eg, b)?;
-            let [r, c] = <[usize; 2]>::try_from(shape).ok()?;
+            let t = konst(eg, b)?;
+            let Data::F32(w) = t.data() else {
+                return None;
+            };
+            let [r, c] = <[usize; 2]>::try_from(t.shape()).ok()?;
             let (k, n) = if g.transB != 0 { (c, r) } else { (r, c) };
-            let mut out = vec![0.0f32; k * n];
-            for i in 0..r {
-                for j in 0..c {
-                    let v = w[i * c + j] * g.alpha;
-                    if g.transB != 0 {
-                        out[j * r + i] = v;
-                    } else {
-                        out[i * c + j] = v;
-                    }
-                }
-            }
+            let out = if g.transB != 0 {
+                transpose_scaled(w, r, c, g.alpha)
+            } else {
+                w.iter().map(|v| v * g.alpha).collect()
+            };
             add_const(eg, Tensor::from_vec(vec![k, n], out).ok()?)
         };
         let c = if self.c {

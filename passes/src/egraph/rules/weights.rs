@@ -32,6 +32,11 @@ pub fn rules() -> Vec<Rule> {
         rw!("fold-add-into-conv";        "(Add {} (Conv ?c ?x ?w ?b) ?k)" => { ConstIntoConv { mul: false, bias: true } }),
         // Conv(x, W) + k == Conv(x, W, k).
         rw!("fold-add-into-conv-nobias"; "(Add {} (Conv ?c ?x ?w) ?k)"    => { ConstIntoConv { mul: false, bias: false } }),
+        // BatchNormalization(x, s, β, μ, σ²) · k == BatchNormalization(x, s·k, β·k, μ, σ²) for a per-channel (or
+        // scalar) constant k (Caffe-style Scale layers after a pre-activation BN, as in DenseNet).
+        rw!("fold-mul-into-bn"; "(Mul {} (BatchNormalization ?bn ?x ?s ?beta ?m ?v) ?k)" => { ConstIntoBn { mul: true } }),
+        // BatchNormalization(x, s, β, μ, σ²) + k == BatchNormalization(x, s, β + k, μ, σ²).
+        rw!("fold-add-into-bn"; "(Add {} (BatchNormalization ?bn ?x ?s ?beta ?m ?v) ?k)" => { ConstIntoBn { mul: false } }),
     ]
 }
 
@@ -126,6 +131,103 @@ impl Applier<ENode, GraphAnalysis> for FoldBn {
     }
 }
 
+/// The constant bound to `v` as one value per channel of axis 1 of a rank-`rank` result with `m` channels, if it
+/// is a scalar or broadcasts along axis 1 only (and makes nothing larger).
+fn per_channel(eg: &IrEGraph, s: &Subst, v: &str, rank: usize, m: usize) -> Option<Vec<f32>> {
+    let (kshape, k) = f32s(eg, s, v)?;
+    if kshape.len() > rank || rank < 2 {
+        return None;
+    }
+    let mut padded = vec![1usize; rank - kshape.len()];
+    padded.extend(&kshape);
+    if padded.iter().enumerate().any(|(i, &d)| i != 1 && d != 1)
+        || (padded[1] != 1 && padded[1] != m)
+    {
+        return None;
+    }
+    Some(
+        (0..m)
+            .map(|i| if k.len() == 1 { k[0] } else { k[i] })
+            .collect(),
+    )
+}
+
+/// Folds a constant per-channel Mul or Add after an inference-mode BatchNormalization into its scale and bias.
+struct ConstIntoBn {
+    mul: bool,
+}
+
+impl ConstIntoBn {
+    fn fold(&self, eg: &mut IrEGraph, root: Id, s: &Subst) -> Option<Id> {
+        let bn_op = op_with(eg, s, "BatchNormalization", "?bn")?;
+        let Op::BatchNormalization(bn) = &bn_op else {
+            return None;
+        };
+        if bn.training_mode != 0 {
+            return None;
+        }
+        let children: Vec<Id> = ["?bn", "?x", "?s", "?beta", "?m", "?v"]
+            .iter()
+            .map(|v| bound(eg, s, v))
+            .collect();
+        let bn_class = eg.lookup(ENode::Op {
+            name: "BatchNormalization",
+            outputs: 1,
+            children,
+        })?;
+        let out = super::tensor_type(eg, root)?.clone();
+        if super::tensor_type(eg, eg.find(bn_class)) != Some(&out) {
+            return None;
+        }
+        let (_, scale) = f32s(eg, s, "?s")?;
+        let (_, beta) = f32s(eg, s, "?beta")?;
+        let m = scale.len();
+        if beta.len() != m {
+            return None;
+        }
+        let k = per_channel(eg, s, "?k", out.rank()?, m)?;
+        let (scale2, beta2): (Option<Vec<f32>>, Vec<f32>) = if self.mul {
+            (
+                Some(scale.iter().zip(&k).map(|(a, b)| a * b).collect()),
+                beta.iter().zip(&k).map(|(a, b)| a * b).collect(),
+            )
+        } else {
+            (None, beta.iter().zip(&k).map(|(a, b)| a + b).collect())
+        };
+        let scale2 = match scale2 {
+            Some(v) => add_const(eg, Tensor::from_vec(vec![m], v).ok()?),
+            None => bound(eg, s, "?s"),
+        };
+        let beta2 = add_const(eg, Tensor::from_vec(vec![m], beta2).ok()?);
+        let (x, mean, var) = (bound(eg, s, "?x"), bound(eg, s, "?m"), bound(eg, s, "?v"));
+        Some(add_op(eg, &bn_op, &[x, scale2, beta2, mean, var]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for ConstIntoBn {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let key: Vec<Id> = ["?bn", "?x", "?s", "?beta", "?m", "?v", "?k"]
+            .iter()
+            .map(|v| bound(eg, s, v))
+            .chain([eg.find(eclass)])
+            .collect();
+        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+            return vec![];
+        }
+        match self.fold(eg, eclass, s) {
+            Some(new) => union_into(eg, eclass, new),
+            None => vec![],
+        }
+    }
+}
+
 /// Folds a constant per-channel Mul or Add after a Conv into its weights and bias.
 struct ConstIntoConv {
     mul: bool,
@@ -154,21 +256,7 @@ impl ConstIntoConv {
         if super::tensor_type(eg, eg.find(conv_class)) != Some(&out) {
             return None;
         }
-        let rank = out.rank()?;
-        let (kshape, k) = f32s(eg, s, "?k")?;
-        if kshape.len() > rank || rank < 2 {
-            return None;
-        }
-        let mut padded = vec![1usize; rank - kshape.len()];
-        padded.extend(&kshape);
-        if padded.iter().enumerate().any(|(i, &d)| i != 1 && d != 1)
-            || (padded[1] != 1 && padded[1] != m)
-        {
-            return None;
-        }
-        let per_channel: Vec<f32> = (0..m)
-            .map(|i| if k.len() == 1 { k[0] } else { k[i] })
-            .collect();
+        let per_channel = per_channel(eg, s, "?k", out.rank()?, m)?;
         let b = if self.bias {
             let b = f32s(eg, s, "?b")?.1;
             if b.len() != m {

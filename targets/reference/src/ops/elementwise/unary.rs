@@ -11,54 +11,9 @@ use jiuzhou_ir::ops::*;
 use super::{Lane, bad_dtype, map_f64, map_with, one};
 use crate::{EvalCx, EvalError, EvalOp};
 
-/// The error function, to about 1e-15 relative accuracy: a Taylor series near 0 and a continued fraction for
-/// `erfc` in the tails.
+/// The error function (musl's algorithm through the `libm` crate: rational approximations, under 1 ulp in f64).
 pub fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    let r = if a < 2.0 {
-        // erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1))
-        let x2 = a * a;
-        let mut term = a;
-        let mut sum = a;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else if a < 6.0 {
-        1.0 - erfc_tail(a)
-    } else {
-        1.0
-    };
-    r.copysign(x)
-}
-
-/// `erfc(a)` for `a >= 2` by the Lentz continued fraction
-/// `erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + ...)))))`.
-fn erfc_tail(a: f64) -> f64 {
-    let tiny = 1e-300;
-    let mut f = a;
-    let mut c = a;
-    let mut d = 0.0;
-    for k in 1..200 {
-        let an = k as f64 / 2.0;
-        d = a + an * d;
-        d = if d.abs() < tiny { tiny } else { d };
-        c = a + an / c;
-        c = if c.abs() < tiny { tiny } else { c };
-        d = 1.0 / d;
-        let delta = c * d;
-        f *= delta;
-        if (delta - 1.0).abs() < 1e-16 {
-            break;
-        }
-    }
-    (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    libm::erf(x)
 }
 
 /// The logistic function, computed without overflow.
