@@ -44,6 +44,22 @@ pub enum ExprUnary {
     Floor,
     /// ONNX `Ceil`.
     Ceil,
+    /// SiLU: ONNX `Swish` with `alpha = 1` (`x · sigmoid(x)`, rounded once).
+    Silu,
+    /// ONNX `Gelu` (erf form, `approximate = "none"`).
+    Gelu,
+}
+
+impl ExprUnary {
+    /// How many basic elementwise ops the step stands for: 1, except for the composites (SiLU is `x · sigmoid(x)`,
+    /// GELU `½ · x · (1 + erf(x / √2))`). The optimizer prefers a composite step to its spelled-out form.
+    pub fn weight(self) -> usize {
+        match self {
+            ExprUnary::Silu => 2,
+            ExprUnary::Gelu => 5,
+            _ => 1,
+        }
+    }
 }
 
 /// A binary elementwise op of an expression (numpy broadcasting).
@@ -89,6 +105,8 @@ const UNARY_NAMES: &[(ExprUnary, &str)] = &[
     (ExprUnary::Reciprocal, "reciprocal"),
     (ExprUnary::Floor, "floor"),
     (ExprUnary::Ceil, "ceil"),
+    (ExprUnary::Silu, "silu"),
+    (ExprUnary::Gelu, "gelu"),
 ];
 
 const BINARY_NAMES: &[(ExprBinary, &str)] = &[
@@ -121,6 +139,8 @@ impl ExprStep {
             Op::Reciprocal(_) => u(ExprUnary::Reciprocal),
             Op::Floor(_) => u(ExprUnary::Floor),
             Op::Ceil(_) => u(ExprUnary::Ceil),
+            Op::Swish(w) if w.alpha == 1.0 => u(ExprUnary::Silu),
+            Op::Gelu(g) if g.approximate == "none" => u(ExprUnary::Gelu),
             Op::Add(_) => b(ExprBinary::Add),
             Op::Sub(_) => b(ExprBinary::Sub),
             Op::Mul(_) => b(ExprBinary::Mul),
@@ -132,7 +152,8 @@ impl ExprStep {
         }
     }
 
-    /// [`ExprStep::from_op`] by the op's name, for an attribute-free op (every op of an expression is one).
+    /// [`ExprStep::from_op`] by the op's name, for an op with default attributes (every op of an expression can be
+    /// written so: `Swish`'s default alpha is 1, `Gelu`'s default form erf).
     pub fn from_op_name(name: &str, inputs: usize) -> Option<ExprStep> {
         let unary = UNARY_NAMES.iter().map(|(u, _)| ExprStep::Unary(*u));
         let binary = BINARY_NAMES.iter().map(|(b, _)| ExprStep::Binary(*b));
@@ -165,6 +186,8 @@ impl ExprStep {
                 ExprUnary::Reciprocal => Op::Reciprocal(Reciprocal::default()),
                 ExprUnary::Floor => Op::Floor(Floor::default()),
                 ExprUnary::Ceil => Op::Ceil(Ceil::default()),
+                ExprUnary::Silu => Op::Swish(Swish::default()),
+                ExprUnary::Gelu => Op::Gelu(Gelu::default()),
             },
             ExprStep::Binary(b) => match b {
                 ExprBinary::Add => Op::Add(Add::default()),
@@ -371,6 +394,7 @@ mod tests {
             "i0 i0 sigmoid mul",
             "i1 i0 sub i2 pow neg abs sqrt exp log tanh erf reciprocal floor ceil",
             "i0 i1 max i2 min i3 div",
+            "i0 silu i1 mul gelu",
         ] {
             let e: ElementwiseExpr = text.parse().unwrap();
             assert_eq!(e.to_string(), text);
@@ -379,7 +403,7 @@ mod tests {
         let e: ElementwiseExpr = "i0 i1 add i0 mul relu".parse().unwrap();
         assert_eq!((e.num_inputs(), e.num_ops(), e.max_depth()), (2, 3, 2));
         for bad in [
-            "", "add", "i0 add", "i0 i1", "i1 relu", "i0  relu", "i00", "ix", "i0 gelu", "I0",
+            "", "add", "i0 add", "i0 i1", "i1 relu", "i0  relu", "i00", "ix", "i0 elu", "I0",
             "i0 relu ",
         ] {
             assert!(bad.parse::<ElementwiseExpr>().is_err(), "{bad:?}");
@@ -409,7 +433,20 @@ mod tests {
             ExprStep::from_op_name("Relu", 1),
             Some(ExprStep::Unary(ExprUnary::Relu))
         );
-        assert_eq!(ExprStep::from_op_name("Gelu", 1), None);
+        assert_eq!(ExprStep::from_op_name("Elu", 1), None);
+        assert_eq!(
+            ExprStep::from_op(&Op::Swish(crate::ops::Swish { alpha: 0.5 }), 1),
+            None
+        );
+        assert_eq!(
+            ExprStep::from_op(
+                &Op::Gelu(crate::ops::Gelu {
+                    approximate: "tanh".into()
+                }),
+                1
+            ),
+            None
+        );
         assert_eq!(ExprStep::from_op(&Op::Max(Default::default()), 3), None);
         assert_eq!(ExprStep::Input(0).onnx_op(), None);
     }

@@ -257,7 +257,7 @@ mod tests {
         for bad in [
             "i0 i1 sub sigmoid i0",
             "i0 sub sigmoid i0 mul",
-            "i0 i1 sub gelu i0 mul",
+            "i0 i1 sub elu i0 mul",
         ] {
             let bad = text.replace("i0 i1 sub sigmoid i0 mul", bad);
             assert!(crate::text::parse(&bad).is_err(), "{bad}");

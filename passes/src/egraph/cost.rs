@@ -56,9 +56,16 @@ pub fn is_composite(op: &Op) -> bool {
     )
 }
 
+/// What [`OpCountCost`] adds to a FusedElementwise per step of its program: among programs that compute the same
+/// value from the same inputs, the shorter one wins (`i0 silu` over `i0 i0 sigmoid mul`). Programs have at most
+/// 64 steps, so this never adds up to the composite discount.
+pub const PROGRAM_STEP_COST: f64 = 1.0 / (1u64 << 20) as f64;
+
 impl CostModel for OpCountCost {
     fn node_cost(&self, op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
-        if op.is_jiuzhou_own() {
+        if let Op::FusedElementwise(f) = op {
+            OWN_OP_COST + f.expr.steps().len() as f64 * PROGRAM_STEP_COST
+        } else if op.is_jiuzhou_own() {
             OWN_OP_COST
         } else if is_composite(op) {
             1.0 - COMPOSITE_DISCOUNT

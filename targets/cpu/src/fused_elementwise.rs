@@ -10,7 +10,7 @@
 //!
 //! Each op computes what the reference computes for that ONNX op on f32: `+ − × ÷` in f32, `Max`/`Min` with NaN
 //! winning, `Neg`/`Abs`/`Relu` exactly, `Sqrt` in f32 (the same correctly rounded result as the reference's f64
-//! `sqrt` rounded once), and the other functions in f64, rounded once ([`crate::native::Activation`]). The fused
+//! `sqrt` rounded once), and the other functions (SiLU and GELU included) in f64, rounded once ([`crate::native::Activation`]). The fused
 //! node therefore gives bit for bit the result of the chain it replaced.
 
 use jiuzhou_ir::ops::ElementwiseExpr;
@@ -86,6 +86,8 @@ fn unary(op: ExprUnary, r: &mut [f32]) {
         ExprUnary::Reciprocal => f64_op(Activation::Reciprocal, r),
         ExprUnary::Floor => f64_op(Activation::Floor, r),
         ExprUnary::Ceil => f64_op(Activation::Ceil, r),
+        ExprUnary::Silu => f64_op(Activation::Swish(1.0), r),
+        ExprUnary::Gelu => f64_op(Activation::Gelu, r),
     }
 }
 

@@ -107,8 +107,21 @@ fn only_read_by(eg: &IrEGraph, y: Id, reader: Id) -> bool {
     })
 }
 
-/// The largest program among `y`'s nodes (fewest inputs on ties, then the first), if `y` may be absorbed into
-/// class `reader`.
+/// How many basic ops a program stands for (a composite step counts as its spelled-out form).
+fn weight(steps: &[ExprStep]) -> usize {
+    steps
+        .iter()
+        .map(|s| match s {
+            ExprStep::Input(_) => 0,
+            ExprStep::Unary(u) => u.weight(),
+            ExprStep::Binary(_) => 1,
+        })
+        .sum()
+}
+
+/// The largest program among `y`'s nodes, if `y` may be absorbed into class `reader`: the most basic ops covered
+/// (partial programs lose to the grown one), then the fewest steps (a composite such as `silu` wins over its
+/// spelled-out form), then the fewest inputs.
 fn best_form(eg: &IrEGraph, y: Id, reader: Id) -> Option<Form> {
     if !is_f32_value(eg, y) || !only_read_by(eg, y, reader) {
         return None;
@@ -119,9 +132,12 @@ fn best_form(eg: &IrEGraph, y: Id, reader: Id) -> Option<Form> {
         .filter_map(|n| form_of(eg, n))
         // A program that reads its own class would make a cycle.
         .filter(|f| !f.inputs.contains(&y))
-        .max_by(|a, b| {
-            (a.steps.len(), std::cmp::Reverse(a.inputs.len()))
-                .cmp(&(b.steps.len(), std::cmp::Reverse(b.inputs.len())))
+        .max_by_key(|f| {
+            (
+                weight(&f.steps),
+                std::cmp::Reverse(f.steps.len()),
+                std::cmp::Reverse(f.inputs.len()),
+            )
         })
 }
 

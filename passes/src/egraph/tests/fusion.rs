@@ -244,6 +244,9 @@ pub(super) fn cases() -> Vec<Case> {
         }),
         // Relu(Sigmoid(x − y) · x + c) with y: [3] broadcast over x: [2, 3] and a scalar constant c.
         case("fuse-elementwise", "Sigmoid", elementwise_chain()),
+        // Composite steps: Swish(x) · u and Gelu(x) + u.
+        case("fuse-elementwise", "Swish", composite_chain(false)),
+        case("fuse-elementwise", "Gelu", composite_chain(true)),
         // Unary chains and a value read twice by one op: (√|x| + 0.5) · (√|x| + 0.5) = t · t.
         case("fuse-elementwise", "Sqrt", {
             let mut b = GraphBuilder::new("case");
@@ -256,6 +259,42 @@ pub(super) fn cases() -> Vec<Case> {
             finish(b, y)
         }),
     ]
+}
+
+/// `Swish(x) · u` (`gelu`: `Gelu(x) + u`) with x, u: f32[2, 3].
+fn composite_chain(gelu: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3]);
+    let u = b.input("u", TensorType::known(DType::F32, &[2, 3]));
+    let y = if gelu {
+        let g = un(&mut b, ops::Gelu::default(), x);
+        add(&mut b, g, u)
+    } else {
+        let s = un(&mut b, ops::Swish::default(), x);
+        mul(&mut b, s, u)
+    };
+    finish(b, y)
+}
+
+#[test]
+fn recognized_silu_stays_one_step_of_the_fused_program() {
+    // x · sigmoid(x) · u: the silu rule names x · sigmoid(x), and the fused program uses that step rather than the
+    // spelled-out form.
+    let mut b = GraphBuilder::new("g");
+    let x = f32_input(&mut b, &[2, 3]);
+    let u = b.input("u", TensorType::known(DType::F32, &[2, 3]));
+    let s = un(&mut b, ops::Sigmoid::default(), x);
+    let m = mul(&mut b, x, s);
+    let y = mul(&mut b, m, u);
+    let g = finish(b, y);
+    let (out, _) = optimize_ref(&g, &test_options());
+    assert_eq!(
+        exprs_of(&out),
+        ["i0 silu i1 mul"],
+        "{}",
+        jiuzhou_ir::text::print(&out)
+    );
+    check_same(&g, &out, "silu");
 }
 
 /// `Relu(Sigmoid(x − y) · x + c)` with x: f32[2, 3], y: f32[3] and a scalar constant c.
