@@ -526,7 +526,10 @@ impl Target {
             // The CPU target runs every op the reference does (the rest through explicit fallbacks); until it has
             // a roofline model of its own kernels, it counts ops like the reference.
             Target::Cpu => Box::new(CpuCost),
-            Target::Vnpu(p) => Box::new(VnpuCost(vnpu_roofline(p))),
+            Target::Vnpu(p) => Box::new(VnpuCost {
+                roofline: vnpu_roofline(p),
+                profile: p,
+            }),
         }
     }
 }
@@ -546,18 +549,31 @@ pub fn vnpu_roofline(p: &Profile) -> Roofline {
 }
 
 /// The vnpu cost model: the profile's roofline; every op the reference implements is supported (the host runs
-/// what the NPU cannot), except jiuzhou's own fused ops: the NPU code generator has no kernels for them yet, and
-/// choosing them would move whole convolutions to the host.
+/// what the NPU cannot), except those of jiuzhou's own ops that the profile's NPU has no kernel for
+/// (`jiuzhou_target_vnpu::codegen::lower::own_op_supported`: FusedConv with `group = 1` and FusedMatMul whose
+/// activation the vector unit computes run on the NPU; choosing any other would move a whole convolution or
+/// product to the host).
 #[derive(Clone, Copy, Debug)]
-pub struct VnpuCost(pub Roofline);
+pub struct VnpuCost {
+    /// The profile's roofline.
+    pub roofline: Roofline,
+    /// The profile.
+    pub profile: &'static Profile,
+}
 
 impl CostModel for VnpuCost {
     fn supports(&self, op: &Op) -> bool {
-        jiuzhou_target_reference::is_supported(op) && !op.is_jiuzhou_own()
+        jiuzhou_target_reference::is_supported(op)
+            && (!op.is_jiuzhou_own()
+                || jiuzhou_target_vnpu::codegen::lower::own_op_supported(
+                    &jiuzhou_target_vnpu::codegen::Ctx::new(self.profile),
+                    op,
+                )
+                .is_ok())
     }
 
     fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
-        self.0.estimate(op, inputs, outputs)
+        self.roofline.estimate(op, inputs, outputs)
     }
 }
 

@@ -189,9 +189,10 @@ enum Command {
         /// Write every compared tensor of both sides as .npy files under DIR/reference and DIR/TARGET.
         #[arg(long, value_name = "DIR")]
         dump_dir: Option<PathBuf>,
-        /// The worst verdict a tensor may get and still pass: equal, close or similar.
-        #[arg(long, default_value = "close", value_parser = parse_expect)]
-        expect: Verdict,
+        /// The worst verdict a tensor may get and still pass: equal, close or similar [default: close; similar
+        /// for vnpu targets, whose cube computes from f16/bf16 inputs]
+        #[arg(long, value_parser = parse_expect)]
+        expect: Option<Verdict>,
         /// Seed of the random inputs.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -372,7 +373,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 target,
                 optimize: !no_opt,
                 opt: egraph::Options::default(),
-                expect,
+                expect: expect.unwrap_or(match target {
+                    Target::Vnpu(_) => Verdict::Similar,
+                    _ => Verdict::Close,
+                }),
             },
             &inputs,
             report.as_deref(),
@@ -707,6 +711,11 @@ fn compile_model(
     let mut vnpu_stats = None;
     if let Some((exec, flops)) = &vnpu {
         print_placement(exec.placement(), flops);
+        if exec.is_dynamic() {
+            println!(
+                "  the inputs have dynamic shapes: `run` places the nodes again for the shapes it is given"
+            );
+        }
         println!("transfers: {} bytes per run", exec.transfers_bytes());
         if print_stats {
             let cycles = exec
@@ -1012,12 +1021,37 @@ fn profile_kernels(
 }
 
 /// Prints where the nodes run: how many on the NPU, their share of the FLOPs, and every op on the host with why.
+/// The estimated FLOPs on the NPU and on the host CPU.
+fn flops_by_device(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) -> (f64, f64) {
+    let (mut npu, mut cpu) = (0.0, 0.0);
+    for (n, f) in p.nodes.iter().zip(flops) {
+        if n.npu {
+            npu += f;
+        } else {
+            cpu += f;
+        }
+    }
+    (npu, cpu)
+}
+
 fn print_placement(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) {
+    let (npu, cpu) = flops_by_device(p, flops);
+    let human = |f: f64| {
+        if f >= 1e9 {
+            format!("{:.2} GFLOP", f / 1e9)
+        } else if f >= 1e6 {
+            format!("{:.2} MFLOP", f / 1e6)
+        } else {
+            format!("{f:.0} FLOP")
+        }
+    };
     println!(
-        "placement: {} of {} nodes on the NPU ({:.1}% of FLOPs)",
+        "placement: {} of {} nodes on the NPU ({:.1}% of FLOPs: {} on the NPU, {} on the host)",
         p.npu_nodes(),
         p.nodes.len(),
-        100.0 * p.npu_flops_share(flops)
+        100.0 * p.npu_flops_share(flops),
+        human(npu),
+        human(cpu)
     );
     let fused = p
         .nodes
@@ -1043,20 +1077,25 @@ fn placement_json(p: &jiuzhou_target_vnpu::Placement, flops: &[f64]) -> serde_js
     let nodes: Vec<serde_json::Value> = p
         .nodes
         .iter()
-        .map(|n| {
+        .zip(flops)
+        .map(|(n, f)| {
             serde_json::json!({
                 "name": n.name,
                 "op": n.op,
                 "device": if n.npu { "npu" } else { "cpu" },
                 "reason": n.reason,
+                "flops": f,
             })
         })
         .collect();
+    let (npu_flops, cpu_flops) = flops_by_device(p, flops);
     serde_json::json!({
         "npu_nodes": p.npu_nodes(),
         "cpu_nodes": p.nodes.len() - p.npu_nodes(),
         "total_nodes": p.nodes.len(),
         "npu_flops_fraction": p.npu_flops_share(flops),
+        "npu_flops": npu_flops,
+        "cpu_flops": cpu_flops,
         "fallbacks": fallbacks,
         "nodes": nodes,
     })

@@ -336,11 +336,20 @@ fn bad_arguments_give_clear_errors() {
 
 #[test]
 fn compare_runs_on_the_simulated_npu_and_names_a_wrong_vnpu_kernel() {
-    // The vnpu cube rounds its inputs to f16, so the NPU side is SIMILAR rather than CLOSE: expect similar.
-    let vnpu = ["--target", "vnpu", "--expect", "similar"];
+    // The vnpu cube rounds its inputs to f16, so the NPU side is SIMILAR rather than CLOSE: a vnpu target expects
+    // similar unless --expect says otherwise.
+    let vnpu = ["--target", "vnpu"];
     let (o, report) = compare("vnpu-clean", &vnpu, None);
     assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
     assert_eq!(report["summary"]["pass"], true, "{report}");
+    assert_eq!(report["expect"], "SIMILAR", "{report}");
+    let (o, report) = compare(
+        "vnpu-close",
+        &["--target", "vnpu", "--expect", "close"],
+        None,
+    );
+    assert_eq!(o.code, Some(3), "f16 results are not CLOSE: {}", o.stdout);
+    assert_eq!(report["expect"], "CLOSE");
     let rows = tensors(&report);
     // The NPU kernels' results are reported (relu1 from the kernel of conv1, pool1, ...), not only the output.
     for name in ["relu1", "pool1", "relu2", "pool2", "gap", "logits", "probs"] {

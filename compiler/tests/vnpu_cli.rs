@@ -102,6 +102,23 @@ fn compile_prints_the_placement_and_stats() {
         p["total_nodes"].as_u64().unwrap()
     );
     assert!(p["npu_flops_fraction"].as_f64().unwrap() > 0.9, "{p}");
+    // FLOPs per device: the two add up to the nodes' FLOPs, and the fraction is the NPU's share of them.
+    let (npu, cpu) = (
+        p["npu_flops"].as_f64().unwrap(),
+        p["cpu_flops"].as_f64().unwrap(),
+    );
+    let per_node: f64 = p["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["flops"].as_f64().unwrap())
+        .sum();
+    assert!(
+        npu > 0.0 && (npu + cpu - per_node).abs() <= 1e-6 * per_node,
+        "{p}"
+    );
+    let fraction = p["npu_flops_fraction"].as_f64().unwrap();
+    assert!((fraction - npu / (npu + cpu)).abs() < 1e-9, "{p}");
     assert!(json["sim_cycles"].as_u64().unwrap() > 0);
     assert!(json["transfers_bytes"].as_u64().unwrap() > 0);
 }

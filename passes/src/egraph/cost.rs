@@ -131,7 +131,8 @@ fn dims(t: Option<&ValueType>) -> Vec<f64> {
 
 /// Estimated floating-point operations and bytes moved by one node.
 ///
-/// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; elementwise and
+/// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; FusedConv/FusedMatMul: the
+/// same plus `3 · out_elems` for the epilogue (bias, residual, activation); elementwise and
 /// reductions: one op per element read (a FusedElementwise: one per output element and op of its program, with its
 /// inputs and output moved once); pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
 /// nothing (it is a view), other movement (Transpose, Concat, Gather, ...) moves its bytes with no FLOPs.
@@ -172,10 +173,22 @@ pub fn flops_and_bytes(
             let _ = c.group; // `w[1]` is already C_in / group.
             (2.0 * out_elems * per_out, bytes)
         }
-        Op::MatMul(_) => {
+        // The fused ops: the product's FLOPs plus one op per output element for each of bias, residual and
+        // activation.
+        Op::FusedConv(_) => {
+            let w = dims(second);
+            let per_out: f64 = w.iter().skip(1).product();
+            (2.0 * out_elems * per_out + 3.0 * out_elems, bytes)
+        }
+        Op::MatMul(_) | Op::FusedMatMul(_) => {
             let a = dims(first);
             let k = a.last().copied().unwrap_or(1.0);
-            (2.0 * out_elems * k, bytes)
+            let epilogue = if matches!(op, Op::FusedMatMul(_)) {
+                3.0 * out_elems
+            } else {
+                0.0
+            };
+            (2.0 * out_elems * k + epilogue, bytes)
         }
         Op::Gemm(g) => {
             let a = dims(first);
@@ -208,8 +221,25 @@ mod tests {
         );
         assert_eq!((f, bytes), (2.0 * 8.0 * 3.0, 4.0 * (6.0 + 12.0 + 8.0)));
         let (x, w, y) = (t(&[1, 3, 8, 8]), t(&[16, 3, 3, 3]), t(&[1, 16, 6, 6]));
-        let (f, _) = flops_and_bytes(&Op::Conv(ops::Conv::default()), &[Some(&x), Some(&w)], &[y]);
+        let (f, _) = flops_and_bytes(
+            &Op::Conv(ops::Conv::default()),
+            &[Some(&x), Some(&w)],
+            std::slice::from_ref(&y),
+        );
         assert_eq!(f, 2.0 * 16.0 * 36.0 * 27.0);
+        // The fused forms count the product too, plus their epilogue.
+        let (f, _) = flops_and_bytes(
+            &Op::FusedConv(ops::FusedConv::default()),
+            &[Some(&x), Some(&w)],
+            std::slice::from_ref(&y),
+        );
+        assert_eq!(f, 2.0 * 16.0 * 36.0 * 27.0 + 3.0 * 16.0 * 36.0);
+        let (f, _) = flops_and_bytes(
+            &Op::FusedMatMul(ops::FusedMatMul::default()),
+            &[Some(&a), Some(&b)],
+            &[t(&[2, 4])],
+        );
+        assert_eq!(f, 2.0 * 8.0 * 3.0 + 3.0 * 8.0);
         let r = Roofline {
             peak_flops: 1e9,
             bandwidth: 1e9,

@@ -163,6 +163,8 @@ pub struct CpuExecutable {
     /// Arena offset (in f32 elements) and static shape of every planned value.
     slots: HashMap<ValueId, (usize, Vec<usize>)>,
     arena_len: usize,
+    /// The arena of the last finished run, reused by the next one (no allocation, zeroing or page faults per run).
+    arena_cache: std::sync::Mutex<Vec<f32>>,
     interp: Interpreter,
     parallel: Parallel,
     /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
@@ -834,6 +836,7 @@ impl CpuExecutable {
             fallback_ops,
             slots,
             arena_len,
+            arena_cache: Default::default(),
             interp: Interpreter::default(),
             parallel,
             fault_steps,
@@ -884,7 +887,17 @@ impl CpuExecutable {
                 env[i] = Slot::Heap(Value::Tensor(c.clone()));
             }
         }
-        let mut arena = vec![0.0f32; self.arena_len];
+        // Kernels write every element of their outputs before anything reads them (slots are shared by values
+        // that are never live together anyway), so the last run's arena serves as it is. A run concurrent with
+        // another finds the cache empty and allocates its own.
+        let mut arena = self
+            .arena_cache
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        if arena.len() != self.arena_len {
+            arena = vec![0.0f32; self.arena_len];
+        }
         let mut rt = Runtime {
             exec: self,
             env,
@@ -938,7 +951,9 @@ impl CpuExecutable {
             .iter()
             .map(|&o| rt.value(o))
             .collect::<Result<Vec<_>, _>>();
-        drop(arena);
+        if let Ok(mut cache) = self.arena_cache.lock() {
+            *cache = arena;
+        }
         out
     }
 }
@@ -1318,7 +1333,7 @@ impl Runtime<'_> {
                         .collect::<Result<Vec<_>, _>>()?;
                     let views: Vec<In<'_>> =
                         ins.iter().map(|(d, s)| In { data: d, shape: s }).collect();
-                    n.kernel.run(&views, buf)
+                    n.kernel.run_par(&views, buf, &rt.exec.parallel)
                 })
             }
             Kernel::Tensor(t) => {

@@ -6,15 +6,18 @@
 //! accumulated onto it (`gemm` reads the destination), and Relu runs over the block right after its product, while
 //! it is still in cache.
 //!
-//! Threads ([`Parallel`]): every product is split by `gemm` itself (`Parallelism::Rayon`, over output tiles, with
-//! k-blocking independent of the thread count) and depthwise convolution splits over output planes, so every
-//! output element is summed in the same order whatever the thread count: results are bit-identical.
+//! Threads ([`Parallel`]): MatMul and Gemm are split by `gemm` itself (`Parallelism::Rayon`, over output tiles,
+//! with k-blocking independent of the thread count). With threads, a convolution cuts each output block into
+//! tiles (`conv_tiles`), one single-threaded GEMM call per tile, the tiles spread over the threads (the im2col
+//! rows of the block too, one input channel per task); one thread makes one call per block. Both sum every
+//! output element in the same order; depthwise convolution splits over output planes. Results are bit-identical
+//! for every thread count.
 
 use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
-use crate::parallel::{MIN_CHUNK, Parallel};
+use crate::parallel::{MIN_CHUNK, Parallel, SharedMut};
 
 /// What happens to an output block after its product.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -624,11 +627,24 @@ pub fn conv(
     }
     if g.is_depthwise() {
         // One output plane per task, its epilogue right after it.
-        let split = out.len() >= 2 * MIN_CHUNK;
-        par.for_each_item(out, ol, split, |k, plane| {
-            depthwise_plane(g, x, w, bias, k, plane);
-            let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
-            finish_row(plane, 0.0, res, epi.relu);
+        // Runs of whole output planes per task (each with its own scratch), the epilogue right after each plane.
+        let padded = PaddedPlane::of(g);
+        let min = if out.len() * taps >= 2 * MIN_CHUNK {
+            MIN_CHUNK / taps.max(1)
+        } else {
+            out.len()
+        };
+        par.for_each_chunk(out, ol, min, |start, planes| {
+            let mut scratch = (Vec::new(), Vec::new());
+            for (i, plane) in planes.chunks_exact_mut(ol).enumerate() {
+                let k = start / ol + i;
+                match &padded {
+                    Some(p) => p.depthwise(g, x, w, bias, k, plane, &mut scratch),
+                    None => depthwise_plane(g, x, w, bias, k, plane),
+                }
+                let res = residual.map(|r| &r[k * ol..(k + 1) * ol]);
+                finish_row(plane, 0.0, res, epi.relu);
+            }
         });
         return Ok(());
     }
@@ -640,6 +656,7 @@ pub fn conv(
     } else {
         vec![0.0f32; numel(&[kdim, nb])?]
     };
+    let dst = SharedMut(out.as_mut_ptr());
     for n in 0..g.batch {
         for gi in 0..g.group {
             let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
@@ -650,42 +667,209 @@ pub fn conv(
             while c0 < ol {
                 let cols = nb.min(ol - c0);
                 let (rhs, rhs_rs) = if pointwise {
-                    (xs[c0..].as_ptr(), ol)
+                    (SharedMut(xs[c0..].as_ptr().cast_mut()), ol)
                 } else {
-                    im2col_block(g, cg, xs, c0, cols, &mut col);
-                    (col.as_ptr(), cols)
+                    // The im2col rows of each input channel are independent: split them over the threads.
+                    let plane = il;
+                    let col = &mut col[..kdim * cols];
+                    par.for_each_item(
+                        col,
+                        taps * cols,
+                        cg > 1 && kdim * cols >= 2 * MIN_CHUNK,
+                        |c, rows| im2col_block(g, 1, &xs[c * plane..][..plane], c0, cols, rows),
+                    );
+                    (SharedMut(col.as_mut_ptr()), cols)
                 };
-                // SAFETY: `wg` is [mg, kdim]; `rhs` addresses [kdim, cols] with row stride `rhs_rs` inside `xs` or
-                // `col`; the destination block is [mg, cols] with row stride `ol` inside `out`, all checked above.
-                unsafe {
-                    raw_gemm(
-                        mg,
-                        cols,
-                        kdim,
-                        out.as_mut_ptr().add(base + c0),
-                        ol as isize,
-                        false,
-                        wg.as_ptr(),
-                        kdim as isize,
-                        1,
-                        rhs,
-                        rhs_rs as isize,
-                        1,
-                        1.0,
-                        par.gemm(),
-                    )
+                // Tiles of the [mg, cols] output block, fixed by the shape alone (never by the thread count), so
+                // every output element is computed by the same GEMM call whatever the number of threads.
+                let (mparts, nparts) = if par.is_parallel() {
+                    conv_tiles(mg, cols, kdim)
+                } else {
+                    (1, 1)
                 };
-                for r in 0..mg {
-                    let at = base + r * ol + c0;
-                    let row = &mut out[at..at + cols];
-                    let b = bias.map_or(0.0, |b| b[oc0 + r]);
-                    finish_row(row, b, residual.map(|res| &res[at..at + cols]), epi.relu);
-                }
+                par.for_each_index(mparts * nparts, |t| {
+                    let (ti, tj) = (t / nparts, t % nparts);
+                    let (r0, j0) = (ti * mg / mparts, tj * cols / nparts);
+                    let rows = (ti + 1) * mg / mparts - r0;
+                    let width = (tj + 1) * cols / nparts - j0;
+                    let at = base + r0 * ol + c0 + j0;
+                    // SAFETY: `wg` is [mg, kdim]; `rhs` addresses [kdim, cols] with row stride `rhs_rs` inside `xs`
+                    // or `col`; tile `t` writes rows r0..r0+rows, columns c0+j0..c0+j0+width of this output block
+                    // (row stride `ol`, all inside `out`, checked above), disjoint from every other tile's.
+                    unsafe {
+                        raw_gemm(
+                            rows,
+                            width,
+                            kdim,
+                            dst.ptr().add(at),
+                            ol as isize,
+                            false,
+                            wg.as_ptr().add(r0 * kdim),
+                            kdim as isize,
+                            1,
+                            rhs.ptr().add(j0).cast_const(),
+                            rhs_rs as isize,
+                            1,
+                            1.0,
+                            Parallelism::None,
+                        )
+                    };
+                    for r in 0..rows {
+                        let at = at + r * ol;
+                        // SAFETY: as above, this tile's own row segment.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(at), width) };
+                        let b = bias.map_or(0.0, |b| b[oc0 + r0 + r]);
+                        finish_row(row, b, residual.map(|res| &res[at..at + width]), epi.relu);
+                    }
+                });
                 c0 += cols;
             }
         }
     }
     Ok(())
+}
+
+/// Whether `gemm` 0.19 takes its small-matrix path for an `m×n` product, whose k-blocking is `min(k, 512)`
+/// instead of the one its cache model picks (the same up to `k = 512`, else possibly not).
+fn gemm_small(m: usize, n: usize) -> bool {
+    m <= 64 && n <= 64
+}
+
+/// How many row and column parts a conv's `[m, n]` output block (reduction length `k`) is cut into when there are
+/// threads to share them, one single-threaded GEMM call each. Small blocks are one part; larger ones about four,
+/// columns first (at least 256 wide: each part re-packs only its share of the columns and the small weight
+/// block), then rows (at least 32 each) when the block is narrow. Parts are balanced (sizes differ by at most one).
+///
+/// Every output element is computed exactly as by one call on the whole block (what one thread does): `gemm`
+/// sums each element along `k` in blocks that depend only on `k` and on whether the call is "small"
+/// ([`gemm_small`]), never on which rows or columns the call covers, and no part is small unless the block is
+/// (or `k <= 512`, where both blockings agree). The `models` tests check 1 and 2 threads bit for bit.
+fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
+    if m.saturating_mul(n).saturating_mul(k) < (1 << 21) {
+        return (1, 1);
+    }
+    let nparts = (n / 256).clamp(1, 4);
+    let mut mparts = 4usize.div_ceil(nparts).min(m / 32).max(1);
+    // The smallest part is (m / mparts) × (n / nparts).
+    while mparts > 1 && k > 512 && gemm_small(m / mparts, n / nparts) != gemm_small(m, n) {
+        mparts -= 1;
+    }
+    (mparts, nparts)
+}
+
+/// The geometry of a depthwise convolution over one spatial plane (2-D, or 1-D), computed on a zero-bordered
+/// copy of each input plane split into its `sh·sw` stride phases (phase `(r, c)` holds the padded rows `≡ r` and
+/// columns `≡ c` modulo the strides). Every tap then reads one phase at one constant offset from a "wide" output
+/// (output rows laid out at the phase width), so each tap is one long contiguous multiply-add loop.
+struct PaddedPlane {
+    /// Padded height and width.
+    ph: usize,
+    pw: usize,
+    /// Height and width of one phase.
+    qh: usize,
+    qw: usize,
+    /// Where the input plane starts in the padded one.
+    top: usize,
+    left: usize,
+    /// For every tap, in the order (row, column), where its reads start in the phases buffer.
+    tap_at: Vec<usize>,
+}
+
+impl PaddedPlane {
+    fn of(g: &ConvGeom) -> Option<PaddedPlane> {
+        let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1;
+        let [_, oh, ow] = g.output;
+        if !flat || oh == 0 || ow == 0 {
+            return None;
+        }
+        let [_, kh, kw] = g.kernel;
+        let [_, sh, sw] = g.strides;
+        let ph = (oh - 1) * sh + (kh - 1) * g.dilations[1] + 1;
+        let pw = (ow - 1) * sw + (kw - 1) * g.dilations[2] + 1;
+        let (qh, qw) = (ph.div_ceil(sh), pw.div_ceil(sw));
+        let mut tap_at = Vec::with_capacity(kh * kw);
+        for b in 0..kh {
+            let r = b * g.dilations[1];
+            for e in 0..kw {
+                let c = e * g.dilations[2];
+                tap_at.push(((r % sh) * sw + c % sw) * qh * qw + (r / sh) * qw + c / sw);
+            }
+        }
+        Some(PaddedPlane {
+            ph,
+            pw,
+            qh,
+            qw,
+            top: g.pad_begin[1],
+            left: g.pad_begin[2],
+            tap_at,
+        })
+    }
+
+    /// Plane `k` (channel `k % C` of image `k / C`) into `oc`: the bias, then every tap in the order (row,
+    /// column), padding taps adding `0·w`, so each output is the sum [`depthwise_plane`] computes.
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise(
+        &self,
+        g: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        k: usize,
+        oc: &mut [f32],
+        (phases, wide): &mut (Vec<f32>, Vec<f32>),
+    ) {
+        let [_, oh, ow] = g.output;
+        let [_, ih, iw] = g.input;
+        let [_, sh, sw] = g.strides;
+        let (il, taps) = (g.in_len(), g.taps());
+        let (n, c) = (k / g.in_channels, k % g.in_channels);
+        let xc = &x[(n * g.in_channels + c) * il..][..il];
+        let wc = &w[c * taps..][..taps];
+        let (qh, qw) = (self.qh, self.qw);
+        let phase_len = qh * qw;
+        phases.clear();
+        phases.resize(phase_len * sh * sw, 0.0);
+        // The input rows and columns that fall inside the padded plane (windows may not reach its far end).
+        let rows = ih.min(self.ph.saturating_sub(self.top));
+        let cols = iw.min(self.pw.saturating_sub(self.left));
+        for (y, row) in xc.chunks_exact(iw).enumerate().take(rows) {
+            let r = self.top + y;
+            let at = if sh == 1 {
+                r * qw
+            } else {
+                (r % sh) * sw * phase_len + (r / sh) * qw
+            };
+            if sw == 1 {
+                phases[at + self.left..][..cols].copy_from_slice(&row[..cols]);
+            } else {
+                // Column phase `p` takes the input columns whose padded column is ≡ p, in order.
+                for p in 0..sw {
+                    let i0 = (p + sw - self.left % sw) % sw;
+                    if i0 >= cols {
+                        continue;
+                    }
+                    let dst = &mut phases[at + p * phase_len + (self.left + i0) / sw..];
+                    for (d, &v) in dst.iter_mut().zip(row[i0..cols].iter().step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+        let len = (oh - 1) * qw + ow;
+        wide.clear();
+        wide.resize(len, bias.map_or(0.0, |b| b[c]));
+        for (&at, &wv) in self.tap_at.iter().zip(wc) {
+            let src = &phases[at..at + len];
+            for (o, &v) in wide.iter_mut().zip(src) {
+                *o += v * wv;
+            }
+        }
+        for (y, row) in oc.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&wide[y * qw..][..ow]);
+        }
+    }
 }
 
 /// Depthwise convolution: each channel by its own filter, one output row at a time, each tap over the run of

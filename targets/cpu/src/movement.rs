@@ -243,13 +243,48 @@ impl NativeKernel for Transpose {
         let perm = self.perm(shape.len())?;
         let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
         check_buffers(ins, out, &out_shape)?;
-        let st = strides(shape);
+        let (shape, perm) = merge_axes(shape, &perm);
+        let st = strides(&shape);
         let maps: AxisMaps = perm
             .iter()
             .map(|&p| (0..shape[p]).map(|j| Some(j * st[p])).collect())
             .collect();
         remap(ins[0].data, &maps, 0.0, out)
     }
+}
+
+/// The same transpose over fewer axes: size-1 axes dropped and input axes that stay adjacent and in order in the
+/// output merged into one (a channel shuffle `[1, g, c, h, w]` by `[0, 2, 1, 3, 4]` becomes `[g, c, h·w]` by
+/// `[1, 0, 2]`), so the innermost copies are long contiguous runs.
+fn merge_axes(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    // The input axes that are not 1, and each one's rank among them.
+    let axes: Vec<usize> = (0..shape.len()).filter(|&a| shape[a] != 1).collect();
+    let rank = |a: usize| axes.iter().position(|&x| x == a).unwrap_or(0);
+    // Their ranks in output order, cut into groups of consecutive ranks.
+    let kept: Vec<usize> = perm
+        .iter()
+        .filter(|&&p| shape[p] != 1)
+        .map(|&p| rank(p))
+        .collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &p in &kept {
+        match groups.last_mut() {
+            Some(g) if g.last() == Some(&(p.wrapping_sub(1))) => g.push(p),
+            _ => groups.push(vec![p]),
+        }
+    }
+    // The merged input axes are the groups sorted by their first input axis.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g][0]);
+    let new_shape: Vec<usize> = order
+        .iter()
+        .map(|&g| groups[g].iter().map(|&r| shape[axes[r]]).product())
+        .collect();
+    let mut new_perm = vec![0; groups.len()];
+    for (pos, &g) in order.iter().enumerate() {
+        new_perm[g] = pos;
+    }
+    (new_shape, new_perm)
 }
 
 /// Concat along `axis`.
@@ -606,5 +641,20 @@ impl NativeKernel for Expand {
             })
             .collect();
         remap(ins[0].data, &maps, 0.0, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transposes_merge_adjacent_axes() {
+        use super::merge_axes;
+        assert_eq!(
+            merge_axes(&[1, 3, 4, 5, 6], &[0, 2, 1, 3, 4]),
+            (vec![3, 4, 30], vec![1, 0, 2])
+        );
+        assert_eq!(merge_axes(&[2, 3, 4], &[0, 1, 2]), (vec![24], vec![0]));
+        assert_eq!(merge_axes(&[2, 3, 4], &[2, 0, 1]), (vec![6, 4], vec![1, 0]));
+        assert_eq!(merge_axes(&[1, 1], &[1, 0]), (vec![], vec![]));
     }
 }

@@ -9,6 +9,7 @@
 use jiuzhou_ir::{DType, Graph, Node, Op, ValueId, ValueType};
 
 use crate::ExecError;
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// A run-time input of a native kernel.
 #[derive(Clone, Copy)]
@@ -25,6 +26,12 @@ pub trait NativeKernel: Send + Sync {
     fn out_shape(&self, ins: &[&[usize]]) -> Result<Vec<usize>, ExecError>;
     /// Computes the output into `out`, sized by [`NativeKernel::out_shape`].
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError>;
+    /// Like [`NativeKernel::run`], with `par`'s threads for kernels that split their independent outputs (each
+    /// output computed exactly as on one thread); the default runs on the caller's thread.
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
+        let _ = par;
+        self.run(ins, out)
+    }
 }
 
 /// A kernel chosen for a node and the values it reads at run time, in the order [`NativeKernel::run`] takes them.
@@ -528,10 +535,17 @@ impl NativeKernel for Activation {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         check_buffers(ins, out, ins[0].shape)?;
-        for (o, &x) in out.iter_mut().zip(ins[0].data) {
-            *o = self.apply(x);
-        }
+        let x = ins[0].data;
+        par.for_each_chunk(out, 1, MIN_CHUNK / 4, |start, dst| {
+            for (o, &v) in dst.iter_mut().zip(&x[start..]) {
+                *o = self.apply(v);
+            }
+        });
         Ok(())
     }
 }

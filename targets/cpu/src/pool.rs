@@ -12,6 +12,7 @@ use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
 use crate::native::{In, NativeKernel, check_buffers};
+use crate::parallel::Parallel;
 
 /// A windowed pool.
 pub struct Pool {
@@ -72,6 +73,8 @@ struct AxisTaps {
     first: Vec<usize>,
     count: Vec<usize>,
     step: usize,
+    /// The stride between the windows of consecutive outputs.
+    stride: usize,
     /// For output `o`, how many taps lie inside the input or its explicit padding.
     counted: Vec<usize>,
 }
@@ -83,6 +86,7 @@ impl AxisTaps {
             first: vec![0],
             count: vec![1],
             step: 1,
+            stride: 1,
             counted: vec![1],
         }
     }
@@ -101,6 +105,7 @@ fn axis_taps(win: &Window, i: usize, size: usize) -> Result<AxisTaps, ExecError>
         first: Vec::with_capacity(g.output),
         count: Vec::with_capacity(g.output),
         step: d as usize,
+        stride: s as usize,
         counted: Vec::with_capacity(g.output),
     };
     for o in 0..g.output as i64 {
@@ -165,18 +170,161 @@ impl NativeKernel for Pool {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let x = ins[0];
-        let ([ad, ah, aw], [_, ih, iw], out_shape) = self.plan(x.shape)?;
+        let (axes, [_, ih, iw], out_shape) = self.plan(x.shape)?;
         check_buffers(ins, out, &out_shape)?;
-        let plane = x.shape[2..].iter().product::<usize>();
-        let out_plane = ad.len * ah.len * aw.len;
+        let plane = x.shape[2..].iter().product::<usize>().max(1);
+        let out_plane = axes.iter().map(|a| a.len).product::<usize>();
         if out_plane == 0 {
             return Ok(());
         }
-        for (xs, os) in x
-            .data
-            .chunks_exact(plane.max(1))
-            .zip(out.chunks_exact_mut(out_plane))
+        // One (image, channel) plane per task; 1-D and 2-D windows take the row-wise path.
+        let rows = axes[0].len == 1 && axes[0].count[0] == 1 && axes[0].first[0] == 0;
+        let split = out.len() >= 4096;
+        par.for_each_item(out, out_plane, split, |k, os| {
+            let xs = &x.data[k * plane..][..plane];
+            if rows {
+                self.plane_rows(xs, os, &axes[1], &axes[2], iw);
+            } else {
+                self.plane(xs, os, &axes, ih, iw);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The run `[lo, hi)` of outputs along an axis whose windows are whole (the most taps) and evenly spaced by the
+/// stride: the interior, away from clipped borders.
+fn interior(t: &AxisTaps) -> (usize, usize) {
+    let full = t.count.iter().copied().max().unwrap_or(0);
+    let Some(lo) = (0..t.len).find(|&o| t.count[o] == full && full > 0) else {
+        return (0, 0);
+    };
+    let mut hi = lo + 1;
+    while hi < t.len && t.count[hi] == full && t.first[hi] == t.first[lo] + (hi - lo) * t.stride {
+        hi += 1;
+    }
+    (lo, hi)
+}
+
+impl Pool {
+    /// One plane of a 1-D or 2-D pool, an output row at a time. Border outputs are computed one by one, as
+    /// [`Pool::plane`] does. Interior outputs: averages tap by tap over the whole run of outputs (each sum in the
+    /// order window row, window column, as there, so results are identical); maxima separably (the max of each
+    /// input column over the window rows, then over the window columns), which gives the same value except that
+    /// of two equal zeros of different signs either may be kept.
+    fn plane_rows(&self, xs: &[f32], os: &mut [f32], ah: &AxisTaps, aw: &AxisTaps, iw: usize) {
+        let ow = aw.len;
+        let (lo, hi) = interior(aw);
+        let full = if hi > lo { aw.count[lo] } else { 0 };
+        let mut sums = vec![0.0f64; if self.max { 0 } else { hi - lo }];
+        let mut colmax = vec![0.0f32; if self.max { iw } else { 0 }];
+        for zh in 0..ah.len {
+            let (fh, nh, sh) = (ah.first[zh], ah.count[zh], ah.step);
+            let orow = &mut os[zh * ow..][..ow];
+            let run = hi - lo;
+            if run > 0 && self.max {
+                let dst = &mut orow[lo..hi];
+                if nh == 0 {
+                    dst.fill(f32::NEG_INFINITY);
+                } else {
+                    // Separable: each input column's max over the window rows, then each output's max over its
+                    // window columns. `f32::max` skips NaNs, so this is the max of the window's non-NaN values,
+                    // which is what the row-major fold gives unless its first tap is NaN (then NaN wins).
+                    let (x0, s, st) = (aw.first[lo], aw.stride, aw.step);
+                    let span = aw.first[hi - 1] + (full - 1) * st + 1 - x0;
+                    let cm = &mut colmax[..span];
+                    cm.copy_from_slice(&xs[fh * iw + x0..][..span]);
+                    for b in 1..nh {
+                        let r = &xs[(fh + b * sh) * iw + x0..][..span];
+                        for (m, &v) in cm.iter_mut().zip(r) {
+                            *m = m.max(v);
+                        }
+                    }
+                    let first = &xs[fh * iw + x0..];
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        let w = &cm[k * s..];
+                        let mut m = w[0];
+                        for c in 1..full {
+                            m = m.max(w[c * st]);
+                        }
+                        let t0 = first[k * s];
+                        *d = if t0.is_nan() { t0 } else { m };
+                    }
+                }
+            } else if run > 0 {
+                let dst = &mut orow[lo..hi];
+                for b in 0..nh {
+                    let irow = &xs[(fh + b * sh) * iw..][..iw];
+                    for c in 0..full {
+                        let base = aw.first[lo] + c * aw.step;
+                        let src = &irow[base..base + (run - 1) * aw.stride + 1];
+                        let s = aw.stride;
+                        if b == 0 && c == 0 {
+                            sums.fill(0.0);
+                        }
+                        for (k, a) in sums.iter_mut().enumerate() {
+                            *a += src[k * s] as f64;
+                        }
+                    }
+                }
+                {
+                    if nh == 0 {
+                        sums.fill(0.0);
+                    }
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        let zw = lo + k;
+                        let n = if self.count_include_pad {
+                            ah.counted[zh] * aw.counted[zw]
+                        } else {
+                            nh * full
+                        };
+                        *d = (sums[k] / n as f64) as f32;
+                    }
+                }
+            }
+            for zw in (0..lo).chain(hi..ow) {
+                let (fw, nw, sw) = (aw.first[zw], aw.count[zw], aw.step);
+                orow[zw] = if self.max {
+                    let mut acc = f32::NEG_INFINITY;
+                    let mut seen = false;
+                    for b in 0..nh {
+                        let base = (fh + b * sh) * iw + fw;
+                        for c in 0..nw {
+                            let v = xs[base + c * sw];
+                            if !seen || v > acc {
+                                acc = v;
+                                seen = true;
+                            }
+                        }
+                    }
+                    acc
+                } else {
+                    let mut acc = 0.0f64;
+                    for b in 0..nh {
+                        let base = (fh + b * sh) * iw + fw;
+                        for c in 0..nw {
+                            acc += xs[base + c * sw] as f64;
+                        }
+                    }
+                    let n = if self.count_include_pad {
+                        ah.counted[zh] * aw.counted[zw]
+                    } else {
+                        nh * nw
+                    };
+                    (acc / n as f64) as f32
+                };
+            }
+        }
+    }
+
+    /// One plane of any pool, output by output.
+    fn plane(&self, xs: &[f32], os: &mut [f32], axes: &[AxisTaps; 3], ih: usize, iw: usize) {
+        let [ad, ah, aw] = axes;
         {
             let mut o = 0;
             for zd in 0..ad.len {
@@ -223,7 +371,6 @@ impl NativeKernel for Pool {
                 }
             }
         }
-        Ok(())
     }
 }
 

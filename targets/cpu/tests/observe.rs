@@ -144,3 +144,24 @@ fn profiled_runs_time_every_step_and_compute_the_same() {
     );
     assert!(prof.iter().all(|p| p.seconds >= 0.0 && !p.node.is_empty()));
 }
+
+#[test]
+fn runs_reusing_the_arena_compute_what_a_fresh_executable_does() {
+    let g = Arc::new(graph());
+    let input = |seed| Value::Tensor(Arc::new(tensor(&[1, 2, 6, 6], seed)));
+    let exec = CpuExecutable::compile(g.clone()).unwrap();
+    assert!(exec.peak_arena_bytes() > 0);
+    // The second and third runs find the previous run's values in the arena.
+    for seed in [3, 4, 3] {
+        let got = exec.run(vec![input(seed)]).unwrap();
+        let fresh = CpuExecutable::compile(g.clone())
+            .unwrap()
+            .run(vec![input(seed)])
+            .unwrap();
+        assert_eq!(
+            got[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+            fresh[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+            "seed {seed}"
+        );
+    }
+}

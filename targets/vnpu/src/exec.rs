@@ -633,6 +633,12 @@ impl VnpuExecutable {
         &self.placement
     }
 
+    /// Whether the graph's inputs have dynamic shapes, so that runs are specialized to their input shapes (and
+    /// [`VnpuExecutable::placement`] is not where a run's nodes go: see [`RunStats::placement`]).
+    pub fn is_dynamic(&self) -> bool {
+        self.specializer.is_some()
+    }
+
     /// Bytes moved between host and NPU per run.
     pub fn transfers_bytes(&self) -> u64 {
         self.transfers_bytes
@@ -969,7 +975,8 @@ fn emit_kernel(
             k: kk,
             batches,
             out,
-            relu,
+            residual,
+            act,
             ..
         } => {
             let (la, lo) = (lay(*a)?, lay(*out)?);
@@ -1006,7 +1013,14 @@ fn emit_kernel(
                     bias: kc.bias,
                     out: at(*out)? + bi * m * lo.pitch as u64 * 4,
                     ldc: lo.pitch as u64,
-                    relu: *relu,
+                    residual: match residual {
+                        Some(z) => {
+                            let lz = lay(*z)?;
+                            Some((at(*z)? + bi * m * lz.pitch as u64 * 4, lz.pitch as u64))
+                        }
+                        None => None,
+                    },
+                    act: *act,
                 };
                 gemm::emit(ctx, &op, blocks, zero, &mut st, &mut b)?;
             }
@@ -1020,7 +1034,8 @@ fn emit_kernel(
             dilations,
             pads,
             out,
-            relu,
+            residual,
+            act,
             ..
         } => {
             let (lx, lo) = (lay(*x)?, lay(*out)?);
@@ -1051,7 +1066,11 @@ fn emit_kernel(
                 bias: kc.bias,
                 out: at(*out)?,
                 ldc: lo.pitch as u64,
-                relu: *relu,
+                residual: match residual {
+                    Some(z) => Some((at(*z)?, lay(*z)?.pitch as u64)),
+                    None => None,
+                },
+                act: *act,
             };
             gemm::emit(ctx, &op, blocks, zero, &mut GemmState::default(), &mut b)?;
         }
@@ -1073,7 +1092,8 @@ fn emit_kernel(
                     bias: None,
                     out: at(*out)? + bi * lo.pitch as u64 * 4,
                     ldc: lo.pitch as u64,
-                    relu: false,
+                    residual: None,
+                    act: gemm::Act::None,
                 };
                 gemm::emit(ctx, &op, blocks, zero, &mut st, &mut b)?;
             }

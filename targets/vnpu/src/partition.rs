@@ -61,7 +61,8 @@ impl Placement {
             .filter(|(n, _)| n.npu)
             .map(|(_, f)| f)
             .sum();
-        on / total
+        // An empty f64 sum is −0.0: add +0.0 so that nothing on the NPU reads as 0 %, not −0 %.
+        (on + 0.0) / total
     }
 
     /// The nodes on the host grouped by op and reason: `(op, reason, count)`, most frequent first.

@@ -426,19 +426,22 @@ fn cycle_count_of_a_small_matmul_is_golden() {
 #[test]
 fn unsupported_nodes_say_why() {
     let mut b = GraphBuilder::new("why");
-    let x = f32_input(&mut b, "x", &[1, 4, 5, 5]);
-    let w = b.constant("w", tensor(&[4, 1, 3, 3], 1));
+    let x = f32_input(&mut b, "x", &[1, 16, 5, 5]);
+    let w = b.constant("w", tensor(&[16, 1, 3, 3], 1));
     let c = ops::Conv {
-        group: 4,
+        group: 16,
         ..Default::default()
     };
     let y = b.node1(c, &[x, w]).unwrap();
     b.output(y);
     let g = b.finish().unwrap();
-    let r = run(g, "default", vec![tensor(&[1, 4, 5, 5], 2)], &[]);
+    let r = run(g, "default", vec![tensor(&[1, 16, 5, 5], 2)], &[]);
     let n = &r.exec.placement().nodes[0];
     assert!(!n.npu);
-    assert_eq!(n.reason.as_deref(), Some("grouped Conv (group = 4)"));
+    assert_eq!(
+        n.reason.as_deref(),
+        Some("grouped Conv (group = 16; the cube runs at most 8 groups, as one dense Conv)")
+    );
     check_exact(&r, "default", "grouped conv on the host");
     assert!(matches!(Op::Relu(ops::Relu::default()), Op::Relu(_)));
 }
@@ -632,4 +635,176 @@ fn observed_runs_report_npu_kernels_and_host_regions() {
         let clean = observe(&graph, profile, &inputs, Some("no_such_node"));
         assert_eq!(clean[&names(z)], seen[&names(z)], "{profile}");
     }
+}
+
+/// The activations the GEMM epilogue computes (Clip with bounds inside the data's range, so that both act).
+fn epilogue_activations() -> Vec<ops::Activation> {
+    use ops::Activation as A;
+    vec![
+        A::None,
+        A::Relu,
+        A::Clip {
+            min: -0.5,
+            max: 0.75,
+        },
+        A::Clip {
+            min: 0.0,
+            max: f32::INFINITY,
+        },
+        A::Sigmoid,
+        A::Tanh,
+        A::LeakyRelu { alpha: 0.1 },
+        A::Silu,
+        A::HardSwish,
+    ]
+}
+
+#[test]
+fn fused_conv_and_matmul_with_residual_and_activation_match_the_reference() {
+    for profile in PROFILES {
+        for act in epilogue_activations() {
+            for with_z in [false, true] {
+                // FusedConv: 2 x 7 x 9 x 10 input, 19 3x3 filters, stride 2, pad 1, bias, residual of the result.
+                let mut b = GraphBuilder::new("fconv");
+                let x = f32_input(&mut b, "x", &[2, 7, 9, 10]);
+                let w = b.constant("w", tensor(&[19, 7, 3, 3], 61));
+                let bias = b.constant("b", tensor(&[19], 62));
+                let mut ins = vec![x, w, bias];
+                let mut inputs = vec![tensor(&[2, 7, 9, 10], 63)];
+                if with_z {
+                    ins.push(f32_input(&mut b, "z", &[2, 19, 5, 5]));
+                    inputs.push(tensor(&[2, 19, 5, 5], 64));
+                }
+                let op = ops::FusedConv {
+                    activation: act,
+                    strides: Some(vec![2, 2]),
+                    pads: Some(vec![1, 1, 1, 1]),
+                    ..Default::default()
+                };
+                let y = b.node1(op, &ins).unwrap();
+                b.output(y);
+                let what = format!("FusedConv activation={act} residual={with_z}");
+                let r = run(b.finish().unwrap(), profile, inputs, &["FusedConv"]);
+                // Activations are at most 1.5-Lipschitz; the residual and bias add one term each.
+                check_cube(&r, profile, 7 * 9 + 2, 1.5, &what);
+
+                // FusedMatMul: rank-3 A by constant B, bias row, residual.
+                let mut b = GraphBuilder::new("fmm");
+                let a = f32_input(&mut b, "a", &[3, 19, 45]);
+                let w = b.constant("w", tensor(&[45, 37], 65));
+                let bias = b.constant("bias", tensor(&[37], 66));
+                let mut ins = vec![a, w, bias];
+                let mut inputs = vec![tensor(&[3, 19, 45], 67)];
+                if with_z {
+                    ins.push(f32_input(&mut b, "z", &[3, 19, 37]));
+                    inputs.push(tensor(&[3, 19, 37], 68));
+                }
+                let op = ops::FusedMatMul { activation: act };
+                let y = b.node1(op, &ins).unwrap();
+                b.output(y);
+                let what = format!("FusedMatMul activation={act} residual={with_z}");
+                let r = run(b.finish().unwrap(), profile, inputs, &["FusedMatMul"]);
+                check_cube(&r, profile, 45 + 2, 1.5, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_ops_the_npu_cannot_run_say_why() {
+    let mut b = GraphBuilder::new("gelu");
+    let a = f32_input(&mut b, "a", &[4, 8]);
+    let w = b.constant("w", tensor(&[8, 5], 71));
+    let op = ops::FusedMatMul {
+        activation: ops::Activation::Gelu,
+    };
+    let y = b.node1(op, &[a, w]).unwrap();
+    b.output(y);
+    let r = run(
+        b.finish().unwrap(),
+        "default",
+        vec![tensor(&[4, 8], 72)],
+        &[],
+    );
+    let n = &r.exec.placement().nodes[0];
+    assert!(!n.npu);
+    assert_eq!(
+        n.reason.as_deref(),
+        Some("no vnpu epilogue for activation gelu")
+    );
+    check_exact(&r, "default", "FusedMatMul gelu on the host");
+}
+
+#[test]
+fn grouped_conv_runs_as_a_dense_conv_and_depthwise_stays_on_the_host() {
+    // (input, cout, kernel, stride, pad, group)
+    let cases: [([usize; 4], usize, usize, i64, i64, i64); 3] = [
+        ([1, 6, 9, 11], 10, 3, 1, 1, 2),
+        ([2, 12, 7, 7], 8, 1, 1, 0, 4),
+        ([1, 16, 6, 5], 24, 3, 2, 1, 8),
+    ];
+    for profile in PROFILES {
+        for &(shape, cout, k, s, p, group) in &cases {
+            let mut b = GraphBuilder::new("gconv");
+            let x = f32_input(&mut b, "x", &shape);
+            let w = b.constant("w", tensor(&[cout, shape[1] / group as usize, k, k], 81));
+            let bias = b.constant("b", tensor(&[cout], 82));
+            let conv = ops::Conv {
+                group,
+                strides: Some(vec![s, s]),
+                pads: Some(vec![p, p, p, p]),
+                ..Default::default()
+            };
+            let y = b.node1(conv, &[x, w, bias]).unwrap();
+            b.output(y);
+            let what = format!("Conv {shape:?} cout={cout} k={k} group={group}");
+            let r = run(
+                b.finish().unwrap(),
+                profile,
+                vec![tensor(&shape, 83)],
+                &["Conv"],
+            );
+            // The placement counts the model's FLOPs, not the zeros of the dense weights.
+            let (oh, ow) = (
+                (shape[2] + 2 * p as usize - k) / s as usize + 1,
+                (shape[3] + 2 * p as usize - k) / s as usize + 1,
+            );
+            let flops = 2 * shape[0] * cout * oh * ow * (shape[1] / group as usize) * k * k;
+            assert_eq!(r.exec.placement().nodes[0].flops, flops as f64, "{what}");
+            check_cube(
+                &r,
+                profile,
+                shape[1] / group as usize * k * k + 1,
+                1.0,
+                &what,
+            );
+        }
+    }
+    // Depthwise: 32 groups of one channel would make the cube do 32 times the work.
+    let mut b = GraphBuilder::new("dw");
+    let x = f32_input(&mut b, "x", &[1, 32, 6, 6]);
+    let w = b.constant("w", tensor(&[32, 1, 3, 3], 84));
+    let conv = ops::Conv {
+        group: 32,
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let y = b.node1(conv, &[x, w]).unwrap();
+    b.output(y);
+    let r = run(
+        b.finish().unwrap(),
+        "default",
+        vec![tensor(&[1, 32, 6, 6], 85)],
+        &[],
+    );
+    let n = &r.exec.placement().nodes[0];
+    assert!(!n.npu);
+    assert!(
+        n.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("grouped Conv (group = 32"),
+        "{:?}",
+        n.reason
+    );
 }

@@ -1,5 +1,6 @@
-//! The matrix-unit kernel: `C[M×N] = A[M×K] · B[K×N] (+ bias) (then Relu)`, f32 in global memory, the profile's
-//! f16/bf16 on the cube, f32 accumulation.
+//! The matrix-unit kernel: `C[M×N] = act(A[M×K] · B[K×N] (+ bias) (+ Z))`, f32 in global memory, the profile's
+//! f16/bf16 on the cube, f32 accumulation; the residual `Z` and the activation run on the vector unit, on the
+//! accumulator, before the store.
 //!
 //! **Blocking.** The output is cut into `mb×nb` blocks and K into `kb`-deep steps, the largest sizes for which two
 //! A slots fit the cube's A buffer, two B slots its B buffer and two C slots its C buffer; `mb`, `nb`, `kb` are
@@ -18,15 +19,22 @@
 //!
 //! ```text
 //! dma_in : [wait AB_FREE[s%2] if s≥2] [bias: wait C_FREE[b%2] if b≥2, load bias → C] loads → set AB_READY[s%2]
+//!          [residual: wait Z_FREE[b%2] if b≥2, load Z block → staging slot b%2, set Z_READY[b%2]]
 //! cube   : wait AB_READY[s%2] [no bias, first step: wait C_FREE[b%2] if b≥2] mmad → set AB_FREE[s%2]
-//! vector : (Relu) wait C_DONE_V[b%2], relu on C, set V_DONE[b%2]
+//! vector : (epilogue) wait C_DONE_V[b%2] [wait Z_READY[b%2], C += Z, set Z_FREE[b%2]] activation on C,
+//!          set V_DONE[b%2]
 //! dma_out: wait C_DONE[b%2] (or V_DONE), store C → set C_FREE[b%2] (to dma_in with bias, else to cube)
 //! ```
+//!
+//! **Epilogue.** The residual block is staged in the vector unit's staging buffer (two slots, then one scratch
+//! region for activations that need a temporary), added to the accumulator, and the activation runs on the
+//! accumulator with the vector unit's ops: Relu; Clip as `max`/`min` with immediates; Sigmoid; Tanh; LeakyRelu as
+//! `max(x, α·x)`; SiLU as `x·sigmoid(x)`; HardSwish as `x·min(max(x/6 + 1/2, 0), 1)`. Everything computes in f32.
 
 use super::{Ctx, lcm, round_up};
 use crate::builder::ProgramBuilder;
 use crate::dtype::DType;
-use crate::isa::{Access, Engine, UnaryOp};
+use crate::isa::{Access, BinaryOp, Engine, Operand, UnaryOp, VectorOp};
 
 const AB_READY: u8 = 0;
 const AB_FREE: u8 = 2;
@@ -34,6 +42,115 @@ const C_DONE: u8 = 4;
 const C_FREE: u8 = 6;
 const C_DONE_V: u8 = 8;
 const V_DONE: u8 = 10;
+const Z_READY: u8 = 12;
+const Z_FREE: u8 = 14;
+
+/// The activation a GEMM's epilogue applies on the accumulator (vector unit, f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Act {
+    /// None.
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, lo), hi)`.
+    Clip(f32, f32),
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `max(x, α·x)` (`0 ≤ α ≤ 1`).
+    LeakyRelu(f32),
+    /// `x·sigmoid(x)`.
+    Silu,
+    /// `x·min(max(x/6 + 1/2, 0), 1)`.
+    HardSwish,
+}
+
+impl Act {
+    /// The epilogue form of an IR activation, or why the vector unit cannot compute it.
+    pub fn from_ir(a: &jiuzhou_ir::ops::Activation) -> Result<Act, String> {
+        use jiuzhou_ir::ops::Activation as A;
+        Ok(match *a {
+            A::None => Act::None,
+            A::Relu => Act::Relu,
+            A::Clip { min, max } => Act::Clip(min, max),
+            A::Sigmoid => Act::Sigmoid,
+            A::Tanh => Act::Tanh,
+            A::LeakyRelu { alpha } if (0.0..=1.0).contains(&alpha) => Act::LeakyRelu(alpha),
+            A::Silu => Act::Silu,
+            A::HardSwish => Act::HardSwish,
+            other => return Err(format!("no vnpu epilogue for activation {other}")),
+        })
+    }
+
+    /// The vector ops it needs.
+    pub fn vector_ops(self) -> Vec<VectorOp> {
+        let (u, b) = (VectorOp::Unary, VectorOp::Binary);
+        match self {
+            Act::None => Vec::new(),
+            Act::Relu => vec![u(UnaryOp::Relu)],
+            Act::Clip(..) => vec![b(BinaryOp::Max), b(BinaryOp::Min)],
+            Act::Sigmoid => vec![u(UnaryOp::Sigmoid)],
+            Act::Tanh => vec![u(UnaryOp::Tanh)],
+            Act::LeakyRelu(_) => vec![b(BinaryOp::Mul), b(BinaryOp::Max)],
+            Act::Silu => vec![u(UnaryOp::Sigmoid), b(BinaryOp::Mul)],
+            Act::HardSwish => vec![
+                b(BinaryOp::Mul),
+                b(BinaryOp::Add),
+                b(BinaryOp::Max),
+                b(BinaryOp::Min),
+            ],
+        }
+    }
+
+    /// Whether it needs a scratch region.
+    fn needs_scratch(self) -> bool {
+        matches!(self, Act::LeakyRelu(_) | Act::Silu | Act::HardSwish)
+    }
+
+    /// Emits the activation on `c` (`shape`), with `t` a scratch region of the same size.
+    fn emit(self, c: &Access, t: &Access, shape: [u64; 2], b: &mut ProgramBuilder) {
+        let bin = |b: &mut ProgramBuilder, op, dst: &Access, a: &Access, x: Operand| {
+            b.binary(op, dst.clone(), a.clone(), x, shape);
+        };
+        match self {
+            Act::None => {}
+            Act::Relu => {
+                b.unary(UnaryOp::Relu, c.clone(), c.clone(), shape);
+            }
+            Act::Clip(lo, hi) => {
+                if lo > f32::NEG_INFINITY {
+                    bin(b, BinaryOp::Max, c, c, Operand::Imm(f64::from(lo)));
+                }
+                if hi < f32::INFINITY {
+                    bin(b, BinaryOp::Min, c, c, Operand::Imm(f64::from(hi)));
+                }
+            }
+            Act::Sigmoid => {
+                b.unary(UnaryOp::Sigmoid, c.clone(), c.clone(), shape);
+            }
+            Act::Tanh => {
+                b.unary(UnaryOp::Tanh, c.clone(), c.clone(), shape);
+            }
+            Act::LeakyRelu(alpha) => {
+                bin(b, BinaryOp::Mul, t, c, Operand::Imm(f64::from(alpha)));
+                bin(b, BinaryOp::Max, c, c, Operand::Full(t.clone()));
+            }
+            Act::Silu => {
+                b.unary(UnaryOp::Sigmoid, t.clone(), c.clone(), shape);
+                bin(b, BinaryOp::Mul, c, c, Operand::Full(t.clone()));
+            }
+            Act::HardSwish => {
+                bin(b, BinaryOp::Mul, t, c, Operand::Imm(1.0 / 6.0));
+                bin(b, BinaryOp::Add, t, t, Operand::Imm(0.5));
+                bin(b, BinaryOp::Max, t, t, Operand::Imm(0.0));
+                bin(b, BinaryOp::Min, t, t, Operand::Imm(1.0));
+                bin(b, BinaryOp::Mul, c, c, Operand::Full(t.clone()));
+            }
+        }
+    }
+}
 
 /// Where A comes from.
 #[derive(Clone, Debug)]
@@ -124,8 +241,10 @@ pub struct GemmOp {
     pub out: u64,
     /// C's row pitch in elements.
     pub ldc: u64,
-    /// Whether Relu runs on the accumulator before the store.
-    pub relu: bool,
+    /// The residual `Z`: a pitched f32 matrix of C's shape `(address, row pitch)`, added before the activation.
+    pub residual: Option<(u64, u64)>,
+    /// The activation on the accumulator before the store.
+    pub act: Act,
 }
 
 /// Block sizes.
@@ -137,6 +256,44 @@ pub struct Blocks {
     pub nb: u64,
     /// Depth per step.
     pub kb: u64,
+}
+
+/// Checks that the vector unit can run an epilogue (residual add, `act`) on the accumulator with `blocks`.
+pub fn epilogue_check(
+    ctx: &Ctx,
+    residual: bool,
+    act: Act,
+    blocks: Blocks,
+) -> Result<(), GemmError> {
+    let mx = &ctx.p.matrix;
+    if !ctx.p.vector.buffers.contains(&mx.c_buffer) {
+        return Err("the vector unit cannot reach the accumulator (no fused epilogue)".into());
+    }
+    let mut ops = act.vector_ops();
+    if residual {
+        ops.push(VectorOp::Binary(BinaryOp::Add));
+    }
+    if let Some(op) = ops.iter().find(|op| !ctx.vector_has(**op)) {
+        return Err(format!("the vector unit lacks {} on f32", op.name()));
+    }
+    if residual || act.needs_scratch() {
+        let stage = ctx
+            .stage
+            .as_deref()
+            .ok_or("no staging buffer for the epilogue")?;
+        if !ctx.p.dma.buffers.iter().any(|b| b == stage) {
+            return Err("the staging buffer is not reachable by DMA".into());
+        }
+        let slot = round_up(blocks.mb * blocks.nb * 4, ctx.buf_align(stage));
+        if 3 * slot > ctx.buf_size(stage) {
+            return Err(format!(
+                "the epilogue needs {} bytes of `{stage}`; it has {}",
+                3 * slot,
+                ctx.buf_size(stage)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Counters that run over a whole program (several GEMMs in one program continue them).
@@ -472,13 +629,18 @@ pub fn emit(
         }
         _ => state.bias_mode = Some(has_bias),
     }
-    if op.relu && !ctx.relu_on_acc() {
-        return Err("Relu on the accumulator is not available in this profile".into());
+    let epilogue = op.residual.is_some() || op.act != Act::None;
+    if epilogue {
+        epilogue_check(ctx, op.residual.is_some(), op.act, blocks)?;
     }
     let Blocks { mb, nb, kb } = blocks;
     let slot_a = round_up(mb * kb * isz, ctx.buf_align(&mx.a_buffer));
     let slot_b = round_up(kb * nb * isz, ctx.buf_align(&mx.b_buffer));
     let slot_c = round_up(mb * nb * 4, ctx.buf_align(&mx.c_buffer));
+    // The staging buffer: two residual slots, then the scratch region (each the size of a C slot).
+    let stage = ctx.stage.clone().unwrap_or_default();
+    let slot_z = round_up(mb * nb * 4, ctx.buf_align(&stage));
+    let scratch = Access::buf(&stage, 2 * slot_z, DType::F32);
     let steps = k_steps(op, kb, tk);
     let c_free_dst = if has_bias {
         Engine::DmaIn
@@ -516,6 +678,21 @@ pub fn emit(
                         &[nt * tn, 1],
                         &[0, 1],
                     );
+                }
+                if ki == 0
+                    && let Some((z, ldz)) = op.residual
+                {
+                    if state.block >= 2 {
+                        b.wait_flag(Engine::Vector, Engine::DmaIn, Z_FREE + cs as u8);
+                    }
+                    b.load(
+                        Access::buf(&stage, cs * slot_z, DType::F32),
+                        Access::gm(z + (r0 * ldz + n0) * 4, DType::F32),
+                        &[mvalid, nvalid],
+                        &[nt * tn, 1],
+                        &[ldz, 1],
+                    );
+                    b.set_flag(Engine::DmaIn, Engine::Vector, Z_READY + cs as u8);
                 }
                 let a_elems = mt * tm * ks.span;
                 match &op.a {
@@ -598,15 +775,22 @@ pub fn emit(
                 b.set_flag(Engine::Cube, Engine::DmaIn, AB_FREE + s as u8);
                 state.step += 1;
             }
-            // Epilogue: (Relu on the vector unit), store, release the C slot.
-            if op.relu {
+            // Epilogue: (residual and activation on the vector unit), store, release the C slot.
+            if epilogue {
+                let shape = [mt * tm, nt * tn];
                 b.sync(Engine::Cube, Engine::Vector, C_DONE_V + cs as u8);
-                b.unary(
-                    UnaryOp::Relu,
-                    c_at.clone(),
-                    c_at.clone(),
-                    [mt * tm, nt * tn],
-                );
+                if op.residual.is_some() {
+                    b.wait_flag(Engine::DmaIn, Engine::Vector, Z_READY + cs as u8);
+                    b.binary(
+                        BinaryOp::Add,
+                        c_at.clone(),
+                        c_at.clone(),
+                        Operand::Full(Access::buf(&stage, cs * slot_z, DType::F32)),
+                        shape,
+                    );
+                    b.set_flag(Engine::Vector, Engine::DmaIn, Z_FREE + cs as u8);
+                }
+                op.act.emit(&c_at, &scratch, shape, b);
                 b.sync(Engine::Vector, Engine::DmaOut, V_DONE + cs as u8);
             } else {
                 b.sync(Engine::Cube, Engine::DmaOut, C_DONE + cs as u8);

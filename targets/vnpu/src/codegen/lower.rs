@@ -3,7 +3,9 @@
 //!
 //! On the NPU: MatMul (A of rank 2–3, B a constant or a 2-D/equal-batch activation), Gemm (`transA = 0`; constant
 //! B, either `transB`; `alpha`, `beta` and a constant bias row folded into the packed weights and the f32 bias),
-//! 2-D Conv with `group = 1` (any stride, padding, dilation; constant weights and bias), GlobalAveragePool (and an
+//! 2-D Conv with `group` up to [`MAX_DENSE_GROUPS`] (any stride, padding, dilation; constant weights and bias; a
+//! grouped one as the dense Conv with block-diagonal weights), jiuzhou's FusedConv and FusedMatMul (the same
+//! kernels with a residual and activation epilogue), GlobalAveragePool (and an
 //! AveragePool whose window is the whole unpadded input) on the cube; 2-D MaxPool, Softmax along the last axis of
 //! a row-major tensor, shape-only ops (Flatten, Reshape, Squeeze, Unsqueeze, Identity) whose input and output are
 //! stored alike, and the unary and binary elementwise ops the profile's vector unit lists (Relu, Neg, Abs, Exp,
@@ -17,7 +19,7 @@ use jiuzhou_ir::infer::nn::window::Window;
 use jiuzhou_ir::{DType as IrType, Graph, Node, Op, Tensor, ValueId};
 
 use super::Ctx;
-use super::gemm;
+use super::gemm::{self, Act};
 use super::layout::Layout;
 use crate::isa::{BinaryOp, ReduceOp, UnaryOp, VectorOp};
 
@@ -68,8 +70,10 @@ pub enum Kernel {
         batches: u64,
         /// The result.
         out: ValueId,
-        /// Relu fused in.
-        relu: bool,
+        /// A residual of the result's shape, added before the activation.
+        residual: Option<ValueId>,
+        /// The activation (Relu fused in by the placement, or a fused op's).
+        act: Act,
     },
     /// A 2-D convolution.
     Conv {
@@ -91,10 +95,14 @@ pub enum Kernel {
         dilations: [u64; 2],
         /// Leading pads.
         pads: [u64; 2],
+        /// The model's groups (`w` is already dense, block-diagonal when this is above 1).
+        groups: u64,
         /// The result.
         out: ValueId,
-        /// Relu fused in.
-        relu: bool,
+        /// A residual of the result's shape, added before the activation.
+        residual: Option<ValueId>,
+        /// The activation (Relu fused in by the placement, or a fused op's).
+        act: Act,
     },
     /// Softmax along the last axis of a row-major tensor.
     Softmax {
@@ -164,17 +172,22 @@ impl Kernel {
     /// The non-constant values the kernel reads.
     pub fn reads(&self) -> Vec<ValueId> {
         match self {
-            Kernel::Gemm { a, b, .. } => {
+            Kernel::Gemm { a, b, residual, .. } => {
                 let mut v = vec![*a];
                 if let GemmB::Value(b) = b {
                     v.push(*b);
                 }
+                v.extend(*residual);
                 v
             }
-            Kernel::Conv { x, .. }
-            | Kernel::Softmax { x, .. }
-            | Kernel::MaxPool { x, .. }
-            | Kernel::Mean { x, .. } => vec![*x],
+            Kernel::Conv { x, residual, .. } => {
+                let mut v = vec![*x];
+                v.extend(*residual);
+                v
+            }
+            Kernel::Softmax { x, .. } | Kernel::MaxPool { x, .. } | Kernel::Mean { x, .. } => {
+                vec![*x]
+            }
             Kernel::Elt { a, b, .. } => {
                 let mut v = vec![*a];
                 if let EltArg::Value(b) = b {
@@ -195,10 +208,12 @@ impl Kernel {
                 in_shape,
                 out_shape,
                 kernel,
+                groups,
                 ..
             } => {
+                // The model's FLOPs: the zeros of a grouped convolution's dense weights do not count.
                 2.0 * (in_shape[0] * out_shape[0] * out_shape[1] * out_shape[2]) as f64
-                    * (in_shape[1] * kernel[0] * kernel[1]) as f64
+                    * (in_shape[1] / groups * kernel[0] * kernel[1]) as f64
             }
             Kernel::Mean { dims, .. } => 2.0 * (dims[0] * dims[1] * dims[2]) as f64,
             Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Elt { .. } => 0.0,
@@ -209,16 +224,16 @@ impl Kernel {
     pub fn can_fuse_relu(&self) -> bool {
         matches!(
             self,
-            Kernel::Gemm { relu: false, .. } | Kernel::Conv { relu: false, .. }
+            Kernel::Gemm { act: Act::None, .. } | Kernel::Conv { act: Act::None, .. }
         )
     }
 
     /// Fuses a Relu whose result is `out`.
     pub fn fuse_relu(&mut self, new_out: ValueId) {
         match self {
-            Kernel::Gemm { out, relu, .. } | Kernel::Conv { out, relu, .. } => {
+            Kernel::Gemm { out, act, .. } | Kernel::Conv { out, act, .. } => {
                 *out = new_out;
-                *relu = true;
+                *act = Act::Relu;
             }
             _ => {}
         }
@@ -316,10 +331,64 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
         Op::GlobalAveragePool(_) => lower_mean(ctx, graph, node, None, out),
         Op::AveragePool(p) => lower_mean(ctx, graph, node, Some(p), out),
         Op::MatMul(_) => lower_matmul(ctx, graph, node, out),
+        Op::FusedMatMul(f) => lower_fused_matmul(ctx, graph, node, &f.activation, out),
         Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
-        Op::Conv(c) => lower_conv(ctx, graph, node, c, out),
+        Op::Conv(c) => {
+            let attrs = ConvAttrs {
+                auto_pad: &c.auto_pad,
+                dilations: c.dilations.as_deref(),
+                group: c.group,
+                pads: c.pads.as_deref(),
+                strides: c.strides.as_deref(),
+            };
+            lower_conv(ctx, graph, node, &attrs, out)
+        }
+        Op::FusedConv(c) => {
+            let attrs = ConvAttrs {
+                auto_pad: &c.auto_pad,
+                dilations: c.dilations.as_deref(),
+                group: c.group,
+                pads: c.pads.as_deref(),
+                strides: c.strides.as_deref(),
+            };
+            let act = Act::from_ir(&c.activation)?;
+            let mut k = lower_conv(ctx, graph, node, &attrs, out)?;
+            let z = residual(graph, node, 3, out)?;
+            if let Kernel::Conv {
+                residual, act: a, ..
+            } = &mut k
+            {
+                *residual = z;
+                *a = act;
+            }
+            epilogue_ok(ctx, &k)?;
+            Ok(k)
+        }
         op => Err(format!("no vnpu kernel for {}", op.name())),
     }
+}
+
+/// Whether the NPU of `ctx`'s profile can run jiuzhou's own op `op` (judged from the op alone: what the
+/// optimizer's cost model asks before choosing a fused form). FusedConv (`group = 1`) and FusedMatMul run as the
+/// GEMM kernel with their epilogue when the vector unit reaches the accumulator and has the ops of the activation
+/// (and the residual's add); other own ops have no kernel.
+pub fn own_op_supported(ctx: &Ctx, op: &Op) -> Result<(), String> {
+    let activation = match op {
+        Op::FusedConv(c) if !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
+            return Err(grouped_reason(c.group));
+        }
+        Op::FusedConv(c) => &c.activation,
+        Op::FusedMatMul(m) => &m.activation,
+        op => return Err(format!("no vnpu kernel for {}", op.name())),
+    };
+    need_cube(ctx)?;
+    let act = Act::from_ir(activation)?;
+    if !ctx.p.vector.buffers.contains(&ctx.p.matrix.c_buffer) {
+        return Err("the vector unit cannot reach the accumulator (no fused epilogue)".into());
+    }
+    let mut ops = act.vector_ops();
+    ops.push(VectorOp::Binary(BinaryOp::Add));
+    need_vector(ctx, &ops)
 }
 
 fn need_cube(ctx: &Ctx) -> Result<(), String> {
@@ -635,8 +704,102 @@ fn lower_matmul(ctx: &Ctx, graph: &Graph, node: &Node, out: ValueId) -> Result<K
         k,
         batches,
         out,
-        relu: false,
+        residual: None,
+        act: Act::None,
     })
+}
+
+/// Input `i` of a fused op, the residual: absent, or a computed f32 value of the result's shape.
+fn residual(graph: &Graph, node: &Node, i: usize, out: ValueId) -> Result<Option<ValueId>, String> {
+    let Some(z) = node.inputs.get(i).copied().flatten() else {
+        return Ok(None);
+    };
+    if constant(graph, z).is_some() {
+        return Err("constant residual".into());
+    }
+    if f32_shape(graph, z)? != f32_shape(graph, out)? {
+        return Err("broadcast residual".into());
+    }
+    Ok(Some(z))
+}
+
+/// Checks that the vector unit can run a fused kernel's epilogue with the blocks its GEMM will use.
+fn epilogue_ok(ctx: &Ctx, k: &Kernel) -> Result<(), String> {
+    let (blocks, residual, act) = match k {
+        Kernel::Gemm {
+            m,
+            n,
+            k,
+            residual,
+            act,
+            ..
+        } => (gemm::choose_blocks(ctx, *m, *n, *k, false)?, residual, act),
+        Kernel::Conv {
+            in_shape,
+            out_shape,
+            kernel,
+            residual,
+            act,
+            ..
+        } => {
+            let kl = kernel[0] * kernel[1] * gemm::conv_cq(ctx, in_shape[1])?;
+            let m = in_shape[0] * out_shape[1] * out_shape[2];
+            (
+                gemm::choose_blocks(ctx, m, out_shape[0], kl, true)?,
+                residual,
+                act,
+            )
+        }
+        _ => return Ok(()),
+    };
+    if residual.is_none() && *act == Act::None {
+        return Ok(());
+    }
+    gemm::epilogue_check(ctx, residual.is_some(), *act, blocks)
+}
+
+/// `act(MatMul(A, B) + bias + Z)`: the MatMul kernel with a constant bias row, a residual and an activation.
+fn lower_fused_matmul(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    activation: &jiuzhou_ir::ops::Activation,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    let act = Act::from_ir(activation)?;
+    let mut k = lower_matmul(ctx, graph, node, out)?;
+    let z = residual(graph, node, 3, out)?;
+    let row = match node.inputs.get(2).copied().flatten() {
+        None => None,
+        Some(c) => {
+            let t = constant(graph, c).ok_or("computed FusedMatMul bias")?;
+            let d = f32_data(&t)?;
+            let Kernel::Gemm { n, .. } = &k else {
+                return Err("MatMul did not lower to a GEMM".into());
+            };
+            let sc = t.shape();
+            if d.len() == 1 {
+                Some(vec![d[0]; *n as usize])
+            } else if d.len() == *n as usize && sc.last() == Some(&(*n as usize)) {
+                Some(d)
+            } else {
+                return Err(format!("FusedMatMul bias of shape {sc:?}"));
+            }
+        }
+    };
+    if let Kernel::Gemm {
+        bias,
+        residual,
+        act: a,
+        ..
+    } = &mut k
+    {
+        *bias = row;
+        *residual = z;
+        *a = act;
+    }
+    epilogue_ok(ctx, &k)?;
+    Ok(k)
 }
 
 fn lower_gemm(
@@ -710,15 +873,55 @@ fn lower_gemm(
         k,
         batches: 1,
         out,
-        relu: false,
+        residual: None,
+        act: Act::None,
     })
+}
+
+/// The largest `group` a convolution may have on the cube: a grouped convolution runs as the dense one with
+/// block-diagonal weights, so the cube does `group` times the work (depthwise convolutions stay on the host).
+pub const MAX_DENSE_GROUPS: i64 = 8;
+
+fn grouped_reason(group: i64) -> String {
+    format!(
+        "grouped Conv (group = {group}; the cube runs at most {MAX_DENSE_GROUPS} groups, as one dense Conv)"
+    )
+}
+
+/// Weights `[cout, cin/group, kh, kw]` of a grouped convolution as the dense `[cout, cin, kh, kw]` ones: output
+/// channel `o` (group `o / (cout/group)`) keeps its weights on its group's input channels, zeros elsewhere.
+fn block_diagonal(w: &Tensor, group: usize) -> Result<Tensor, String> {
+    let d = f32_data(w)?;
+    let s = w.shape();
+    let (cout, cig, kh, kw) = (s[0], s[1], s[2], s[3]);
+    let cin = cig * group;
+    let per = cout / group;
+    let mut out = vec![0.0f32; cout * cin * kh * kw];
+    for o in 0..cout {
+        let g = o / per;
+        for ci in 0..cig {
+            let src = ((o * cig + ci) * kh * kw)..((o * cig + ci + 1) * kh * kw);
+            let dst = (o * cin + g * cig + ci) * kh * kw;
+            out[dst..dst + kh * kw].copy_from_slice(&d[src]);
+        }
+    }
+    Tensor::from_vec(vec![cout, cin, kh, kw], out).map_err(|e| e.to_string())
+}
+
+/// The attributes Conv and FusedConv share.
+struct ConvAttrs<'a> {
+    auto_pad: &'a str,
+    dilations: Option<&'a [i64]>,
+    group: i64,
+    pads: Option<&'a [i64]>,
+    strides: Option<&'a [i64]>,
 }
 
 fn lower_conv(
     ctx: &Ctx,
     graph: &Graph,
     node: &Node,
-    c: &jiuzhou_ir::ops::Conv,
+    c: &ConvAttrs,
     out: ValueId,
 ) -> Result<Kernel, String> {
     need_cube(ctx)?;
@@ -730,26 +933,27 @@ fn lower_conv(
             sx.len().saturating_sub(2)
         ));
     }
-    if c.group != 1 {
-        return Err(format!("grouped Conv (group = {})", c.group));
+    if !(1..=MAX_DENSE_GROUPS).contains(&c.group) {
+        return Err(grouped_reason(c.group));
     }
+    let group = c.group as usize;
     let wt = constant(graph, w).ok_or("computed Conv weights")?;
     f32_shape(graph, w)?;
     let sw = wt.shape().to_vec();
-    if sw.len() != 4 || sw[1] != sx[1] || so[1] != sw[0] {
-        return Err(format!("Conv of {sx:?} by {sw:?}"));
+    if sw.len() != 4 || sw[1] * group != sx[1] || so[1] != sw[0] || sw[0] % group != 0 {
+        return Err(format!("Conv of {sx:?} by {sw:?} in {group} group(s)"));
     }
+    // A grouped convolution is the dense one with block-diagonal weights (zeros across groups).
+    let (wt, sw) = if group == 1 {
+        (wt, sw)
+    } else {
+        let dense = block_diagonal(&wt, group)?;
+        let shape = dense.shape().to_vec();
+        (Arc::new(dense), shape)
+    };
     let kernel = [sw[2] as i64, sw[3] as i64];
-    let win = Window::new(
-        2,
-        &kernel,
-        c.strides.as_deref(),
-        c.dilations.as_deref(),
-        c.pads.as_deref(),
-        &c.auto_pad,
-        0,
-    )
-    .map_err(|e| e.to_string())?;
+    let win = Window::new(2, &kernel, c.strides, c.dilations, c.pads, c.auto_pad, 0)
+        .map_err(|e| e.to_string())?;
     let mut pads = [0u64; 2];
     for (i, p) in pads.iter_mut().enumerate() {
         let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
@@ -780,8 +984,10 @@ fn lower_conv(
         strides: [u(win.strides[0]), u(win.strides[1])],
         dilations: [u(win.dilations[0]), u(win.dilations[1])],
         pads,
+        groups: group as u64,
         out,
-        relu: false,
+        residual: None,
+        act: Act::None,
     })
 }
 
