@@ -645,7 +645,8 @@ fn compile_model(
     };
     let kernels = graph.nodes.len();
     // How many nodes of each op the compiled graph has (sorted by op name); fused ops with an activation are
-    // counted as `Op[activation]`, so that an activation recognized and then fused still shows.
+    // counted as `Op[activation]`, so that an activation recognized and then fused still shows; a FusedElementwise
+    // as `FusedElementwise[its expression]` (a SiLU fused with what follows shows as `silu`).
     let mut ops = std::collections::BTreeMap::<String, usize>::new();
     for node in &graph.nodes {
         let activation = match &node.op {
@@ -653,8 +654,11 @@ fn compile_model(
             jiuzhou_ir::Op::FusedMatMul(m) => Some(m.activation),
             _ => None,
         };
-        let key = match activation {
-            Some(a) if a != jiuzhou_ir::ops::Activation::None => format!("{}[{a}]", node.op.name()),
+        let key = match (activation, &node.op) {
+            (Some(a), _) if a != jiuzhou_ir::ops::Activation::None => {
+                format!("{}[{a}]", node.op.name())
+            }
+            (_, jiuzhou_ir::Op::FusedElementwise(f)) => format!("{}[{}]", node.op.name(), f.expr),
             _ => node.op.name().to_string(),
         };
         *ops.entry(key).or_default() += 1;

@@ -177,6 +177,25 @@ compare_broadcast!(Equal, Greater, GreaterOrEqual, Less, LessOrEqual);
 
 variadic_broadcast!(Max, Min, Mean, Sum);
 
+impl InferOp for FusedElementwise {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let n = self.expr.num_inputs();
+        if cx.num_inputs() != n {
+            return Err(InferError::new(format!(
+                "the expression `{}` reads {n} inputs, the node has {}",
+                self.expr,
+                cx.num_inputs()
+            )));
+        }
+        let out = broadcast_inputs(cx, n, None)?;
+        let dtype = cx.tensor(0)?.dtype;
+        if !dtype.is_float() {
+            infer_bail!("FusedElementwise computes floats, got {dtype}");
+        }
+        Ok(out)
+    }
+}
+
 /// One output with input `i`'s shape and the given dtype.
 fn same_shape_as(cx: &InferCx<'_>, i: usize, dtype: DType) -> Result<Vec<ValueType>, InferError> {
     let t = cx.tensor(i)?;

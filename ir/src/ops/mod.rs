@@ -12,9 +12,11 @@ use crate::attr::{AttrError, AttrValue, Attrs, take};
 #[allow(unused_imports)] // Used by attribute types in the table.
 use crate::{Graph, Tensor, ValueType};
 
+pub mod expr;
 pub mod own;
 pub mod table;
 
+pub use expr::ElementwiseExpr;
 pub use own::{Activation, OWN_OPS};
 
 /// The Rust type of an attribute field of kind `def`, `opt` or `req`.

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use crate::attr::{Attr, AttrValue};
 
 /// The names of jiuzhou's own ops (not ONNX operators), sorted.
-pub const OWN_OPS: &[&str] = &["FusedConv", "FusedMatMul"];
+pub const OWN_OPS: &[&str] = &["FusedConv", "FusedElementwise", "FusedMatMul"];
 
 /// Whether op type `name` is one of jiuzhou's own ops.
 pub fn is_own_name(name: &str) -> bool {
@@ -232,12 +232,14 @@ mod tests {
 
     #[test]
     fn fused_ops_round_trip_through_the_text_form() {
-        let text = "graph g(%x: f32[1,2,3,3], %z: f32[1,2,3,3], %a: f32[2,3]) -> (%y, %m) {
+        let text = "graph g(%x: f32[1,2,3,3], %z: f32[1,2,3,3], %a: f32[2,3]) -> (%y, %m, %e) {
   const %w: f32[2,2,1,1] = [1.0, 2.0, -1.0, 0.5]
   const %b: f32[2] = [0.5, -0.5]
   const %mw: f32[3,2] = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+  const %c3: f32[3] = [1.0, 2.0, 3.0]
   %y: f32[1,2,3,3] = FusedConv[activation=\"clip(0.0,6.0)\", strides=[1, 1]](%x, %w, _, %z) @conv
   %m: f32[2,2] = FusedMatMul[activation=\"leaky_relu(0.01)\"](%a, %mw, %b) @mm
+  %e: f32[2,3] = FusedElementwise[expr=\"i0 i1 sub sigmoid i0 mul\"](%a, %c3) @ew
 }
 ";
         let g = crate::text::parse(text).unwrap();
@@ -248,6 +250,18 @@ mod tests {
         assert_eq!(c.activation, Activation::Clip { min: 0.0, max: 6.0 });
         let bad = text.replace("leaky_relu(0.01)", "leaky(0.01)");
         assert!(crate::text::parse(&bad).is_err());
+        let Op::FusedElementwise(e) = &g.nodes[2].op else {
+            panic!("{:?}", g.nodes[2].op)
+        };
+        assert_eq!(e.expr.num_inputs(), 2);
+        for bad in [
+            "i0 i1 sub sigmoid i0",
+            "i0 sub sigmoid i0 mul",
+            "i0 i1 sub elu i0 mul",
+        ] {
+            let bad = text.replace("i0 i1 sub sigmoid i0 mul", bad);
+            assert!(crate::text::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

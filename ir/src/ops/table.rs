@@ -296,6 +296,11 @@ macro_rules! for_each_op {
             FusedMatMul {
                 def activation: Activation = Activation::None,
             }
+            /// jiuzhou's own op (not ONNX): a chain of elementwise ops as one node, `expr` (a postfix program, see
+            /// `ops::expr`) over its inputs with numpy broadcasting; each step is one ONNX elementwise op.
+            FusedElementwise {
+                req expr: ElementwiseExpr,
+            }
             /// ONNX `GRU` (opset 22).
             GRU {
                 opt activation_alpha: Vec<f32>,

@@ -90,6 +90,9 @@ pub struct GraphAnalysis {
     /// Applications of Rust appliers already done (rule name and the matched classes): appliers that compute new
     /// weights skip repeats instead of recomputing them every iteration.
     pub applied: std::collections::HashSet<(String, Vec<Id>)>,
+    /// The classes of the graph's outputs (not canonical: compare through `find`); they have readers outside the
+    /// graph.
+    pub outputs: Vec<Id>,
 }
 
 impl GraphAnalysis {
@@ -108,6 +111,7 @@ impl GraphAnalysis {
             fills: Vec::new(),
             fill_used: 0,
             applied: Default::default(),
+            outputs: Vec::new(),
         }
     }
 
@@ -403,6 +407,19 @@ fn make_op(egraph: &mut IrEGraph, name: &str, outputs: usize, children: &[Id]) -
         .and_then(|d| shapes::reshape_dims(d, target, r.allowzero != 0))
     {
         types = vec![ValueType::Tensor(TensorType::new(x.dtype, dims))];
+    }
+    // Range(0, n, 1) with n the run-time size of a symbolic dim (a shape value) has exactly n elements: the same
+    // symbol, not a fresh one, so that masks and positions built from it line up with the tensors of that dim.
+    if let (Op::Range(_), [Some(start), Some(limit), Some(delta)]) = (&op, values.as_slice())
+        && start.elems == [shapes::Elem::Int(0)]
+        && delta.elems == [shapes::Elem::Int(1)]
+        && let [shapes::Elem::Sym(n)] = limit.elems.as_slice()
+        && let Some(ValueType::Tensor(t)) = types.first()
+    {
+        types = vec![ValueType::Tensor(TensorType::new(
+            t.dtype,
+            [jiuzhou_ir::Dim::Sym(n.clone())],
+        ))];
     }
     let shape_value = if outputs == 1 {
         let vs: Vec<Option<&ShapeValue>> = values.iter().map(|v| v.as_deref()).collect();

@@ -126,6 +126,11 @@ pub fn import(graph: &Graph, mut analysis: GraphAnalysis) -> Result<Imported, Op
             }
         }
     }
+    eg.analysis.outputs = graph
+        .outputs
+        .iter()
+        .filter_map(|o| cls[o.index()])
+        .collect();
     eg.rebuild();
     Ok(Imported {
         egraph: eg,

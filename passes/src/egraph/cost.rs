@@ -30,7 +30,7 @@ pub trait CostModel {
 /// as one kernel. It is small (1/1024) so that it never outweighs a whole node: op count stays the first criterion
 /// for any graph with fewer than 1024 composites.
 ///
-/// jiuzhou's own fused ops (FusedConv, FusedMatMul) cost [`OWN_OP_COST`], a hair above 1: one fused node still
+/// jiuzhou's own fused ops (FusedConv, FusedMatMul, FusedElementwise) cost [`OWN_OP_COST`], a hair above 1: one fused node still
 /// beats the two or more nodes it replaces, but where the count ties the standard ONNX op is kept (a Gemm with
 /// nothing to fuse stays a Gemm).
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,9 +56,16 @@ pub fn is_composite(op: &Op) -> bool {
     )
 }
 
+/// What [`OpCountCost`] adds to a FusedElementwise per step of its program: among programs that compute the same
+/// value from the same inputs, the shorter one wins (`i0 silu` over `i0 i0 sigmoid mul`). Programs have at most
+/// 64 steps, so this never adds up to the composite discount.
+pub const PROGRAM_STEP_COST: f64 = 1.0 / (1u64 << 20) as f64;
+
 impl CostModel for OpCountCost {
     fn node_cost(&self, op: &Op, _inputs: &[Option<&ValueType>], _outputs: &[ValueType]) -> f64 {
-        if op.is_jiuzhou_own() {
+        if let Op::FusedElementwise(f) = op {
+            OWN_OP_COST + f.expr.steps().len() as f64 * PROGRAM_STEP_COST
+        } else if op.is_jiuzhou_own() {
             OWN_OP_COST
         } else if is_composite(op) {
             1.0 - COMPOSITE_DISCOUNT
@@ -126,7 +133,8 @@ fn dims(t: Option<&ValueType>) -> Vec<f64> {
 ///
 /// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; FusedConv/FusedMatMul: the
 /// same plus `3 · out_elems` for the epilogue (bias, residual, activation); elementwise and
-/// reductions: one op per element read; pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
+/// reductions: one op per element read (a FusedElementwise: one per output element and op of its program, with its
+/// inputs and output moved once); pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
 /// nothing (it is a view), other movement (Transpose, Concat, Gather, ...) moves its bytes with no FLOPs.
 pub fn flops_and_bytes(
     op: &Op,
@@ -191,6 +199,8 @@ pub fn flops_and_bytes(
             };
             (2.0 * out_elems * k, bytes)
         }
+        // One op per output element per step of the program; the inputs are read and the output written once.
+        Op::FusedElementwise(f) => (out_elems * f.expr.num_ops() as f64, bytes),
         _ => (in_elems.max(out_elems), bytes),
     }
 }

@@ -170,6 +170,28 @@ fn fused_from(op: &str) -> &'static [&'static str] {
     match op {
         "FusedConv" => &["Conv"],
         "FusedMatMul" => &["MatMul", "Gemm"],
+        // Named after the first node of the chain it covers.
+        "FusedElementwise" => &[
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Max",
+            "Min",
+            "Pow",
+            "Neg",
+            "Abs",
+            "Relu",
+            "Sqrt",
+            "Exp",
+            "Log",
+            "Tanh",
+            "Sigmoid",
+            "Erf",
+            "Reciprocal",
+            "Floor",
+            "Ceil",
+        ],
         _ => &[],
     }
 }

@@ -21,6 +21,7 @@ pub mod elementwise;
 mod exec;
 pub mod fault;
 pub mod fused;
+pub mod fused_elementwise;
 pub mod jit;
 pub mod linalg;
 pub mod movement;

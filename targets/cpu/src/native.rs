@@ -153,6 +153,16 @@ pub fn select(graph: &Graph, node: &Node) -> Option<Native> {
             log: true,
         })),
         Op::LRN(l) => one(Box::new(norm::Lrn::new(l).ok()?)),
+        Op::FusedElementwise(f) => {
+            let inputs: Vec<ValueId> = ins.iter().copied().collect::<Option<_>>()?;
+            if inputs.len() != f.expr.num_inputs() || !inputs.iter().all(|&i| is_f32(graph, i)) {
+                return None;
+            }
+            Some(Native {
+                kernel: Box::new(crate::fused_elementwise::FusedExpr::new(&f.expr)),
+                inputs,
+            })
+        }
         Op::LayerNormalization(l) => {
             let mut inputs = vec![x, req(1)?];
             inputs.extend(req(2));

@@ -13,6 +13,7 @@ use super::analysis::{GraphAnalysis, IrEGraph, attrs_of};
 use super::lang::{AttrsLeaf, ENode};
 
 pub mod cleanup;
+pub mod elementwise;
 pub mod fusion;
 pub mod layout;
 pub mod patterns;
@@ -30,6 +31,7 @@ pub fn all_rules() -> Vec<Rule> {
     let mut rules = cleanup::rules();
     rules.extend(weights::rules());
     rules.extend(fusion::rules());
+    rules.extend(elementwise::rules());
     rules.extend(patterns::rules());
     rules.extend(layout::rules());
     rules.extend(taso::rules());

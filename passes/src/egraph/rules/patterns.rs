@@ -530,7 +530,66 @@ fn gelu(eg: &mut IrEGraph, root: Id, s: &Subst) -> Option<Id> {
     Some(add_op(eg, &op, &[x]))
 }
 
-/// `MatMul(p, V)` with `p = Softmax(MatMul(Q, Kᵀ) · c [+ M], axis = -1)`, everything 4-D.
+/// How the scores are masked before the Softmax.
+#[derive(Clone, Copy, Debug)]
+enum Mask {
+    /// An additive mask: `S + M`.
+    Add(Id),
+    /// `Where(cond, S, c)` (`scores_if_true`) or `Where(cond, c, S)` with `c` a scalar constant so negative that
+    /// adding it to any finite score gives `c` again: the same as adding `Where(cond, 0, c)` (or
+    /// `Where(cond, c, 0)`), which is the mask the Attention node gets.
+    Where {
+        cond: Id,
+        fill: Id,
+        scores_if_true: bool,
+    },
+}
+
+/// The most a `Where` fill value may be: `x + c == c` in f32 for every `|x| < 1e22` (ulp(1e30) / 2 ≈ 3.8e22),
+/// and `exp(c − max)` is 0, as for the score it replaces. (−∞ is not accepted: a row masked everywhere is NaN
+/// after the Softmax but 0 in Attention.)
+const WHERE_FILL_MAX: f64 = -1e30;
+
+/// The `Where` masks of scores class `sc`: `Where(cond, t, c)` or `Where(cond, c, t)` for a boolean `cond` and a
+/// very negative scalar constant `c`, with `t` of the scores' type.
+fn where_masks(eg: &IrEGraph, sc: Id) -> Vec<(Id, Mask)> {
+    let mut out = Vec::new();
+    for w in nodes(eg, sc, "Where") {
+        if w.len() != 4 || tensor_type(eg, w[1]).is_none_or(|t| t.dtype != DType::Bool) {
+            continue;
+        }
+        for (t, fill, scores_if_true) in [(w[2], w[3], true), (w[3], w[2], false)] {
+            let fill_ok = konst(eg, fill).is_some_and(|c| c.len() == 1)
+                && scalar(eg, fill).is_some_and(|c| c.is_finite() && c <= WHERE_FILL_MAX);
+            if fill_ok && same_type(eg, t, sc) {
+                out.push((
+                    t,
+                    Mask::Where {
+                        cond: w[1],
+                        fill,
+                        scores_if_true,
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The type of a mask: an additive mask's own; a `Where` mask's is the condition's shape (the fill is a scalar)
+/// with the scores' dtype.
+fn mask_type(eg: &IrEGraph, mask: Option<Mask>, dtype: DType) -> Option<Option<TensorType>> {
+    Some(match mask {
+        None => None,
+        Some(Mask::Add(m)) => Some(tensor_type(eg, m)?.clone()),
+        Some(Mask::Where { cond, .. }) => Some(TensorType {
+            dtype,
+            shape: dims(eg, cond),
+        }),
+    })
+}
+
+/// `MatMul(p, V)` with `p = Softmax(MatMul(Q, Kᵀ) · c [+ M | masked by Where], axis = -1)`, everything 4-D.
 fn attention(eg: &mut IrEGraph, _root: Id, s: &Subst) -> Option<Id> {
     let (p, v) = (bound(eg, s, "?p"), bound(eg, s, "?v"));
     let dtype = float_dtype(eg, v)?;
@@ -545,13 +604,17 @@ fn attention(eg: &mut IrEGraph, _root: Id, s: &Subst) -> Option<Id> {
             continue;
         }
         let sc = c[1];
-        let mut candidates: Vec<(Id, Option<Id>)> = vec![(sc, None)];
+        let mut candidates: Vec<(Id, Option<Mask>)> = vec![(sc, None)];
         for (t, m) in pairs(eg, sc, "Add") {
             if same_type(eg, t, sc) {
-                candidates.push((t, Some(m)));
+                candidates.push((t, Some(Mask::Add(m))));
             }
         }
+        candidates.extend(where_masks(eg, sc).into_iter().map(|(t, m)| (t, Some(m))));
         for (t, mask) in candidates {
+            let Some(mt) = mask_type(eg, mask, dtype) else {
+                continue;
+            };
             // The scaled scores: (MatMul class, scale).
             let mut scaled: Vec<(Id, f64)> = vec![(t, 1.0)];
             for (qk, k) in pairs(eg, t, "Mul") {
@@ -570,7 +633,9 @@ fn attention(eg: &mut IrEGraph, _root: Id, s: &Subst) -> Option<Id> {
                     continue;
                 }
                 for mm in nodes(eg, qk, "MatMul") {
-                    if mm.len() == 3 && attention_types_ok(eg, mm[1], mm[2], v, mask, sc, dtype) {
+                    if mm.len() == 3
+                        && attention_types_ok(eg, mm[1], mm[2], v, mt.as_ref(), sc, dtype)
+                    {
                         found = Some((mm[1], mm[2], mask, scale));
                         break 'outer;
                     }
@@ -579,6 +644,23 @@ fn attention(eg: &mut IrEGraph, _root: Id, s: &Subst) -> Option<Id> {
         }
     }
     let (q, kt, mask, scale) = found?;
+    let mask = match mask {
+        None => None,
+        Some(Mask::Add(m)) => Some(m),
+        Some(Mask::Where {
+            cond,
+            fill,
+            scores_if_true,
+        }) => {
+            let zero = add_const(eg, Tensor::zeros(dtype, vec![]).ok()?);
+            let (a, b) = if scores_if_true {
+                (zero, fill)
+            } else {
+                (fill, zero)
+            };
+            Some(add_op(eg, &Op::Where(ops::Where::default()), &[cond, a, b]))
+        }
+    };
     let k = add_op(
         eg,
         &Op::Transpose(ops::Transpose {
@@ -602,7 +684,7 @@ fn attention_types_ok(
     q: Id,
     kt: Id,
     v: Id,
-    mask: Option<Id>,
+    mask: Option<&TensorType>,
     scores: Id,
     dtype: DType,
 ) -> bool {
@@ -624,12 +706,12 @@ fn attention_types_ok(
         && sd == [qd[0].clone(), qd[1].clone(), qd[2].clone(), kd[3].clone()];
     let mask_ok = match mask {
         None => true,
-        Some(m) => tensor_type(eg, m).is_some_and(|t| {
+        Some(t) => {
             t.dtype == dtype
                 && t.shape
                     .as_ref()
                     .is_some_and(|md| (1..=4).contains(&md.len()) && md.last() == Some(&kd[3]))
-        }),
+        }
     };
     dtypes_ok && shapes_ok && mask_ok
 }

@@ -242,7 +242,152 @@ pub(super) fn cases() -> Vec<Case> {
             let y = bn_after(&mut b, &mut r, m, 5);
             finish(b, y)
         }),
+        // Relu(Sigmoid(x − y) · x + c) with y: [3] broadcast over x: [2, 3] and a scalar constant c.
+        case("fuse-elementwise", "Sigmoid", elementwise_chain()),
+        // Composite steps: Swish(x) · u and Gelu(x) + u.
+        case("fuse-elementwise", "Swish", composite_chain(false)),
+        case("fuse-elementwise", "Gelu", composite_chain(true)),
+        // Unary chains and a value read twice by one op: (√|x| + 0.5) · (√|x| + 0.5) = t · t.
+        case("fuse-elementwise", "Sqrt", {
+            let mut b = GraphBuilder::new("case");
+            let x = f32_input(&mut b, &[3, 4]);
+            let a = un(&mut b, ops::Abs::default(), x);
+            let r = un(&mut b, ops::Sqrt::default(), a);
+            let h = scalar_const(&mut b, "half", 0.5);
+            let t = add(&mut b, r, h);
+            let y = mul(&mut b, t, t);
+            finish(b, y)
+        }),
     ]
+}
+
+/// `Swish(x) · u` (`gelu`: `Gelu(x) + u`) with x, u: f32[2, 3].
+fn composite_chain(gelu: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3]);
+    let u = b.input("u", TensorType::known(DType::F32, &[2, 3]));
+    let y = if gelu {
+        let g = un(&mut b, ops::Gelu::default(), x);
+        add(&mut b, g, u)
+    } else {
+        let s = un(&mut b, ops::Swish::default(), x);
+        mul(&mut b, s, u)
+    };
+    finish(b, y)
+}
+
+#[test]
+fn recognized_silu_stays_one_step_of_the_fused_program() {
+    // x · sigmoid(x) · u: the silu rule names x · sigmoid(x), and the fused program uses that step rather than the
+    // spelled-out form.
+    let mut b = GraphBuilder::new("g");
+    let x = f32_input(&mut b, &[2, 3]);
+    let u = b.input("u", TensorType::known(DType::F32, &[2, 3]));
+    let s = un(&mut b, ops::Sigmoid::default(), x);
+    let m = mul(&mut b, x, s);
+    let y = mul(&mut b, m, u);
+    let g = finish(b, y);
+    let (out, _) = optimize_ref(&g, &test_options());
+    assert_eq!(
+        exprs_of(&out),
+        ["i0 silu i1 mul"],
+        "{}",
+        jiuzhou_ir::text::print(&out)
+    );
+    check_same(&g, &out, "silu");
+}
+
+/// `Relu(Sigmoid(x − y) · x + c)` with x: f32[2, 3], y: f32[3] and a scalar constant c.
+fn elementwise_chain() -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 3]);
+    let y = b.input("y", TensorType::known(DType::F32, &[3]));
+    let d = bin(&mut b, ops::Sub::default(), x, y);
+    let s = un(&mut b, ops::Sigmoid::default(), d);
+    let m = mul(&mut b, s, x);
+    let c = scalar_const(&mut b, "c", 0.25);
+    let a = add(&mut b, m, c);
+    let out = relu(&mut b, a);
+    finish(b, out)
+}
+
+/// The expression attributes of the graph's FusedElementwise nodes.
+fn exprs_of(g: &Graph) -> Vec<String> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::FusedElementwise(f) => Some(f.expr.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn elementwise_chains_fuse_into_one_node() {
+    let g = elementwise_chain();
+    let (out, stats) = optimize_ref(&g, &test_options());
+    assert_eq!((stats.imported_nodes, stats.optimized_nodes), (5, 1));
+    assert_eq!(
+        exprs_of(&out),
+        ["i0 i1 sub sigmoid i0 mul i2 add relu"],
+        "{}",
+        jiuzhou_ir::text::print(&out)
+    );
+    // Named after the first node of the chain.
+    assert_eq!(out.nodes[0].name, g.nodes[0].name);
+    check_same(&g, &out, "chain");
+}
+
+#[test]
+fn values_read_elsewhere_are_not_absorbed() {
+    // t = exp(x + y) is read by two nodes (and u by the graph and by v): x + y joins t's program, but t and u are
+    // computed once, each by its own node.
+    let mut b = GraphBuilder::new("g");
+    let x = f32_input(&mut b, &[2, 3]);
+    let y = b.input("y", TensorType::known(DType::F32, &[2, 3]));
+    let s = add(&mut b, x, y);
+    let t = un(&mut b, ops::Exp::default(), s);
+    let u = relu(&mut b, t);
+    let n = un(&mut b, ops::Neg::default(), t);
+    let v = mul(&mut b, n, u);
+    b.output(u);
+    let g = finish(b, v);
+    let (out, _) = optimize_ref(&g, &test_options());
+    let mut exprs = exprs_of(&out);
+    exprs.sort();
+    assert_eq!(
+        exprs,
+        ["i0 i1 add exp", "i0 neg i1 mul"],
+        "{}",
+        jiuzhou_ir::text::print(&out)
+    );
+    assert_eq!(ops_of(&out).len(), 3, "{}", jiuzhou_ir::text::print(&out));
+    check_same(&g, &out, "shared");
+}
+
+#[test]
+fn elementwise_fusion_leaves_other_dtypes_and_vnpu_like_targets_alone() {
+    // A target that does not support FusedElementwise keeps the chain.
+    struct NoOwnOps;
+    impl CostModel for NoOwnOps {
+        fn supports(&self, op: &Op) -> bool {
+            !op.is_jiuzhou_own()
+        }
+        fn node_cost(&self, _: &Op, _: &[Option<&ValueType>], _: &[ValueType]) -> f64 {
+            1.0
+        }
+    }
+    let g = elementwise_chain();
+    let (out, _) = optimize_with(&g, &NoOwnOps, &test_options());
+    assert_eq!(out.nodes.len(), 5);
+    // f64 chains are not fused (the fused op's CPU kernel computes f32).
+    let mut b = GraphBuilder::new("g");
+    let x = b.input("x", TensorType::known(DType::F64, &[2, 3]));
+    let n = un(&mut b, ops::Neg::default(), x);
+    let e = un(&mut b, ops::Exp::default(), n);
+    let g = finish(b, e);
+    let (out, _) = optimize_ref(&g, &test_options());
+    assert_eq!(out.nodes.len(), 2);
 }
 
 fn ops_of(g: &Graph) -> Vec<String> {

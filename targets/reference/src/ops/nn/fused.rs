@@ -4,11 +4,17 @@
 //! `FusedMatMul(A, B, bias, Z)` evaluates `MatMul(A, B)`, then `Add(·, bias)`, `Add(·, Z)` and the activation. Each
 //! step is the existing op's own evaluation ([`EvalOp`]), so a fused node computes exactly what the nodes it
 //! replaced computed, rounding included, and every target can be checked against it.
+//!
+//! `FusedElementwise(inputs...)` runs its expression's steps in program order on a stack of values, each op step
+//! the ONNX op it stands for (`ElementwiseExpr`'s docs), so it equals the chain of elementwise ops it replaced.
 
 use std::sync::Arc;
 
+use jiuzhou_ir::ops::expr::ExprStep;
 use jiuzhou_ir::ops::own::OnnxActivation;
-use jiuzhou_ir::ops::{Activation, Add, Clip, Conv, FusedConv, FusedMatMul, MatMul, Mul, Sigmoid};
+use jiuzhou_ir::ops::{
+    Activation, Add, Clip, Conv, FusedConv, FusedElementwise, FusedMatMul, MatMul, Mul, Sigmoid,
+};
 use jiuzhou_ir::{Tensor, Value};
 
 use crate::ops::elementwise::cast::cast;
@@ -86,6 +92,35 @@ impl EvalOp for FusedMatMul {
         let y = add_input(cx, y, 2)?;
         let y = add_input(cx, y, 3)?;
         Ok(vec![apply_activation(cx, &self.activation, y)?])
+    }
+}
+
+impl EvalOp for FusedElementwise {
+    fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
+        let mut stack: Vec<Value> = Vec::with_capacity(self.expr.max_depth());
+        let underflow = || EvalError::new("FusedElementwise: the expression's stack underflowed");
+        for step in self.expr.steps() {
+            match step {
+                ExprStep::Input(k) => stack.push(cx.value(*k as usize)?.clone()),
+                ExprStep::Unary(_) => {
+                    let x = stack.pop().ok_or_else(underflow)?;
+                    let op = step.onnx_op().ok_or_else(underflow)?;
+                    stack.push(eval1(cx, &op, &[Some(x)])?);
+                }
+                ExprStep::Binary(_) => {
+                    let b = stack.pop().ok_or_else(underflow)?;
+                    let a = stack.pop().ok_or_else(underflow)?;
+                    let op = step.onnx_op().ok_or_else(underflow)?;
+                    stack.push(eval1(cx, &op, &[Some(a), Some(b)])?);
+                }
+            }
+        }
+        match (stack.pop(), stack.is_empty()) {
+            (Some(y), true) => Ok(vec![y]),
+            _ => Err(EvalError::new(
+                "FusedElementwise: the expression must leave exactly one value",
+            )),
+        }
     }
 }
 
@@ -272,5 +307,33 @@ mod tests {
         let g = b.finish().unwrap();
         let ins = [Tensor::from_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap()];
         assert_eq!(run(&g, &ins), vec![0.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn fused_elementwise_is_its_chain_with_broadcasting() {
+        use jiuzhou_ir::ops::{Add, ElementwiseExpr, FusedElementwise, Mul, Sigmoid, Sub};
+        let f32t = |d: &[usize]| TensorType::known(jiuzhou_ir::DType::F32, d);
+        // sigmoid(x - y) * x + z, with y broadcast along rows and z a scalar.
+        let build = |fused: bool| {
+            let mut b = GraphBuilder::new("g");
+            let x = b.input("x", f32t(&[2, 3]));
+            let y = b.input("y", f32t(&[3]));
+            let z = b.input("z", f32t(&[]));
+            let out = if fused {
+                let expr: ElementwiseExpr = "i0 i1 sub sigmoid i0 mul i2 add".parse().unwrap();
+                b.node1(FusedElementwise { expr }, &[x, y, z]).unwrap()
+            } else {
+                let d = b.node1(Sub::default(), &[x, y]).unwrap();
+                let s = b.node1(Sigmoid::default(), &[d]).unwrap();
+                let m = b.node1(Mul::default(), &[s, x]).unwrap();
+                b.node1(Add::default(), &[m, z]).unwrap()
+            };
+            b.output(out);
+            b.finish().unwrap()
+        };
+        let ins = [t(&[2, 3], 1), t(&[3], 2), t(&[], 3)];
+        let fused = build(true);
+        assert_eq!(fused.value(fused.outputs[0]).ty, f32t(&[2, 3]).into());
+        assert_eq!(run(&fused, &ins), run(&build(false), &ins));
     }
 }
