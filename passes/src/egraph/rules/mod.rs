@@ -103,6 +103,24 @@ pub fn add_op(egraph: &mut IrEGraph, op: &Op, inputs: &[Id]) -> Id {
     })
 }
 
+/// Runs `fold` (an applier computing new weights) once per rule and key, unioning its result into `eclass`:
+/// later iterations see the same match again and must not recompute the tensors.
+pub fn fold_once(
+    egraph: &mut IrEGraph,
+    eclass: Id,
+    rule: egg::Symbol,
+    key: Vec<Id>,
+    fold: impl FnOnce(&mut IrEGraph) -> Option<Id>,
+) -> Vec<Id> {
+    if !egraph.analysis.applied.insert((rule.to_string(), key)) {
+        return vec![];
+    }
+    match fold(egraph) {
+        Some(new) => union_into(egraph, eclass, new),
+        None => vec![],
+    }
+}
+
 /// Unions `new` into `eclass`; the applier's return value.
 pub fn union_into(egraph: &mut IrEGraph, eclass: Id, new: Id) -> Vec<Id> {
     if egraph.union(eclass, new) {

@@ -8,7 +8,7 @@ use jiuzhou_ir::{Data, Op, Tensor};
 
 use super::super::analysis::{GraphAnalysis, IrEGraph};
 use super::super::lang::ENode;
-use super::{add_const, add_op, bound, konst, op_with, union_into};
+use super::{add_const, add_op, bound, fold_once, konst, op_with, union_into};
 
 /// The weight-folding rules.
 #[rustfmt::skip]
@@ -121,13 +121,7 @@ impl Applier<ENode, GraphAnalysis> for FoldBn {
             .chain(self.bias.then(|| bound(eg, s, "?b")))
             .chain([eg.find(eclass)])
             .collect();
-        if !eg.analysis.applied.insert((rule.to_string(), key)) {
-            return vec![];
-        }
-        match self.fold(eg, s) {
-            Some(new) => union_into(eg, eclass, new),
-            None => vec![],
-        }
+        fold_once(eg, eclass, rule, key, |eg| self.fold(eg, s))
     }
 }
 
@@ -218,13 +212,7 @@ impl Applier<ENode, GraphAnalysis> for ConstIntoBn {
             .map(|v| bound(eg, s, v))
             .chain([eg.find(eclass)])
             .collect();
-        if !eg.analysis.applied.insert((rule.to_string(), key)) {
-            return vec![];
-        }
-        match self.fold(eg, eclass, s) {
-            Some(new) => union_into(eg, eclass, new),
-            None => vec![],
-        }
+        fold_once(eg, eclass, rule, key, |eg| self.fold(eg, eclass, s))
     }
 }
 
@@ -311,13 +299,7 @@ impl Applier<ENode, GraphAnalysis> for ConstIntoConv {
             .chain(self.bias.then(|| bound(eg, s, "?b")))
             .chain([eg.find(eclass)])
             .collect();
-        if !eg.analysis.applied.insert((rule.to_string(), key)) {
-            return vec![];
-        }
-        match self.fold(eg, eclass, s) {
-            Some(new) => union_into(eg, eclass, new),
-            None => vec![],
-        }
+        fold_once(eg, eclass, rule, key, |eg| self.fold(eg, eclass, s))
     }
 }
 
