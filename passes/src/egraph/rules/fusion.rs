@@ -438,7 +438,7 @@ impl Applier<ENode, GraphAnalysis> for GemmToFused {
         if self.c {
             key.push(bound(eg, s, "?c"));
         }
-        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+        if !super::first_application(eg, rule, key) {
             return vec![];
         }
         match self.build(eg, s) {

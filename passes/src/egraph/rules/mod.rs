@@ -103,6 +103,12 @@ pub fn add_op(egraph: &mut IrEGraph, op: &Op, inputs: &[Id]) -> Id {
     })
 }
 
+/// Whether this is the first application of `rule` to the match identified by `key` (and records it): appliers
+/// that compute new tensors skip repeats instead of recomputing them every iteration.
+pub fn first_application(egraph: &mut IrEGraph, rule: egg::Symbol, key: Vec<Id>) -> bool {
+    egraph.analysis.applied.insert((rule.to_string(), key))
+}
+
 /// Runs `fold` (an applier computing new weights) once per rule and key, unioning its result into `eclass`:
 /// later iterations see the same match again and must not recompute the tensors.
 pub fn fold_once(
@@ -112,7 +118,7 @@ pub fn fold_once(
     key: Vec<Id>,
     fold: impl FnOnce(&mut IrEGraph) -> Option<Id>,
 ) -> Vec<Id> {
-    if !egraph.analysis.applied.insert((rule.to_string(), key)) {
+    if !first_application(egraph, rule, key) {
         return vec![];
     }
     match fold(egraph) {

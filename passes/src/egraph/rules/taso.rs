@@ -144,7 +144,7 @@ impl Applier<ENode, GraphAnalysis> for MergeParallel {
         let key: Vec<Id> = std::iter::once(x)
             .chain(siblings.iter().map(|(c, _)| *c))
             .collect();
-        if !eg.analysis.applied.insert((rule.to_string(), key)) {
+        if !super::first_application(eg, rule, key) {
             return vec![];
         }
         let parts: Option<Vec<(usize, Data)>> = siblings

@@ -8,7 +8,7 @@ use jiuzhou_ir::{Data, Op, Tensor};
 
 use super::super::analysis::{GraphAnalysis, IrEGraph};
 use super::super::lang::ENode;
-use super::{add_const, add_op, bound, fold_once, konst, op_with, union_into};
+use super::{add_const, add_op, bound, first_application, fold_once, konst, op_with, union_into};
 
 /// The weight-folding rules.
 #[rustfmt::skip]
@@ -125,6 +125,23 @@ impl Applier<ENode, GraphAnalysis> for FoldBn {
     }
 }
 
+/// The type of the matched root when the inner op `name(children)` (the one a constant Mul/Add is folded into)
+/// has exactly that type: the constant may not broadcast the result larger.
+fn inner_keeps_type(
+    eg: &IrEGraph,
+    root: Id,
+    name: &'static str,
+    children: Vec<Id>,
+) -> Option<jiuzhou_ir::TensorType> {
+    let inner = eg.lookup(ENode::Op {
+        name,
+        outputs: 1,
+        children,
+    })?;
+    let out = super::tensor_type(eg, root)?.clone();
+    (super::tensor_type(eg, eg.find(inner)) == Some(&out)).then_some(out)
+}
+
 /// The constant bound to `v` as one value per channel of axis 1 of a rank-`rank` result with `m` channels, if it
 /// is a scalar or broadcasts along axis 1 only (and makes nothing larger).
 fn per_channel(eg: &IrEGraph, s: &Subst, v: &str, rank: usize, m: usize) -> Option<Vec<f32>> {
@@ -164,15 +181,7 @@ impl ConstIntoBn {
             .iter()
             .map(|v| bound(eg, s, v))
             .collect();
-        let bn_class = eg.lookup(ENode::Op {
-            name: "BatchNormalization",
-            outputs: 1,
-            children,
-        })?;
-        let out = super::tensor_type(eg, root)?.clone();
-        if super::tensor_type(eg, eg.find(bn_class)) != Some(&out) {
-            return None;
-        }
+        let out = inner_keeps_type(eg, root, "BatchNormalization", children)?;
         let (_, scale) = f32s(eg, s, "?s")?;
         let (_, beta) = f32s(eg, s, "?beta")?;
         let m = scale.len();
@@ -235,15 +244,7 @@ impl ConstIntoConv {
         if self.bias {
             children.push(bound(eg, s, "?b"));
         }
-        let conv_class = eg.lookup(ENode::Op {
-            name: "Conv",
-            outputs: 1,
-            children,
-        })?;
-        let out = super::tensor_type(eg, root)?.clone();
-        if super::tensor_type(eg, eg.find(conv_class)) != Some(&out) {
-            return None;
-        }
+        let out = inner_keeps_type(eg, root, "Conv", children)?;
         let per_channel = per_channel(eg, s, "?k", out.rank()?, m)?;
         let b = if self.bias {
             let b = f32s(eg, s, "?b")?.1;
@@ -380,7 +381,7 @@ impl Applier<ENode, GraphAnalysis> for FoldBnMatMul {
                 .chain(p.inputs.iter().flatten().copied())
                 .chain([eg.find(eclass)])
                 .collect();
-            if !eg.analysis.applied.insert((rule.to_string(), key)) {
+            if !first_application(eg, rule, key) {
                 continue;
             }
             if let Some(new) = self.fold(eg, s, &p)
