@@ -344,31 +344,8 @@ pub struct Slice {
     pub steps: Option<Vec<i64>>,
 }
 
-/// The first index and the count of a slice of one axis of size `dim` (ONNX clamping rules).
-fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> (usize, usize) {
-    let d = dim as i128;
-    let (mut s, mut e, st) = (start as i128, end as i128, step as i128);
-    if s < 0 {
-        s += d;
-    }
-    if e < 0 {
-        e += d;
-    }
-    if dim == 0 {
-        return (0, 0);
-    }
-    if st > 0 {
-        s = s.clamp(0, d);
-        e = e.clamp(0, d);
-        let n = if e > s { (e - s + st - 1) / st } else { 0 };
-        (s as usize, n as usize)
-    } else {
-        s = s.clamp(0, d - 1);
-        e = e.clamp(-1, d - 1);
-        let n = if s > e { (s - e - st - 1) / (-st) } else { 0 };
-        (s as usize, n as usize)
-    }
-}
+// Slices clamp as in the reference target (ONNX rules): one implementation.
+use jiuzhou_target_reference::ops::tensor::slice_range;
 
 impl Slice {
     /// Per input axis: (first, count, step).

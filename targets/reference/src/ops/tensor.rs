@@ -14,6 +14,8 @@ use crate::kernels::strides;
 
 mod index;
 mod layout;
+
+pub use layout::slice_range;
 mod shape;
 
 #[cfg(test)]

@@ -209,7 +209,7 @@ impl EvalOp for Split {
 }
 
 /// The first index and the count of a slice along an axis of size `dim` (ONNX clamping rules); `step != 0`.
-fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> (usize, usize) {
+pub fn slice_range(dim: usize, start: i64, end: i64, step: i64) -> (usize, usize) {
     let d = dim as i128;
     let (mut s, mut e, st) = (start as i128, end as i128, step as i128);
     if s < 0 {
