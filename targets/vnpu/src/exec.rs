@@ -1029,10 +1029,7 @@ fn emit_kernel(
             x,
             in_shape,
             out_shape,
-            kernel,
-            strides,
-            dilations,
-            pads,
+            win,
             out,
             residual,
             act,
@@ -1047,10 +1044,7 @@ fn emit_kernel(
                 cin: in_shape[1],
                 cpitch: lx.pitch as u64,
                 cq: kc.cq,
-                kernel: *kernel,
-                strides: *strides,
-                dilations: *dilations,
-                pads: *pads,
+                win: *win,
                 out: [out_shape[1], out_shape[2]],
             };
             let m = in_shape[0] * out_shape[1] * out_shape[2];
@@ -1113,10 +1107,7 @@ fn emit_kernel(
             x,
             in_shape,
             out_hw,
-            kernel,
-            strides,
-            dilations,
-            pads,
+            win,
             out,
         } => {
             let lx = lay(*x)?;
@@ -1129,10 +1120,7 @@ fn emit_kernel(
                 c: in_shape[1],
                 cpitch: lx.pitch as u64,
                 out_hw: *out_hw,
-                kernel: *kernel,
-                strides: *strides,
-                dilations: *dilations,
-                pads: *pads,
+                win: *win,
             };
             rows::emit_maxpool(ctx, &op, &mut b)?;
         }

@@ -31,7 +31,7 @@
 //! accumulator with the vector unit's ops: Relu; Clip as `max`/`min` with immediates; Sigmoid; Tanh; LeakyRelu as
 //! `max(x, α·x)`; SiLU as `x·sigmoid(x)`; HardSwish as `x·min(max(x/6 + 1/2, 0), 1)`. Everything computes in f32.
 
-use super::{Ctx, lcm, round_up};
+use super::{Ctx, Window2d, lcm, round_up};
 use crate::builder::ProgramBuilder;
 use crate::dtype::DType;
 use crate::isa::{Access, BinaryOp, Engine, Operand, UnaryOp, VectorOp};
@@ -183,14 +183,8 @@ pub struct ConvGeom {
     pub cpitch: u64,
     /// Channels per `(kh, kw)` group in the K layout (`cin` padded).
     pub cq: u64,
-    /// Kernel height and width.
-    pub kernel: [u64; 2],
-    /// Strides.
-    pub strides: [u64; 2],
-    /// Dilations.
-    pub dilations: [u64; 2],
-    /// Leading padding.
-    pub pads: [u64; 2],
+    /// The window.
+    pub win: Window2d,
     /// Output height and width.
     pub out: [u64; 2],
 }
@@ -198,7 +192,7 @@ pub struct ConvGeom {
 impl ConvGeom {
     /// The K extent of the im2col matrix: `kh·kw·cq`.
     pub fn k_layout(&self) -> u64 {
-        self.kernel[0] * self.kernel[1] * self.cq
+        self.win.kernel[0] * self.win.kernel[1] * self.cq
     }
 }
 
@@ -444,7 +438,7 @@ fn k_steps(op: &GemmOp, kb: u64, tk: u64) -> Vec<KStep> {
             })
             .collect(),
         ASrc::Im2col(g) => {
-            let groups = g.kernel[0] * g.kernel[1];
+            let groups = g.win.kernel[0] * g.win.kernel[1];
             let mut out = Vec::new();
             if g.cq <= kb {
                 let per = kb / g.cq;
@@ -453,8 +447,8 @@ fn k_steps(op: &GemmOp, kb: u64, tk: u64) -> Vec<KStep> {
                     let cnt = per.min(groups - g0);
                     let pieces = (0..cnt)
                         .map(|i| Piece {
-                            kh: (g0 + i) / g.kernel[1],
-                            kw: (g0 + i) % g.kernel[1],
+                            kh: (g0 + i) / g.win.kernel[1],
+                            kw: (g0 + i) % g.win.kernel[1],
                             c0: 0,
                             cvalid: g.cin,
                             span: g.cq,
@@ -478,8 +472,8 @@ fn k_steps(op: &GemmOp, kb: u64, tk: u64) -> Vec<KStep> {
                             klen: len,
                             span: len,
                             pieces: vec![Piece {
-                                kh: gi / g.kernel[1],
-                                kw: gi % g.kernel[1],
+                                kh: gi / g.win.kernel[1],
+                                kw: gi % g.win.kernel[1],
                                 c0,
                                 cvalid: g.cin.saturating_sub(c0).min(len),
                                 span: len,
@@ -520,9 +514,7 @@ pub(crate) fn window_runs(
     h: u64,
     w: u64,
     out: [u64; 2],
-    strides: [u64; 2],
-    dilations: [u64; 2],
-    pads: [u64; 2],
+    win: &Window2d,
     (kh, kw): (u64, u64),
     p0: u64,
     count: u64,
@@ -537,14 +529,14 @@ pub(crate) fn window_runs(
         let ow_b = ow_n.min(ow_a + (p0 + count - p));
         let seg_local = p - p0;
         p += ow_b - ow_a;
-        let ih = (oh * strides[0] + kh * dilations[0]) as i64 - pads[0] as i64;
+        let ih = (oh * win.strides[0] + kh * win.dilations[0]) as i64 - win.pads[0] as i64;
         if ih < 0 || ih >= h as i64 {
             holes = true;
             continue;
         }
         // iw(ow) = ow·sw + kw·dw − pw must lie in [0, w).
-        let off = (kw * dilations[1]) as i64 - pads[1] as i64;
-        let sw = strides[1] as i64;
+        let off = (kw * win.dilations[1]) as i64 - win.pads[1] as i64;
+        let sw = win.strides[1] as i64;
         let lo_needed = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
         let hi_excl = if (w as i64) - off <= 0 {
             0
@@ -581,22 +573,12 @@ fn im2col_gathers(g: &ConvGeom, ks: &KStep, r0: u64, mvalid: u64) -> (Vec<Gather
         if pc.cvalid == 0 {
             continue;
         }
-        let (runs, h) = window_runs(
-            g.h,
-            g.w,
-            g.out,
-            g.strides,
-            g.dilations,
-            g.pads,
-            (pc.kh, pc.kw),
-            r0,
-            mvalid,
-        );
+        let (runs, h) = window_runs(g.h, g.w, g.out, &g.win, (pc.kh, pc.kw), r0, mvalid);
         holes |= h;
         for r in runs {
             out.push(Gather {
                 src: g.addr + (r.pixel * g.cpitch + pc.c0) * 4,
-                src_row: g.strides[1] * g.cpitch,
+                src_row: g.win.strides[1] * g.cpitch,
                 dst_off: r.local * ks.span + pc.q,
                 rows: r.len,
                 cols: pc.cvalid,

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use jiuzhou_ir::infer::nn::window::Window;
 use jiuzhou_ir::{DType as IrType, Graph, Node, Op, Tensor, ValueId};
 
-use super::Ctx;
 use super::gemm::{self, Act};
 use super::layout::Layout;
+use super::{Ctx, Window2d};
 use crate::isa::{BinaryOp, ReduceOp, UnaryOp, VectorOp};
 
 /// The second operand of an elementwise kernel.
@@ -87,14 +87,8 @@ pub enum Kernel {
         in_shape: [u64; 4],
         /// `[cout, oh, ow]`.
         out_shape: [u64; 3],
-        /// Kernel size.
-        kernel: [u64; 2],
-        /// Strides.
-        strides: [u64; 2],
-        /// Dilations.
-        dilations: [u64; 2],
-        /// Leading pads.
-        pads: [u64; 2],
+        /// The window.
+        win: Window2d,
         /// The model's groups (`w` is already dense, block-diagonal when this is above 1).
         groups: u64,
         /// The result.
@@ -123,14 +117,8 @@ pub enum Kernel {
         in_shape: [u64; 4],
         /// Output height and width.
         out_hw: [u64; 2],
-        /// Window.
-        kernel: [u64; 2],
-        /// Strides.
-        strides: [u64; 2],
-        /// Dilations.
-        dilations: [u64; 2],
-        /// Leading pads.
-        pads: [u64; 2],
+        /// The window.
+        win: Window2d,
         /// The result.
         out: ValueId,
     },
@@ -207,13 +195,13 @@ impl Kernel {
             Kernel::Conv {
                 in_shape,
                 out_shape,
-                kernel,
+                win,
                 groups,
                 ..
             } => {
                 // The model's FLOPs: the zeros of a grouped convolution's dense weights do not count.
                 2.0 * (in_shape[0] * out_shape[0] * out_shape[1] * out_shape[2]) as f64
-                    * (in_shape[1] / groups * kernel[0] * kernel[1]) as f64
+                    * (in_shape[1] / groups * win.kernel[0] * win.kernel[1]) as f64
             }
             Kernel::Mean { dims, .. } => 2.0 * (dims[0] * dims[1] * dims[2]) as f64,
             Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Elt { .. } => 0.0,
@@ -501,24 +489,34 @@ fn lower_maxpool(
         p.ceil_mode,
     )
     .map_err(|e| e.to_string())?;
-    let mut pads = [0u64; 2];
-    for (i, pd) in pads.iter_mut().enumerate() {
-        let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
-        if g.output != so[2 + i] {
-            return Err("MaxPool output shape disagrees with its geometry".into());
-        }
-        *pd = g.pad_begin as u64;
-    }
+    let win = window2d(&win, &sx, &so, "MaxPool")?;
     let u = |v: usize| v as u64;
     Ok(Kernel::MaxPool {
         x,
         in_shape: [u(sx[0]), u(sx[1]), u(sx[2]), u(sx[3])],
         out_hw: [u(so[2]), u(so[3])],
-        kernel: [u(win.kernel[0]), u(win.kernel[1])],
-        strides: [u(win.strides[0]), u(win.strides[1])],
-        dilations: [u(win.dilations[0]), u(win.dilations[1])],
-        pads,
+        win,
         out,
+    })
+}
+
+/// Resolves a 2-D window against the input shape `sx` (`[n, c, h, w]`) and checks that it gives the output shape
+/// `so` the graph says (`what` names the op in the error).
+fn window2d(win: &Window, sx: &[usize], so: &[usize], what: &str) -> Result<Window2d, String> {
+    let mut pads = [0u64; 2];
+    for (i, pd) in pads.iter_mut().enumerate() {
+        let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
+        if g.output != so[2 + i] {
+            return Err(format!("{what} output shape disagrees with its geometry"));
+        }
+        *pd = g.pad_begin as u64;
+    }
+    let pair = |v: &[usize]| [v[0] as u64, v[1] as u64];
+    Ok(Window2d {
+        kernel: pair(&win.kernel),
+        strides: pair(&win.strides),
+        dilations: pair(&win.dilations),
+        pads,
     })
 }
 
@@ -737,12 +735,12 @@ fn epilogue_ok(ctx: &Ctx, k: &Kernel) -> Result<(), String> {
         Kernel::Conv {
             in_shape,
             out_shape,
-            kernel,
+            win,
             residual,
             act,
             ..
         } => {
-            let kl = kernel[0] * kernel[1] * gemm::conv_cq(ctx, in_shape[1])?;
+            let kl = win.kernel[0] * win.kernel[1] * gemm::conv_cq(ctx, in_shape[1])?;
             let m = in_shape[0] * out_shape[1] * out_shape[2];
             (
                 gemm::choose_blocks(ctx, m, out_shape[0], kl, true)?,
@@ -954,14 +952,7 @@ fn lower_conv(
     let kernel = [sw[2] as i64, sw[3] as i64];
     let win = Window::new(2, &kernel, c.strides, c.dilations, c.pads, c.auto_pad, 0)
         .map_err(|e| e.to_string())?;
-    let mut pads = [0u64; 2];
-    for (i, p) in pads.iter_mut().enumerate() {
-        let g = win.axis(i, sx[2 + i]).map_err(|e| e.to_string())?;
-        if g.output != so[2 + i] {
-            return Err("Conv output shape disagrees with its geometry".into());
-        }
-        *p = g.pad_begin as u64;
-    }
+    let win = window2d(&win, &sx, &so, "Conv")?;
     let bias = match node.inputs.get(2).copied().flatten() {
         None => None,
         Some(b) => {
@@ -980,10 +971,7 @@ fn lower_conv(
         bias,
         in_shape: [u(sx[0]), u(sx[1]), u(sx[2]), u(sx[3])],
         out_shape: [u(so[1]), u(so[2]), u(so[3])],
-        kernel: [u(sw[2]), u(sw[3])],
-        strides: [u(win.strides[0]), u(win.strides[1])],
-        dilations: [u(win.dilations[0]), u(win.dilations[1])],
-        pads,
+        win,
         groups: group as u64,
         out,
         residual: None,

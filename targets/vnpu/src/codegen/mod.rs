@@ -32,6 +32,20 @@ use crate::dtype::DType;
 use crate::isa::{UnaryOp, VectorOp};
 use crate::profile::Profile;
 
+/// A 2-D sliding window (convolution or pooling) resolved against its input: what the kernels that gather windows
+/// (implicit-GEMM convolution, max pooling) share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window2d {
+    /// Window height and width.
+    pub kernel: [u64; 2],
+    /// Strides.
+    pub strides: [u64; 2],
+    /// Dilations.
+    pub dilations: [u64; 2],
+    /// Leading pads.
+    pub pads: [u64; 2],
+}
+
 /// The profile-derived constants every kernel needs.
 #[derive(Clone, Debug)]
 pub struct Ctx<'p> {

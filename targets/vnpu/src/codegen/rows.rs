@@ -12,7 +12,7 @@
 //! fill), so every access is ordered whatever the geometry.
 
 use super::gemm::window_runs;
-use super::{Ctx, round_up};
+use super::{Ctx, Window2d, round_up};
 use crate::builder::ProgramBuilder;
 use crate::dtype::DType;
 use crate::isa::{Access, BinaryOp, Engine, Operand, ReduceOp, UnaryOp};
@@ -112,14 +112,8 @@ pub struct MaxPoolOp {
     pub cpitch: u64,
     /// Output height and width.
     pub out_hw: [u64; 2],
-    /// Window.
-    pub kernel: [u64; 2],
-    /// Strides.
-    pub strides: [u64; 2],
-    /// Dilations.
-    pub dilations: [u64; 2],
-    /// Leading pads.
-    pub pads: [u64; 2],
+    /// The window.
+    pub win: Window2d,
 }
 
 /// Appends a max-pooling kernel.
@@ -129,7 +123,7 @@ pub fn emit_maxpool(ctx: &Ctx, op: &MaxPoolOp, b: &mut ProgramBuilder) -> Result
         .as_deref()
         .ok_or("no staging buffer for the vector unit")?;
     let align = ctx.buf_align(stage);
-    let positions = op.kernel[0] * op.kernel[1];
+    let positions = op.win.kernel[0] * op.win.kernel[1];
     let row = op.cpitch * 4;
     if !row.is_multiple_of(align) {
         return Err(format!(
@@ -146,7 +140,7 @@ pub fn emit_maxpool(ctx: &Ctx, op: &MaxPoolOp, b: &mut ProgramBuilder) -> Result
     if p == 0 {
         return Err(format!(
             "a {}x{} window of {} channels does not fit the staging buffer",
-            op.kernel[0], op.kernel[1], op.cpitch
+            op.win.kernel[0], op.win.kernel[1], op.cpitch
         ));
     }
     let total = op.n * op.out_hw[0] * op.out_hw[1];
@@ -165,10 +159,8 @@ pub fn emit_maxpool(ctx: &Ctx, op: &MaxPoolOp, b: &mut ProgramBuilder) -> Result
                 op.h,
                 op.w,
                 op.out_hw,
-                op.strides,
-                op.dilations,
-                op.pads,
-                (t / op.kernel[1], t % op.kernel[1]),
+                &op.win,
+                (t / op.win.kernel[1], t % op.win.kernel[1]),
                 p0,
                 np,
             );
@@ -178,7 +170,7 @@ pub fn emit_maxpool(ctx: &Ctx, op: &MaxPoolOp, b: &mut ProgramBuilder) -> Result
                     Access::gm(op.x + r.pixel * row, DType::F32),
                     &[r.len, op.c],
                     &[op.cpitch, 1],
-                    &[op.strides[1] * op.cpitch, 1],
+                    &[op.win.strides[1] * op.cpitch, 1],
                 );
             }
         }
