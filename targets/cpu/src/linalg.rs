@@ -1057,7 +1057,14 @@ mod tests {
             return;
         }
         /// Input, weight, kernel, pads, strides, group.
-        type Case = (&'static [usize], &'static [usize], [i64; 2], [i64; 4], [i64; 2], i64);
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            [i64; 2],
+            [i64; 4],
+            [i64; 2],
+            i64,
+        );
         let cases: [Case; 7] = [
             (
                 &[1, 3, 23, 19],

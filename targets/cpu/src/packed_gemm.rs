@@ -611,7 +611,8 @@ unsafe fn kernel_avx2(
             }
         }
         let (mut a, mut b) = (a, b);
-        for _ in 0..kb {
+        // One k step: two loads of B, six broadcasts of A, twelve FMAs.
+        let step = |acc: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32| {
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -619,6 +620,17 @@ unsafe fn kernel_avx2(
                 acc[0] = _mm256_fmadd_ps(ar, b0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(ar, b1, acc[1]);
             }
+        };
+        for _ in 0..kb / 4 {
+            step(&mut acc, a, b);
+            step(&mut acc, a.add(MR), b.add(ldb));
+            step(&mut acc, a.add(2 * MR), b.add(2 * ldb));
+            step(&mut acc, a.add(3 * MR), b.add(3 * ldb));
+            a = a.add(4 * MR);
+            b = b.add(4 * ldb);
+        }
+        for _ in 0..kb % 4 {
+            step(&mut acc, a, b);
             a = a.add(MR);
             b = b.add(ldb);
         }
