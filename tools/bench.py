@@ -62,6 +62,19 @@ REPO = Path(__file__).resolve().parent.parent
 NOTES_HEADING = "## Notes"
 
 
+def notes_section(text: str) -> str:
+    """The `## Notes` section of an earlier output: from the first line that is exactly the heading to the end.
+
+    Only a whole line counts: the preamble mentions the heading inside backquotes, and matching that mention kept
+    a stale copy of the whole previous document as "notes".
+    """
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.rstrip("\r\n").rstrip() == NOTES_HEADING:
+            return "".join(lines[i:])
+    return ""
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -392,8 +405,7 @@ def main() -> int:
     old_notes = ""
     if out_path.exists():
         text = out_path.read_text()
-        if NOTES_HEADING in text:
-            old_notes = text[text.index(NOTES_HEADING):]
+        old_notes = notes_section(text)
     with tempfile.TemporaryDirectory(prefix="jiuzhou-bench-") as tmp:
         results = [bench_model(args, name, Path(tmp)) for name in names]
     out_path.parent.mkdir(parents=True, exist_ok=True)

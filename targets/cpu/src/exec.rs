@@ -919,61 +919,155 @@ impl CpuExecutable {
             exec: self,
             env,
             base: arena.as_mut_ptr(),
+            threaded: false,
         };
-        for (si, step) in self.steps.iter().enumerate() {
-            // Only a profiled run reads the clock.
-            let started = profile.is_some().then(std::time::Instant::now);
-            match &step.kind {
-                StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
-                StepKind::Fallback(wrapped, outer) => {
-                    let vals = outer
-                        .iter()
-                        .map(|&v| rt.value(v))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let outs = self
-                        .interp
-                        .run(wrapped, vals)
-                        .map_err(|e| ExecError::new(e.0))?;
-                    if outs.len() < step.outputs.len() {
-                        return Err(ExecError::new("a fallback node returned too few outputs"));
-                    }
-                    for (&o, v) in step.outputs.iter().zip(outs) {
-                        rt.env[o.index()] = Slot::Heap(v);
-                    }
+        // The run starts on the caller's thread, every kernel single-threaded. At the first step big enough to
+        // gain from threads it moves into the pool (one hand-over per run) and stays there: small graphs (a
+        // transformer layer of a few-microsecond kernels) never pay for waking a worker.
+        let mut si = 0;
+        while si < self.steps.len() {
+            if self.parallel.is_parallel() && rt.wants_threads(&self.steps[si]) {
+                if observer.is_none() {
+                    let mut rest = SendRun {
+                        rt: &mut rt,
+                        profile: profile.as_deref_mut(),
+                    };
+                    let out = self.parallel.install(move || {
+                        let rest = &mut rest;
+                        rest.rt.threaded = true;
+                        for i in si..self.steps.len() {
+                            self.run_step(rest.rt, i, rest.profile.as_deref_mut(), None)?;
+                        }
+                        self.finish_run(rest.rt)
+                    });
+                    self.keep_arena(arena);
+                    return out;
                 }
+                // An observed run (not `Send`) hands over one step at a time.
+                let mut one = SendRun {
+                    rt: &mut rt,
+                    profile: profile.as_deref_mut(),
+                };
+                self.parallel.install(move || {
+                    let one = &mut one;
+                    one.rt.threaded = true;
+                    let r = self.run_kernel(one.rt, si, one.profile.as_deref_mut());
+                    one.rt.threaded = false;
+                    r
+                })?;
+                self.after_step(&mut rt, si, observer.as_deref_mut())?;
+            } else {
+                self.run_step(&mut rt, si, profile.as_deref_mut(), observer.as_deref_mut())?;
             }
-            if let (Some(profile), Some(started)) = (profile.as_mut(), started) {
-                let seconds = started.elapsed().as_secs_f64();
-                profile.push(rt.step_profile(step, seconds));
-            }
-            if self.fault_steps.contains(&si) {
-                for &o in &step.outputs {
-                    // The perturbed copy lives on the heap; the arena slot (if any) is simply not read again.
-                    let v = fault::perturb(&rt.value(o)?);
+            si += 1;
+        }
+        let out = self.finish_run(&rt);
+        self.keep_arena(arena);
+        out
+    }
+
+    /// Runs step `si` (its kernel or fallback, profiled when asked, perturbed when faulty), reports its outputs
+    /// to the observer and frees the values it read last.
+    fn run_step(
+        &self,
+        rt: &mut Runtime<'_>,
+        si: usize,
+        profile: Option<&mut Vec<StepProfile>>,
+        observer: Option<&mut Observer<'_>>,
+    ) -> Result<(), ExecError> {
+        self.run_kernel(rt, si, profile)?;
+        self.after_step(rt, si, observer)
+    }
+
+    /// Computes the outputs of step `si`.
+    fn run_kernel(
+        &self,
+        rt: &mut Runtime<'_>,
+        si: usize,
+        profile: Option<&mut Vec<StepProfile>>,
+    ) -> Result<(), ExecError> {
+        let step = &self.steps[si];
+        // Only a profiled run reads the clock.
+        let started = profile.is_some().then(std::time::Instant::now);
+        match &step.kind {
+            StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
+            StepKind::Fallback(wrapped, outer) => {
+                let vals = outer
+                    .iter()
+                    .map(|&v| rt.value(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let outs = self
+                    .interp
+                    .run(wrapped, vals)
+                    .map_err(|e| ExecError::new(e.0))?;
+                if outs.len() < step.outputs.len() {
+                    return Err(ExecError::new("a fallback node returned too few outputs"));
+                }
+                for (&o, v) in step.outputs.iter().zip(outs) {
                     rt.env[o.index()] = Slot::Heap(v);
                 }
             }
-            if let Some(observe) = observer.as_mut() {
-                // Copied out now: an arena slot is reused once its value is dead.
-                for &o in &step.outputs {
-                    observe(&g.value(o).name, &rt.value(o)?);
-                }
-            }
-            for &v in &step.frees {
-                rt.env[v.index()] = Slot::Empty;
+        }
+        if let (Some(profile), Some(started)) = (profile, started) {
+            let seconds = started.elapsed().as_secs_f64();
+            profile.push(rt.step_profile(step, seconds));
+        }
+        if self.fault_steps.contains(&si) {
+            for &o in &step.outputs {
+                // The perturbed copy lives on the heap; the arena slot (if any) is simply not read again.
+                let v = fault::perturb(&rt.value(o)?);
+                rt.env[o.index()] = Slot::Heap(v);
             }
         }
-        let out = g
-            .outputs
-            .iter()
-            .map(|&o| rt.value(o))
-            .collect::<Result<Vec<_>, _>>();
+        Ok(())
+    }
+
+    /// What follows step `si`: its outputs go to the observer, the values it read last are freed.
+    fn after_step(
+        &self,
+        rt: &mut Runtime<'_>,
+        si: usize,
+        observer: Option<&mut Observer<'_>>,
+    ) -> Result<(), ExecError> {
+        let step = &self.steps[si];
+        if let Some(observe) = observer {
+            // Copied out now: an arena slot is reused once its value is dead.
+            for &o in &step.outputs {
+                observe(&self.graph.value(o).name, &rt.value(o)?);
+            }
+        }
+        for &v in &step.frees {
+            rt.env[v.index()] = Slot::Empty;
+        }
+        Ok(())
+    }
+
+    /// The graph's outputs at the end of a run.
+    fn finish_run(&self, rt: &Runtime<'_>) -> Result<Vec<Value>, ExecError> {
+        self.graph.outputs.iter().map(|&o| rt.value(o)).collect()
+    }
+
+    /// Keeps a finished run's arena for the next run.
+    fn keep_arena(&self, arena: Vec<f32>) {
         if let Ok(mut cache) = self.arena_cache.lock() {
             *cache = arena;
         }
-        out
     }
 }
+
+/// The state a run hands to the pool: its runtime and profile.
+struct SendRun<'r, 'a, 'p> {
+    rt: &'r mut Runtime<'a>,
+    profile: Option<&'p mut Vec<StepProfile>>,
+}
+
+// SAFETY: the runtime's only non-`Send` part is the arena's base pointer; the arena is owned by `run_impl`, which
+// blocks in `Parallel::install` until the pool has finished with it, so no other thread touches it meanwhile.
+unsafe impl Send for SendRun<'_, '_, '_> {}
+
+/// A kernel below this many elements read runs on the caller's thread: the helpers in [`crate::parallel`] would
+/// not split it anyway (they split from two chunks of [`MIN_CHUNK`] up).
+const THREADED_ELEMS: usize = 2 * MIN_CHUNK;
 
 /// The state of one run.
 struct Runtime<'a> {
@@ -982,9 +1076,80 @@ struct Runtime<'a> {
     /// The arena's first element. Planned values are disjoint while live, so slices of different live values
     /// never alias.
     base: *mut f32,
+    /// Whether the run is inside the pool: kernels then split their work over its threads.
+    threaded: bool,
 }
 
+/// How a kernel runs outside the pool: inline, on the caller's thread.
+static SINGLE: Parallel = Parallel::single();
+
 impl Runtime<'_> {
+    /// The threads the kernel now running may use.
+    fn par(&self) -> &Parallel {
+        if self.threaded {
+            &self.exec.parallel
+        } else {
+            &SINGLE
+        }
+    }
+
+    /// The f32 element count of a computed value (0 when it is none).
+    fn numel(&self, v: ValueId) -> usize {
+        match &self.env[v.index()] {
+            Slot::Arena => self.exec.slots[&v].1.iter().product(),
+            Slot::Heap(Value::Tensor(t)) => t.shape().iter().product(),
+            _ => 0,
+        }
+    }
+
+    /// Whether `step` has enough work to gain from threads (read from the shapes of this run): a matrix product
+    /// or convolution of at least the `gemm` crate's own threading threshold of multiply-adds, any other kernel
+    /// reading at least [`THREADED_ELEMS`] elements. Reference fallbacks and tensor kernels run single-threaded.
+    fn wants_threads(&self, step: &Step) -> bool {
+        let macs = |k: &Kernel| -> Option<usize> {
+            match k {
+                Kernel::MatMul { a, b } => {
+                    let (ash, bsh) = (self.shape_of(*a), self.shape_of(*b));
+                    let out: usize = linalg::matmul_shape(&ash, &bsh).ok()?.iter().product();
+                    Some(out * ash.last().copied().unwrap_or(0))
+                }
+                // `m·k` elements of A times the `n` columns of op(B).
+                Kernel::Gemm { a, b, .. } => {
+                    let n = match b {
+                        GemmB::Packed(_, [_, n]) => *n,
+                        GemmB::Value(v, trans_b) => {
+                            let s = self.shape_of(*v);
+                            *if *trans_b { s.first() } else { s.get(1) }?
+                        }
+                    };
+                    Some(self.numel(*a) * n)
+                }
+                Kernel::Conv { x, w, attrs, .. } => {
+                    let ws = match w {
+                        Param::Const(_, s) => s.clone(),
+                        Param::Value(v) => self.shape_of(*v),
+                    };
+                    let geom = ConvGeom::new(&self.shape_of(*x), &ws, attrs).ok()?;
+                    let out: usize = geom.out_shape.iter().product();
+                    Some(out * ws.iter().skip(1).product::<usize>())
+                }
+                _ => None,
+            }
+        };
+        let StepKind::Kernel(k) = &step.kind else {
+            return false;
+        };
+        let k = match k {
+            Kernel::Fused { inner, .. } => &**inner,
+            Kernel::Tensor(_) => return false,
+            k => k,
+        };
+        match macs(k) {
+            Some(m) => m >= gemm::get_threading_threshold(),
+            None => step.reads.iter().map(|&v| self.numel(v)).sum::<usize>() >= THREADED_ELEMS,
+        }
+    }
+
     fn name(&self, v: ValueId) -> &str {
         &self.exec.graph.value(v).name
     }
@@ -1162,7 +1327,7 @@ impl Runtime<'_> {
                 self.write(out, shape, |rt, buf| {
                     let (ad, ash) = rt.f32_in(*a)?;
                     let (bd, bsh) = rt.f32_in(*b)?;
-                    linalg::matmul(ad, &ash, bd, &bsh, buf, &rt.exec.parallel)
+                    linalg::matmul(ad, &ash, bd, &bsh, buf, rt.par())
                 })
             }
             Kernel::Gemm {
@@ -1200,7 +1365,7 @@ impl Runtime<'_> {
                     };
                     let shape = linalg::gemm_shape(&args)?;
                     if let Some(buf) = buf {
-                        linalg::gemm(&args, buf, *epi, &rt.exec.parallel)?;
+                        linalg::gemm(&args, buf, *epi, rt.par())?;
                     }
                     Ok(shape)
                 };
@@ -1260,7 +1425,7 @@ impl Runtime<'_> {
                         res,
                         buf,
                         *epi,
-                        &rt.exec.parallel,
+                        rt.par(),
                     )
                 })
             }
@@ -1272,13 +1437,11 @@ impl Runtime<'_> {
                         return Err(ExecError::new("unary buffers differ in length"));
                     }
                     let f = *f;
-                    rt.exec
-                        .parallel
-                        .for_each_chunk(buf, 1, MIN_CHUNK, |start, dst| {
-                            let src = &xd[start..start + dst.len()];
-                            // SAFETY: both slices hold `dst.len()` elements.
-                            unsafe { f(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
-                        });
+                    rt.par().for_each_chunk(buf, 1, MIN_CHUNK, |start, dst| {
+                        let src = &xd[start..start + dst.len()];
+                        // SAFETY: both slices hold `dst.len()` elements.
+                        unsafe { f(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+                    });
                     Ok(())
                 })
             }
@@ -1305,7 +1468,7 @@ impl Runtime<'_> {
                     }
                     let split = buf.len() >= 2 * MIN_CHUNK;
                     // One (image, channel) plane per task.
-                    rt.exec.parallel.for_each_item(buf, inner, split, |k, dst| {
+                    rt.par().for_each_item(buf, inner, split, |k, dst| {
                         let src = &xd[k * inner..][..inner];
                         let c = k % scale.len();
                         let (a, b) = (scale[c], shift[c]);
@@ -1331,7 +1494,9 @@ impl Runtime<'_> {
                         let (d, s) = rt.f32_in(*v)?;
                         fused::add(buf, shape, d, &s)?;
                     }
-                    fused::activate(buf, act)
+                    // Per element: chunks of the output are independent.
+                    rt.par()
+                        .try_for_each_chunk(buf, 1, MIN_CHUNK, |_, c| fused::activate(c, act))
                 })
             }
             Kernel::Native(n) => {
@@ -1352,7 +1517,7 @@ impl Runtime<'_> {
                         .collect::<Result<Vec<_>, _>>()?;
                     let views: Vec<In<'_>> =
                         ins.iter().map(|(d, s)| In { data: d, shape: s }).collect();
-                    n.kernel.run_par(&views, buf, &rt.exec.parallel)
+                    n.kernel.run_par(&views, buf, rt.par())
                 })
             }
             Kernel::Tensor(t) => {
@@ -1383,7 +1548,7 @@ impl Runtime<'_> {
                 self.write(out, shape, |rt, buf| {
                     let (ad, ash) = rt.f32_in(*a)?;
                     let (bd, bsh) = rt.f32_in(*b)?;
-                    elementwise::binary(k, ad, &ash, bd, &bsh, buf, &rt.exec.parallel)
+                    elementwise::binary(k, ad, &ash, bd, &bsh, buf, rt.par())
                 })
             }
         }
@@ -1392,17 +1557,15 @@ impl Runtime<'_> {
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>, RunError> {
-        // Inside the pool, so that the kernels' nested parallel loops (and `gemm`'s) use its threads.
-        self.parallel
-            .install(|| self.run_impl(inputs, None, None))
+        // The run moves into the pool by itself when a kernel is big enough (`run_impl`).
+        self.run_impl(inputs, None, None)
             .map_err(|e| RunError::Exec(e.0))
     }
 
     fn run_profiled(&self, inputs: Vec<Value>) -> Result<(Vec<Value>, Vec<StepProfile>), RunError> {
         let mut profile = Vec::with_capacity(self.steps.len());
         let outputs = self
-            .parallel
-            .install(|| self.run_impl(inputs, None, Some(&mut profile)))
+            .run_impl(inputs, None, Some(&mut profile))
             .map_err(|e| RunError::Exec(e.0))?;
         Ok((outputs, profile))
     }

@@ -3,21 +3,31 @@
 //! The product itself runs on the [`crate::linalg`] kernels (a FusedConv's bias, and a Relu when there is no
 //! residual, go into the conv kernel's own epilogue); then, over the finished output, the matrix product's bias
 //! and the residual are added in the reference's order (`(product + bias) + Z`) and the activation is applied.
-//! The CPU computes the activations whose f32 result is exact without a wider type: `none`, `relu` and `clip`
-//! ([`supports_activation`]); a fused node with any other activation runs the reference implementation, as an
-//! explicit fallback, and the driver's cost model does not choose such nodes for this target.
+//! `none`, `relu` and `clip` are exact in f32; the other activations are computed as the CPU's own kernels for
+//! the ONNX ops they stand for compute them ([`crate::native::Activation`]: sigmoid, tanh, hard-swish and
+//! leaky-relu in f64 rounded once, SiLU as `x·sigmoid(x)` rounded twice like the reference's `Mul(x,
+//! Sigmoid(x))`, GELU on a rational erf), so a fused node gives the bits of the unfused chain on this target.
 
 use jiuzhou_ir::ops::Activation;
 use jiuzhou_ir::{Dim, Op};
 
 use crate::ExecError;
+use crate::native;
 
-/// Whether the CPU computes `act` itself.
+/// Whether the CPU computes `act` itself (every activation of the IR).
 pub fn supports_activation(act: &Activation) -> bool {
-    matches!(
-        act,
-        Activation::None | Activation::Relu | Activation::Clip { .. }
-    )
+    match act {
+        Activation::None
+        | Activation::Relu
+        | Activation::Clip { .. }
+        | Activation::Silu
+        | Activation::Sigmoid
+        | Activation::Gelu
+        | Activation::GeluTanh
+        | Activation::HardSwish
+        | Activation::LeakyRelu { .. }
+        | Activation::Tanh => true,
+    }
 }
 
 /// Whether the CPU runs `op` with its own kernels: a fused op whose activation it computes (every other op it
@@ -101,8 +111,9 @@ pub fn add(out: &mut [f32], osh: &[usize], addend: &[f32], ash: &[usize]) -> Res
     Ok(())
 }
 
-/// Applies `act` (one of [`supports_activation`]'s) to `out` in place, as the reference does for f32.
+/// Applies `act` to `out` in place, as the CPU computes the ONNX ops it stands for.
 pub fn activate(out: &mut [f32], act: &Activation) -> Result<(), ExecError> {
+    let unary = |a: native::Activation, out: &mut [f32]| a.apply_in_place(out);
     match *act {
         Activation::None => {}
         // The reference's `x.max(0.0)`: NaN gives 0.
@@ -116,11 +127,16 @@ pub fn activate(out: &mut [f32], act: &Activation) -> Result<(), ExecError> {
                 *v = max;
             }
         }),
-        other => {
-            return Err(ExecError::new(format!(
-                "the CPU target does not compute the fused activation {other}"
-            )));
-        }
+        // Mul(x, Sigmoid(x)): the sigmoid rounded to f32, then an f32 product.
+        Activation::Silu => out
+            .iter_mut()
+            .for_each(|v| *v *= native::Activation::Sigmoid.apply(*v)),
+        Activation::Sigmoid => unary(native::Activation::Sigmoid, out),
+        Activation::Gelu => unary(native::Activation::Gelu, out),
+        Activation::GeluTanh => unary(native::Activation::GeluTanh, out),
+        Activation::HardSwish => unary(native::Activation::HardSwish, out),
+        Activation::LeakyRelu { alpha } => unary(native::Activation::LeakyRelu(alpha), out),
+        Activation::Tanh => unary(native::Activation::Tanh, out),
     }
     Ok(())
 }
@@ -152,6 +168,9 @@ mod tests {
         activate(&mut out, &Activation::Clip { min: 0.0, max: 7.0 }).unwrap();
         assert_eq!(out, [0.0, 7.0, 4.0, 6.0]);
         assert!(add(&mut out, &[2, 2], &[1.0, 2.0], &[2, 1]).is_err());
-        assert!(activate(&mut out, &Activation::Gelu).is_err());
+        let mut y = vec![-1.0f32, 0.5];
+        activate(&mut y, &Activation::Silu).unwrap();
+        let s = |x: f32| native::Activation::Sigmoid.apply(x);
+        assert_eq!(y, [-s(-1.0), 0.5 * s(0.5)]);
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! Each op computes what the reference computes for that ONNX op on f32: `+ − × ÷` in f32, `Max`/`Min` with NaN
 //! winning, `Neg`/`Abs`/`Relu` exactly, `Sqrt` in f32 (the same correctly rounded result as the reference's f64
-//! `sqrt` rounded once), and the other functions (SiLU and GELU included) in f64, rounded once ([`crate::native::Activation`]). The fused
-//! node therefore gives bit for bit the result of the chain it replaced.
+//! `sqrt` rounded once), and the other functions (SiLU included) in f64, rounded once, GELU in f32 (all as
+//! [`crate::native::Activation`] computes them). The fused node therefore gives bit for bit the result of the
+//! chain it replaced on the CPU.
 
 use jiuzhou_ir::ops::ElementwiseExpr;
 use jiuzhou_ir::ops::expr::{ExprBinary, ExprStep, ExprUnary};
@@ -67,11 +68,7 @@ fn min_nan(x: f32, y: f32) -> f32 {
 }
 
 fn unary(op: ExprUnary, r: &mut [f32]) {
-    let f64_op = |a: Activation, r: &mut [f32]| {
-        for v in r.iter_mut() {
-            *v = a.apply(*v);
-        }
-    };
+    let f64_op = |a: Activation, r: &mut [f32]| a.apply_in_place(r);
     match op {
         ExprUnary::Neg => r.iter_mut().for_each(|v| *v = -*v),
         ExprUnary::Abs => r.iter_mut().for_each(|v| *v = v.abs()),

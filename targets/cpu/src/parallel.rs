@@ -77,7 +77,7 @@ impl Parallel {
     }
 
     /// Runs everything inline on the caller's thread.
-    pub fn single() -> Parallel {
+    pub const fn single() -> Parallel {
         Parallel {
             threads: 1,
             pool: None,
