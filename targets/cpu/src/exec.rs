@@ -30,7 +30,7 @@ impl Default for CpuOptions {
         CpuOptions { threads: 0 }
     }
 }
-use crate::native::{self, In};
+use crate::native::{self, In, Placement};
 use crate::plan::{self, Interval};
 use crate::tensor_ops;
 
@@ -155,6 +155,22 @@ struct Step {
     reads: Vec<ValueId>,
     /// Values whose last reader is this step: freed after it.
     frees: Vec<ValueId>,
+    /// How the step's output shares memory with its inputs ([`place_values`]).
+    place: StepPlace,
+}
+
+/// How a step's output shares arena memory with its inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum StepPlace {
+    /// The kernel writes the output into memory of its own.
+    #[default]
+    Own,
+    /// The output is this input's memory under another shape: nothing runs while the input is in the arena.
+    View(ValueId),
+    /// A concatenation along an axis with one position before it: each input `(value, offset in the output,
+    /// elements, in place)`; the inputs in place were computed straight into their slice of the output, the
+    /// others are copied there.
+    Concat(Vec<(ValueId, usize, usize, bool)>),
 }
 
 /// A graph compiled for the CPU.
@@ -535,6 +551,129 @@ fn lines_up(graph: &Graph, v: ValueId, out: ValueId, residual: bool) -> bool {
     }
 }
 
+/// The arena slots `(offset, shape)` of the `planned` values `(value, static shape, defining step)` and the arena
+/// size, in f32 elements; `last` is each value's last reading step.
+///
+/// Values may share memory. A view step (Reshape, Flatten, Squeeze, Unsqueeze, Identity: [`Placement::View`])
+/// makes its output the input's memory; a Concat along an axis with one position before it
+/// ([`Placement::Concat`]) has each of its inputs computed straight into its slice of the output. Each value is
+/// placed inside at most one other (cycles are refused), so the values form trees; a tree takes one slot of its
+/// root's size, live from the first definition to the last read of any of its values, and every value sits at
+/// its offset inside it. Values are never written after their step, so sharing is safe: the sharing steps
+/// record it in [`Step::place`] and skip their copies (an input that turns out not to be in the arena at run time,
+/// such as a fault-injected one, is copied as before).
+fn place_values(
+    g: &Graph,
+    steps: &mut [Step],
+    planned: &[(ValueId, Vec<usize>, usize)],
+    last: &HashMap<ValueId, usize>,
+    fault_steps: &HashSet<usize>,
+) -> (HashMap<ValueId, (usize, Vec<usize>)>, usize) {
+    let index: HashMap<ValueId, usize> =
+        planned.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
+    // The value each planned value lives inside, and its offset there.
+    let mut parent: HashMap<ValueId, (ValueId, usize)> = HashMap::new();
+    let root_of = |parent: &HashMap<ValueId, (ValueId, usize)>, mut v: ValueId| {
+        while let Some(&(p, _)) = parent.get(&v) {
+            v = p;
+        }
+        v
+    };
+    for (si, step) in steps.iter_mut().enumerate() {
+        let StepKind::Kernel(Kernel::Native(n)) = &step.kind else {
+            continue;
+        };
+        let out = step.outputs[0];
+        if !index.contains_key(&out) || fault_steps.contains(&si) || parent.contains_key(&out) {
+            continue;
+        }
+        match n.kernel.placement() {
+            Placement::Compute => {}
+            Placement::View => {
+                if let [x] = n.inputs[..]
+                    && index.contains_key(&x)
+                    && root_of(&parent, x) != out
+                    && static_f32_shape(g, x).map(|s| s.iter().product::<usize>())
+                        == Some(planned[index[&out]].1.iter().product())
+                {
+                    parent.insert(out, (x, 0));
+                    step.place = StepPlace::View(x);
+                }
+            }
+            Placement::Concat(axis) => {
+                let shape = &planned[index[&out]].1;
+                let Ok(a) = native::norm_axis(axis, shape.len()) else {
+                    continue;
+                };
+                if shape[..a].iter().any(|&d| d != 1) {
+                    continue;
+                }
+                // Each input goes in place through the root of its tree, when that is the same memory (the
+                // input itself, or a view of the whole root) and nothing placed it elsewhere yet.
+                let mut parts: Vec<(ValueId, usize, usize, bool)> = Vec::new();
+                let mut moved: Vec<(ValueId, usize)> = Vec::new();
+                let mut at = 0;
+                for &x in &n.inputs {
+                    let Some(len) = static_f32_shape(g, x).map(|s| s.iter().product::<usize>())
+                    else {
+                        break;
+                    };
+                    let r = root_of(&parent, x);
+                    let in_place = index.contains_key(&x)
+                        && index.contains_key(&r)
+                        && planned[index[&r]].1.iter().product::<usize>() == len
+                        && !moved.iter().any(|m| m.0 == r)
+                        && root_of(&parent, out) != r;
+                    if in_place {
+                        moved.push((r, at));
+                    }
+                    parts.push((x, at, len, in_place));
+                    at += len;
+                }
+                if parts.len() != n.inputs.len() || at != shape.iter().product::<usize>() {
+                    continue;
+                }
+                for (r, at) in moved {
+                    parent.insert(r, (out, at));
+                }
+                step.place = StepPlace::Concat(parts);
+            }
+        }
+    }
+    // One interval per tree, at its root.
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut tree: HashMap<ValueId, usize> = HashMap::new();
+    let mut roots = Vec::new();
+    for (v, _, si) in planned {
+        let r = root_of(&parent, *v);
+        let span = (*si, last.get(v).copied().unwrap_or(*si).max(*si));
+        let i = *tree.entry(r).or_insert_with(|| {
+            intervals.push(Interval {
+                len: planned[index[&r]].1.iter().product(),
+                first: span.0,
+                last: span.1,
+            });
+            roots.push(r);
+            intervals.len() - 1
+        });
+        intervals[i].first = intervals[i].first.min(span.0);
+        intervals[i].last = intervals[i].last.max(span.1);
+    }
+    let (offsets, arena_len) = plan::plan(&intervals);
+    let slots = planned
+        .iter()
+        .map(|(v, shape, _)| {
+            let (mut at, mut u) = (0, *v);
+            while let Some(&(p, off)) = parent.get(&u) {
+                at += off;
+                u = p;
+            }
+            (*v, (offsets[tree[&u]] + at, shape.clone()))
+        })
+        .collect();
+    (slots, arena_len)
+}
+
 unsafe extern "C" fn placeholder_unary(_: *const f32, _: *mut f32, _: usize) {}
 unsafe extern "C" fn placeholder_binary(_: *const f32, _: *const f32, _: *mut f32, _: usize) {}
 
@@ -726,6 +865,7 @@ impl CpuExecutable {
                         label: node.op.name().to_string(),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
+                        place: StepPlace::Own,
                     });
                 }
                 None => {
@@ -741,6 +881,7 @@ impl CpuExecutable {
                         label: format!("{} (reference)", node.op.name()),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
+                        place: StepPlace::Own,
                     });
                 }
             }
@@ -797,8 +938,7 @@ impl CpuExecutable {
             }
         }
         // The arena holds the f32 outputs of kernel steps with static shapes that are not graph outputs.
-        let mut planned: Vec<(ValueId, Vec<usize>)> = Vec::new();
-        let mut intervals = Vec::new();
+        let mut planned: Vec<(ValueId, Vec<usize>, usize)> = Vec::new();
         for (si, s) in steps.iter().enumerate() {
             if !matches!(s.kind, StepKind::Kernel(_))
                 || matches!(s.kind, StepKind::Kernel(Kernel::Tensor(_)))
@@ -815,21 +955,11 @@ impl CpuExecutable {
                     if len == 0 {
                         continue;
                     }
-                    intervals.push(Interval {
-                        len,
-                        first: si,
-                        last: last.get(&o).copied().unwrap_or(si).max(si),
-                    });
-                    planned.push((o, shape));
+                    planned.push((o, shape, si));
                 }
             }
         }
-        let (offsets, arena_len) = plan::plan(&intervals);
-        let slots = planned
-            .into_iter()
-            .zip(offsets)
-            .map(|((v, shape), off)| (v, (off, shape)))
-            .collect();
+        let (slots, arena_len) = place_values(g, &mut steps, &planned, &last, &fault_steps);
         if !fallback_ops.is_empty() {
             let list: Vec<String> = fallback_ops
                 .iter()
@@ -841,13 +971,7 @@ impl CpuExecutable {
                 list.join(", ")
             );
         }
-        tracing::info!(
-            steps = steps.len(),
-            peak_arena_bytes = arena_len * 4,
-            threads = parallel.threads(),
-            "cpu target: compiled"
-        );
-        Ok(CpuExecutable {
+        let exec = CpuExecutable {
             graph,
             steps,
             fallback_ops,
@@ -858,7 +982,16 @@ impl CpuExecutable {
             parallel,
             fault_steps,
             _jit: Arc::new(jit),
-        })
+        };
+        tracing::info!(
+            steps = exec.steps.len(),
+            views = exec.views(),
+            concat_inputs_in_place = exec.concat_inputs_in_place(),
+            peak_arena_bytes = exec.arena_len * 4,
+            threads = exec.parallel.threads(),
+            "cpu target: compiled"
+        );
+        Ok(exec)
     }
 
     /// The nodes that run the reference implementation, in graph order.
@@ -874,6 +1007,25 @@ impl CpuExecutable {
     /// The number of threads kernels run on (1: the caller's thread only).
     pub fn threads(&self) -> usize {
         self.parallel.threads()
+    }
+
+    /// The number of view steps (reshapes) whose output is their input's memory, copying nothing.
+    pub fn views(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.place, StepPlace::View(_)))
+            .count()
+    }
+
+    /// The number of Concat inputs computed straight into their slice of the Concat's output.
+    pub fn concat_inputs_in_place(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match &s.place {
+                StepPlace::Concat(parts) => parts.iter().filter(|p| p.3).count(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// The number of steps (kernels and fallbacks) of the launch plan.
@@ -989,9 +1141,14 @@ impl CpuExecutable {
         let step = &self.steps[si];
         // Only a profiled run reads the clock.
         let started = profile.is_some().then(std::time::Instant::now);
-        match &step.kind {
-            StepKind::Kernel(k) => rt.kernel(k, step.outputs[0])?,
-            StepKind::Fallback(wrapped, outer) => {
+        match (&step.kind, &step.place) {
+            // The output is the input's memory: nothing to compute.
+            (_, StepPlace::View(x)) if matches!(rt.env[x.index()], Slot::Arena) => {
+                rt.env[step.outputs[0].index()] = Slot::Arena;
+            }
+            (_, StepPlace::Concat(parts)) => rt.concat_in_place(step.outputs[0], parts)?,
+            (StepKind::Kernel(k), _) => rt.kernel(k, step.outputs[0])?,
+            (StepKind::Fallback(wrapped, outer), _) => {
                 let vals = outer
                     .iter()
                     .map(|&v| rt.value(v))
@@ -1136,7 +1293,7 @@ impl Runtime<'_> {
                 _ => None,
             }
         };
-        let StepKind::Kernel(k) = &step.kind else {
+        let (StepKind::Kernel(k), StepPlace::Own) = (&step.kind, &step.place) else {
             return false;
         };
         let k = match k {
@@ -1314,6 +1471,39 @@ impl Runtime<'_> {
                 self.name(out)
             ))),
         }
+    }
+
+    /// A Concat whose output is planned with its in-place inputs inside it ([`StepPlace::Concat`]): copies the
+    /// other inputs (and any in-place one that is not in the arena after all) into their slices.
+    fn concat_in_place(
+        &mut self,
+        out: ValueId,
+        parts: &[(ValueId, usize, usize, bool)],
+    ) -> Result<(), ExecError> {
+        let exec = self.exec;
+        let (off, shape) = exec.slots.get(&out).ok_or_else(|| {
+            ExecError::new("internal error: an in-place Concat output is not planned")
+        })?;
+        let total: usize = shape.iter().product();
+        for &(x, at, len, in_place) in parts {
+            if in_place && matches!(self.env[x.index()], Slot::Arena) {
+                continue;
+            }
+            let (data, _) = self.f32_in(x)?;
+            if data.len() != len || at + len > total {
+                return Err(ExecError::new(format!(
+                    "Concat input `{}` has {} elements, {len} were planned",
+                    self.name(x),
+                    data.len()
+                )));
+            }
+            // SAFETY: `[off + at, off + at + len)` is this input's slice of the output's slot. The source is on
+            // the heap or is another value's memory: a value live now, so outside that slice (the plan places a
+            // value inside the output only at its own slice).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off + at), len) };
+        }
+        self.env[out.index()] = Slot::Arena;
+        Ok(())
     }
 
     fn kernel(&mut self, k: &Kernel, out: ValueId) -> Result<(), ExecError> {

@@ -8,7 +8,7 @@
 
 use crate::ExecError;
 use crate::linalg::broadcast;
-use crate::native::{In, NativeKernel, check_buffers, norm_axes, norm_axis, numel};
+use crate::native::{In, NativeKernel, Placement, check_buffers, norm_axes, norm_axis, numel};
 
 /// Row-major strides of `shape`.
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -211,6 +211,10 @@ impl NativeKernel for Reshape {
         out.copy_from_slice(ins[0].data);
         Ok(())
     }
+
+    fn placement(&self) -> Placement {
+        Placement::View
+    }
 }
 
 /// Transpose by `perm` (reversed axes when `None`).
@@ -329,6 +333,10 @@ impl NativeKernel for Concat {
             }
         }
         Ok(())
+    }
+
+    fn placement(&self) -> Placement {
+        Placement::Concat(self.axis)
     }
 }
 

@@ -32,6 +32,24 @@ pub trait NativeKernel: Send + Sync {
         let _ = par;
         self.run(ins, out)
     }
+    /// How the output relates to the inputs in memory, which lets the memory plan share them; the default: a
+    /// computed output of its own.
+    fn placement(&self) -> Placement {
+        Placement::Compute
+    }
+}
+
+/// How a native kernel's output relates to its inputs in memory ([`NativeKernel::placement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The output is computed into memory of its own.
+    Compute,
+    /// The output is the (only) input's elements in the same order under another shape: it may be the input's
+    /// memory itself.
+    View,
+    /// The output is the inputs concatenated along this axis (possibly negative): where the axes before it have
+    /// one position, each input may be computed straight into its slice of the output.
+    Concat(i64),
 }
 
 /// A kernel chosen for a node and the values it reads at run time, in the order [`NativeKernel::run`] takes them.
