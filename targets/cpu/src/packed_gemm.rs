@@ -298,18 +298,20 @@ pub unsafe fn gemm(
     let threads = par.threads();
     let max_strips = (NC_FLOATS / (kc * NR)).max(1);
     if threads == 1 || strips >= 8 * threads {
-        // Column blocks, each task packing its own B.
+        // Column blocks of balanced strip counts, each task packing its own B; with threads, at least two blocks
+        // per thread and a multiple of the thread count, so that the threads finish together.
         let mut parts = strips.div_ceil(max_strips);
         if threads > 1 {
-            parts = parts.max(threads).div_ceil(threads) * threads;
+            parts = parts.max(2 * threads).div_ceil(threads) * threads;
         }
-        let per = strips.div_ceil(parts);
-        let parts = strips.div_ceil(per);
+        let parts = parts.min(strips);
+        let most = strips.div_ceil(parts);
         par.for_each_index(parts, |t| {
-            let j0 = t * per * NR;
-            let nc = (per * NR).min(n - j0);
-            let ns = nc.div_ceil(NR);
-            with_scratch(&PACK_B, block_len(kc, ns), |buf| {
+            let (s0, s1) = (t * strips / parts, (t + 1) * strips / parts);
+            let j0 = s0 * NR;
+            let nc = (s1 * NR).min(n) - j0;
+            let ns = s1 - s0;
+            with_scratch(&PACK_B, block_len(kc, most), |buf| {
                 for blk in 0..blocks {
                     let (k0, kb) = k_block(k, kc, blk);
                     let bp = &mut buf[..block_len(kb, ns)];
