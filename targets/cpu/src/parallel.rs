@@ -7,6 +7,12 @@
 //! output tiles, with k-blocking that does not depend on the thread count (checked by tests comparing 1 and 4
 //! threads on odd shapes).
 //!
+//! Which kernels split: matrix products and convolutions (`gemm`, conv tiles), elementwise and fused elementwise
+//! kernels and activations (chunks of the output), pools and BatchNormalization (planes), Softmax and
+//! Layer/RMS normalization (chunks of whole rows), Transpose/Slice/Pad/Expand (positions of the first output
+//! axis). Each only from an output of about two [`MIN_CHUNK`]s up, and a run enters the pool only at a step with
+//! that much work (`exec.rs`), so kernels of a few microseconds never pay for a thread hand-over.
+//!
 //! One thread means no pool at all: everything runs inline on the caller's thread. Pools are shared per thread
 //! count by every executable of the process (the conformance runner compiles thousands of graphs; each would
 //! otherwise start its own threads).
