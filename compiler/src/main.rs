@@ -651,6 +651,7 @@ fn compile_model(
     for node in &graph.nodes {
         let activation = match &node.op {
             jiuzhou_ir::Op::FusedConv(c) => Some(c.activation),
+            jiuzhou_ir::Op::FusedConvNhwc(c) => Some(c.activation),
             jiuzhou_ir::Op::FusedMatMul(m) => Some(m.activation),
             _ => None,
         };

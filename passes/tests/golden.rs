@@ -1,13 +1,15 @@
 //! Golden-file tests of the e-graph optimizer: `golden/*.ir` hold an input graph, a `# ---- expected ----` line,
-//! and the optimized graph's text (reference target cost model, constants folded with the reference semantics).
+//! and the optimized graph's text (reference target cost model, constants folded with the reference semantics; a
+//! file whose first line is `# cost: prefer-nhwc` is optimized with [`PreferNhwc`] instead, and one whose first line
+//! is `# cost: op-count-nhwc` with op count on a target that explores channels-last convs).
 //! A mismatch prints both texts; `JIUZHOU_BLESS=1 cargo test -p jiuzhou-passes --test golden` rewrites the
 //! expectations.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use jiuzhou_ir::{Op, Tensor};
-use jiuzhou_passes::egraph::{ConstEvaluator, OpCountCost, Options, optimize};
+use jiuzhou_ir::{Op, Tensor, ValueType};
+use jiuzhou_passes::egraph::{ConstEvaluator, CostModel, OpCountCost, Options, optimize};
 use jiuzhou_target_reference::Interpreter;
 
 const SEPARATOR: &str = "# ---- expected ----\n";
@@ -21,6 +23,37 @@ impl ConstEvaluator for ReferenceEvaluator {
     }
 }
 
+/// Op count, with channels-last convs cheaper than channels-first ones (a target whose conv kernels work
+/// channels-last): 2 per Conv or FusedConv, 0.5 per FusedConvNhwc.
+struct PreferNhwc;
+
+impl CostModel for PreferNhwc {
+    fn node_cost(&self, op: &Op, _: &[Option<&ValueType>], _: &[ValueType]) -> f64 {
+        match op {
+            Op::Conv(_) | Op::FusedConv(_) => 2.0,
+            Op::FusedConvNhwc(_) => 0.5,
+            _ => 1.0,
+        }
+    }
+
+    fn channels_last(&self) -> bool {
+        true
+    }
+}
+
+/// Op count with the channels-last conv rules on.
+struct OpCountNhwc;
+
+impl CostModel for OpCountNhwc {
+    fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
+        OpCountCost.node_cost(op, inputs, outputs)
+    }
+
+    fn channels_last(&self) -> bool {
+        true
+    }
+}
+
 fn check(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let (input, expected) = text.split_once(SEPARATOR).unwrap_or((&text, ""));
@@ -31,7 +64,12 @@ fn check(path: &Path) -> Result<(), String> {
         time_limit: std::time::Duration::from_secs(3600),
         ..Options::default()
     };
-    let (out, _) = optimize(&graph, &OpCountCost, Some(ev), &options).map_err(|e| e.to_string())?;
+    let cost: &dyn CostModel = match input.lines().next() {
+        Some("# cost: prefer-nhwc") => &PreferNhwc,
+        Some("# cost: op-count-nhwc") => &OpCountNhwc,
+        _ => &OpCountCost,
+    };
+    let (out, _) = optimize(&graph, cost, Some(ev), &options).map_err(|e| e.to_string())?;
     let got = jiuzhou_ir::text::print(&out);
     if got == expected {
         return Ok(());

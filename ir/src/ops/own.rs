@@ -12,7 +12,12 @@ use std::str::FromStr;
 use crate::attr::{Attr, AttrValue};
 
 /// The names of jiuzhou's own ops (not ONNX operators), sorted.
-pub const OWN_OPS: &[&str] = &["FusedConv", "FusedElementwise", "FusedMatMul"];
+pub const OWN_OPS: &[&str] = &[
+    "FusedConv",
+    "FusedConvNhwc",
+    "FusedElementwise",
+    "FusedMatMul",
+];
 
 /// Whether op type `name` is one of jiuzhou's own ops.
 pub fn is_own_name(name: &str) -> bool {
@@ -262,6 +267,22 @@ mod tests {
             let bad = text.replace("i0 i1 sub sigmoid i0 mul", bad);
             assert!(crate::text::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_channels_last_conv_round_trips_through_the_text_form() {
+        let text = "graph g(%x: f32[1,3,3,2], %z: f32[1,3,3,2]) -> (%y) {
+  const %w: f32[1,1,2,2] = [1.0, 2.0, -1.0, 0.5]
+  const %b: f32[2] = [0.5, -0.5]
+  %y: f32[1,3,3,2] = FusedConvNhwc[activation=\"relu\", group=2](%x, %w, %b, %z) @conv
+}
+";
+        let g = crate::text::parse(text).unwrap();
+        assert_eq!(crate::text::print(&g), text);
+        let Op::FusedConvNhwc(c) = &g.nodes[0].op else {
+            panic!("{:?}", g.nodes[0].op)
+        };
+        assert_eq!((c.activation, c.group), (Activation::Relu, 2));
     }
 
     #[test]

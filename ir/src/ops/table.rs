@@ -291,6 +291,19 @@ macro_rules! for_each_op {
                 opt pads: Vec<i64>,
                 opt strides: Vec<i64>,
             }
+            /// jiuzhou's own op (not ONNX): FusedConv in the channels-last layout. `X` is `[N, spatial.., C]`, `W`
+            /// is `[kernel.., C / group, M]` (HWIO), `B` is `[M]`, the residual `Z` broadcasts to the output
+            /// `[N, out_spatial.., M]`: exactly FusedConv on the channels-first transposes of `X` and `W`, its result
+            /// transposed back to channels-last before `Z` is added and `act` applied.
+            FusedConvNhwc {
+                def activation: Activation = Activation::None,
+                def auto_pad: String = "NOTSET".to_string(),
+                opt dilations: Vec<i64>,
+                def group: i64 = 1,
+                opt kernel_shape: Vec<i64>,
+                opt pads: Vec<i64>,
+                opt strides: Vec<i64>,
+            }
             /// jiuzhou's own op (not ONNX): `act(MatMul(A, B) + bias + Z)`, with `bias` and the residual `Z` optional
             /// (each broadcast to the product without growing it), and `act` the activation.
             FusedMatMul {

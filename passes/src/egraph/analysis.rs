@@ -93,6 +93,9 @@ pub struct GraphAnalysis {
     /// The classes of the graph's outputs (not canonical: compare through `find`); they have readers outside the
     /// graph.
     pub outputs: Vec<Id>,
+    /// Weights already re-laid out by a layout rule (the original tensor, its channels-last form): each weight is
+    /// transposed once, however many conv nodes of the e-graph read it.
+    pub relaid: Vec<(Arc<Tensor>, Arc<Tensor>)>,
 }
 
 impl GraphAnalysis {
@@ -112,6 +115,7 @@ impl GraphAnalysis {
             fill_used: 0,
             applied: Default::default(),
             outputs: Vec::new(),
+            relaid: Vec::new(),
         }
     }
 
@@ -158,6 +162,16 @@ impl GraphAnalysis {
         self.fill_used += n;
         self.fills.push((dims, value, t.clone()));
         Some(t)
+    }
+
+    /// `op` evaluated on constant `inputs` by the driver's [`ConstEvaluator`], with no size limit (rules that
+    /// re-lay out weights use it once per weight); `None` without an evaluator or when it fails.
+    pub fn evaluate(&self, op: &Op, inputs: &[Option<Arc<Tensor>>]) -> Option<Arc<Tensor>> {
+        self.evaluator
+            .as_ref()?
+            .eval(op, inputs, 1)?
+            .into_iter()
+            .next()
     }
 
     /// Adds a constant to the side table (or finds an equal one) and returns its index.

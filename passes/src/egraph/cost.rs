@@ -19,6 +19,14 @@ pub trait CostModel {
     /// The estimated cost (any unit, consistently) of one node running `op` with the given input types (`None`:
     /// absent optional input or unknown type) and output types (empty when unknown).
     fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64;
+
+    /// Whether the target has channels-last convolution kernels (`FusedConvNhwc`) worth considering: the optimizer
+    /// then adds the channels-last form of every convolution (`rules::layout::conv_rules`) and this model's costs
+    /// choose the layout, conv by conv. Off by default, so that a target without such kernels never pays for
+    /// exploring them (re-laying out every weight of a model is not free).
+    fn channels_last(&self) -> bool {
+        false
+    }
 }
 
 /// Every op costs 1: extraction minimizes the number of nodes. The reference target's model.
@@ -131,7 +139,7 @@ fn dims(t: Option<&ValueType>) -> Vec<f64> {
 
 /// Estimated floating-point operations and bytes moved by one node.
 ///
-/// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; FusedConv/FusedMatMul: the
+/// Conv: `2 · out_elems · (C_in / group) · kernel`; MatMul/Gemm: `2 · out_elems · K`; FusedConv(Nhwc)/FusedMatMul: the
 /// same plus `3 · out_elems` for the epilogue (bias, residual, activation); elementwise and
 /// reductions: one op per element read (a FusedElementwise: one per output element and op of its program, with its
 /// inputs and output moved once); pure data movement (Reshape, Squeeze, Unsqueeze, Identity, Flatten) moves
@@ -178,6 +186,12 @@ pub fn flops_and_bytes(
         Op::FusedConv(_) => {
             let w = dims(second);
             let per_out: f64 = w.iter().skip(1).product();
+            (2.0 * out_elems * per_out + 3.0 * out_elems, bytes)
+        }
+        // Channels-last: the weight is [k.., C/g, M].
+        Op::FusedConvNhwc(_) => {
+            let w = dims(second);
+            let per_out: f64 = w.iter().take(w.len().saturating_sub(1)).product();
             (2.0 * out_elems * per_out + 3.0 * out_elems, bytes)
         }
         Op::MatMul(_) | Op::FusedMatMul(_) => {
@@ -232,6 +246,14 @@ mod tests {
             &Op::FusedConv(ops::FusedConv::default()),
             &[Some(&x), Some(&w)],
             std::slice::from_ref(&y),
+        );
+        assert_eq!(f, 2.0 * 16.0 * 36.0 * 27.0 + 3.0 * 16.0 * 36.0);
+        // The channels-last form of the same conv counts the same.
+        let (xl, wl, yl) = (t(&[1, 8, 8, 3]), t(&[3, 3, 3, 16]), t(&[1, 6, 6, 16]));
+        let (f, _) = flops_and_bytes(
+            &Op::FusedConvNhwc(ops::FusedConvNhwc::default()),
+            &[Some(&xl), Some(&wl)],
+            std::slice::from_ref(&yl),
         );
         assert_eq!(f, 2.0 * 16.0 * 36.0 * 27.0 + 3.0 * 16.0 * 36.0);
         let (f, _) = flops_and_bytes(

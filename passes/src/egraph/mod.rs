@@ -122,9 +122,19 @@ pub fn optimize_traced(
     let analysis = GraphAnalysis::new(evaluator, options.fold_limit)
         .with_fill_limits(options.fill_limit, options.fill_budget);
     let imported = convert::import(graph, analysis)?;
+    // The channels-last conv rules only run for a target with channels-last kernels.
+    let layout_off: Vec<String> = if cost.channels_last() {
+        Vec::new()
+    } else {
+        rules::layout::conv_rules()
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect()
+    };
     let rules: Vec<rules::Rule> = rules::all_rules()
         .into_iter()
         .filter(|r| !options.disabled_rules.iter().any(|d| r.name.as_str() == d))
+        .filter(|r| !layout_off.iter().any(|d| r.name.as_str() == d))
         .collect();
     let runner: egg::Runner<ENode, GraphAnalysis, ()> =
         egg::Runner::new(GraphAnalysis::new(None, 0))

@@ -168,7 +168,7 @@ pub fn trace(
 /// `conv2`).
 fn fused_from(op: &str) -> &'static [&'static str] {
     match op {
-        "FusedConv" => &["Conv"],
+        "FusedConv" | "FusedConvNhwc" => &["Conv"],
         "FusedMatMul" => &["MatMul", "Gemm"],
         // Named after the first node of the chain it covers.
         "FusedElementwise" => &[

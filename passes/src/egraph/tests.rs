@@ -16,6 +16,7 @@ use super::rules::all_rule_names;
 use super::*;
 
 mod fusion;
+mod layout;
 
 /// The reference target's semantics as a constant folder (the driver supplies the same).
 struct ReferenceEvaluator;
@@ -527,7 +528,8 @@ struct LayoutCase {
 const PERM: [i64; 3] = [2, 0, 1];
 
 /// For every generated layout rule: `op(Transpose(a))` (sink), `Transpose(op(a))` (hoist), `op(Transpose(a),
-/// Transpose(b))` (sink-same) and `op(Transpose(a), 1.5)` (sink-const), with a = x² + ½ (positive, so Sqrt and
+/// Transpose(b))` (sink-same), `op(Transpose(a), 1.5)` (sink-const), `op(Transpose(a), c)` with c: [2, 3]
+/// (sink-bcast) and `op(c, Transpose(a))` with c: [4, 2, 3] (sink-bcast-first), with a = x² + ½ (positive, so Sqrt and
 /// Reciprocal stay finite): f32[2, 3, 4], transposed to [4, 2, 3].
 fn layout_cases() -> Vec<LayoutCase> {
     use super::rules::layout::{BINARY, UNARY, rule_name};
@@ -557,19 +559,35 @@ fn layout_cases() -> Vec<LayoutCase> {
         }
     }
     for op in BINARY {
-        for kind in ["sink-same", "sink-const"] {
+        for kind in ["sink-same", "sink-const", "sink-bcast", "sink-bcast-first"] {
             let mut b = GraphBuilder::new("case");
             let x = f32_input(&mut b, &[2, 3, 4]);
             let a = positive(&mut b, x);
             let ta = un(&mut b, transpose(&PERM), a);
-            let y = if kind == "sink-same" {
-                let x2 = b.input("x2", TensorType::known(DType::F32, &[2, 3, 4]));
-                let a2 = positive(&mut b, x2);
-                let tb = un(&mut b, transpose(&PERM), a2);
-                bin(&mut b, binary_op(op), ta, tb)
-            } else {
-                let c = scalar_const(&mut b, "c", 1.5);
-                bin(&mut b, binary_op(op), ta, c)
+            let mut r = Lcg(47);
+            let y = match kind {
+                "sink-same" => {
+                    let x2 = b.input("x2", TensorType::known(DType::F32, &[2, 3, 4]));
+                    let a2 = positive(&mut b, x2);
+                    let tb = un(&mut b, transpose(&PERM), a2);
+                    bin(&mut b, binary_op(op), ta, tb)
+                }
+                "sink-const" => {
+                    let c = scalar_const(&mut b, "c", 1.5);
+                    bin(&mut b, binary_op(op), ta, c)
+                }
+                // A constant broadcast over the leading axis, after the Transpose: [2, 3] against [4, 2, 3].
+                "sink-bcast" => {
+                    let c = b.constant("c", r.tensor(&[2, 3]));
+                    bin(&mut b, binary_op(op), ta, c)
+                }
+                // A constant first, of the transposed shape (so that the op's first input moves with the rule);
+                // its elements kept away from 0 for Div.
+                _ => {
+                    let c = b.constant("c", r.tensor(&[4, 2, 3]));
+                    let c = positive(&mut b, c);
+                    bin(&mut b, binary_op(op), c, ta)
+                }
             };
             out.push(LayoutCase {
                 rule: rule_name(kind, op),
@@ -671,6 +689,7 @@ fn case(rule: &'static str, gone: &'static str, graph: Graph) -> Case {
 fn cases() -> Vec<Case> {
     let mut all = core_cases();
     all.extend(fusion::cases());
+    all.extend(layout::cases());
     all
 }
 
@@ -930,6 +949,11 @@ struct Avoid(&'static str);
 impl CostModel for Avoid {
     fn node_cost(&self, op: &Op, _: &[Option<&ValueType>], _: &[ValueType]) -> f64 {
         if op.name() == self.0 { 1000.0 } else { 1.0 }
+    }
+
+    // The channels-last conv rules run only for targets that say so; the soundness cases enable one rule at a time.
+    fn channels_last(&self) -> bool {
+        true
     }
 }
 

@@ -63,6 +63,8 @@ enum Kernel {
         x: ValueId,
         /// The weight, pre-arranged at compile time when constant (BatchNorm folded in).
         w: Param,
+        /// The constant weight packed for [`crate::packed_gemm`] once the step is final, where that kernel runs.
+        packed: Option<Arc<linalg::PackedConv>>,
         bias: Option<Param>,
         /// Added to the output before the activation (a fused residual Add).
         residual: Option<ValueId>,
@@ -462,6 +464,7 @@ fn select_kernel(
             let conv = Kernel::Conv {
                 x,
                 w: Param::of(graph, w),
+                packed: None,
                 bias: req(2).map(|b| Param::of(graph, b)),
                 residual,
                 attrs: ConvAttrs {
@@ -512,6 +515,7 @@ fn select_kernel(
             Kernel::Conv {
                 x,
                 w: Param::of(graph, w),
+                packed: None,
                 bias: req(2).map(|b| Param::of(graph, b)),
                 residual: None,
                 attrs: ConvAttrs {
@@ -880,6 +884,19 @@ impl CpuExecutable {
                         place: StepPlace::Own,
                     });
                 }
+            }
+        }
+        // Constant conv weights are final now (BatchNorm folded in): pack them once for the GEMM kernel.
+        for step in &mut steps {
+            if let StepKind::Kernel(Kernel::Conv {
+                w: Param::Const(wd, ws),
+                packed,
+                attrs,
+                ..
+            }) = &mut step.kind
+                && let Ok(group) = usize::try_from(attrs.group)
+            {
+                *packed = linalg::PackedConv::new(wd, ws, group).map(Arc::new);
             }
         }
         if let Some(f) = &fault
@@ -1548,6 +1565,7 @@ impl Runtime<'_> {
             Kernel::Conv {
                 x,
                 w,
+                packed,
                 bias,
                 residual,
                 attrs,
@@ -1592,6 +1610,7 @@ impl Runtime<'_> {
                         &geom,
                         xd,
                         &wd,
+                        packed.as_deref(),
                         bd.as_deref().map(|b| &b[..]),
                         res,
                         buf,

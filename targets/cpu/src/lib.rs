@@ -1,7 +1,8 @@
 //! `jiuzhou-target-cpu`: compiles graphs for the host CPU.
 //!
 //! [`CpuExecutable::compile`] turns a graph into a launch plan with one step per node: MatMul, Gemm and Conv run
-//! through the `gemm` crate's microkernels ([`linalg`]) with a fused bias/Relu epilogue; f32 elementwise ops run
+//! through the `gemm` crate's microkernels ([`linalg`]) with a fused bias/Relu epilogue, convolutions with constant
+//! weights on AVX2+FMA CPUs through our own GEMM with weights packed at compile time ([`packed_gemm`]); f32 elementwise ops run
 //! kernels generated and JIT-compiled with Cranelift ([`jit`], [`elementwise`]); pooling ([`pool`]), reductions
 //! ([`reduce`]), softmax and normalizations ([`norm`]), data movement ([`movement`]) and float activations run
 //! native kernels chosen by [`native::select`]; every other node (and every dtype these kernels do not cover) runs
@@ -27,6 +28,7 @@ pub mod linalg;
 pub mod movement;
 pub mod native;
 pub mod norm;
+pub mod packed_gemm;
 pub mod parallel;
 pub mod plan;
 pub mod pool;

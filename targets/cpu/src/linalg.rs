@@ -1,5 +1,7 @@
 //! The heavy f32 kernels: MatMul, Gemm and Conv through the `gemm` crate's microkernels, and a direct depthwise
-//! convolution.
+//! convolution. Convolutions whose weights were packed at compile time ([`PackedConv`], on CPUs with AVX2 and FMA)
+//! run on [`packed_gemm`] instead: a 1×1 stride-1 convolution reads its NCHW input in place, others pack their
+//! im2col rows straight into its column strips, and the epilogue is applied in registers.
 //!
 //! Each kernel takes its operands as row-major slices with their shapes and writes a preallocated output. The fused
 //! epilogue ([`Epilogue`]) is applied per output block: the bias is written into the block before the product is
@@ -17,6 +19,7 @@ use gemm::Parallelism;
 use jiuzhou_ir::infer::nn::window::Window;
 
 use crate::ExecError;
+use crate::packed_gemm::{self, PackB, PackedA};
 use crate::parallel::{MIN_CHUNK, Parallel, SharedMut};
 
 /// What happens to an output block after its product.
@@ -510,57 +513,120 @@ fn valid_range(g: &ConvGeom, axis: usize, t: usize) -> (usize, usize) {
 /// Fills `col` (`[C·taps, cols]`, row-major) with the input windows of output positions `c0..c0 + cols` (flat
 /// over the output's spatial axes) of `x` (`[C, in_len]`); padding reads zero.
 fn im2col_block(g: &ConvGeom, channels: usize, x: &[f32], c0: usize, cols: usize, col: &mut [f32]) {
-    let [_, oh, ow] = g.output;
     let [kd, kh, kw] = g.kernel;
-    let [_, ih, iw] = g.input;
     let plane = g.in_len();
-    let sw = g.strides[2];
     let mut row = 0;
     for c in 0..channels {
         let xc = &x[c * plane..(c + 1) * plane];
         for a in 0..kd {
             for b in 0..kh {
                 for e in 0..kw {
-                    let dst = &mut col[row * cols..(row + 1) * cols];
+                    im2col_row(g, xc, [a, b, e], c0, &mut col[row * cols..(row + 1) * cols]);
                     row += 1;
-                    let (xlo, xhi) = valid_range(g, 2, e);
-                    let xoff = (e * g.dilations[2]) as isize - g.pad_begin[2] as isize;
-                    // Walk the block one output row (fixed z, y) at a time.
-                    let mut j = 0;
-                    while j < cols {
-                        let flat = c0 + j;
-                        let xo0 = flat % ow;
-                        let y = (flat / ow) % oh;
-                        let z = flat / (ow * oh);
-                        let run = (ow - xo0).min(cols - j);
-                        let line = &mut dst[j..j + run];
-                        j += run;
-                        let (Some(sz), Some(sy)) = (g.src(0, z, a), g.src(1, y, b)) else {
-                            line.fill(0.0);
-                            continue;
-                        };
-                        let base = (sz * ih + sy) * iw;
-                        // Output columns xo0..xo0+run; valid ones are [xlo, xhi).
-                        let lo = xlo.clamp(xo0, xo0 + run);
-                        let hi = xhi.clamp(lo, xo0 + run);
-                        line[..lo - xo0].fill(0.0);
-                        line[hi - xo0..].fill(0.0);
-                        let seg = &mut line[lo - xo0..hi - xo0];
-                        if seg.is_empty() {
-                            continue;
-                        }
-                        let start = (base as isize + (lo * sw) as isize + xoff) as usize;
-                        if sw == 1 {
-                            seg.copy_from_slice(&xc[start..start + seg.len()]);
-                        } else {
-                            for (k, v) in seg.iter_mut().enumerate() {
-                                *v = xc[start + k * sw];
-                            }
-                        }
-                    }
                 }
             }
         }
+    }
+}
+
+/// Fills `dst` with one im2col row: what tap `[a, b, e]` of the input plane `xc` (`[in_len]`) reads for the output
+/// positions `c0..c0 + dst.len()` (flat over the output's spatial axes); padding reads zero.
+fn im2col_row(g: &ConvGeom, xc: &[f32], [a, b, e]: [usize; 3], c0: usize, dst: &mut [f32]) {
+    let [_, oh, ow] = g.output;
+    let [_, ih, iw] = g.input;
+    let sw = g.strides[2];
+    let cols = dst.len();
+    let (xlo, xhi) = valid_range(g, 2, e);
+    let xoff = (e * g.dilations[2]) as isize - g.pad_begin[2] as isize;
+    // Walk the block one output row (fixed z, y) at a time.
+    let mut j = 0;
+    while j < cols {
+        let flat = c0 + j;
+        let xo0 = flat % ow;
+        let y = (flat / ow) % oh;
+        let z = flat / (ow * oh);
+        let run = (ow - xo0).min(cols - j);
+        let line = &mut dst[j..j + run];
+        j += run;
+        let (Some(sz), Some(sy)) = (g.src(0, z, a), g.src(1, y, b)) else {
+            line.fill(0.0);
+            continue;
+        };
+        let base = (sz * ih + sy) * iw;
+        // Output columns xo0..xo0+run; valid ones are [xlo, xhi).
+        let lo = xlo.clamp(xo0, xo0 + run);
+        let hi = xhi.clamp(lo, xo0 + run);
+        line[..lo - xo0].fill(0.0);
+        line[hi - xo0..].fill(0.0);
+        let seg = &mut line[lo - xo0..hi - xo0];
+        if seg.is_empty() {
+            continue;
+        }
+        let start = (base as isize + (lo * sw) as isize + xoff) as usize;
+        if sw == 1 {
+            seg.copy_from_slice(&xc[start..start + seg.len()]);
+        } else {
+            for (k, v) in seg.iter_mut().enumerate() {
+                *v = xc[start + k * sw];
+            }
+        }
+    }
+}
+
+/// The im2col matrix (`[C·taps, out_len]`) of one image's (group's) input channels `x` (`[C, in_len]`), packed
+/// into [`packed_gemm`] strips row by row, never materialized whole.
+struct Im2colB<'a> {
+    g: &'a ConvGeom,
+    x: &'a [f32],
+}
+
+impl PackB for Im2colB<'_> {
+    fn pack(&self, k0: usize, kb: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let [_, kh, kw] = self.g.kernel;
+        let (il, taps) = (self.g.in_len(), self.g.taps());
+        packed_gemm::with_row(nc, |row| {
+            for p in 0..kb {
+                let (c, t) = ((k0 + p) / taps, (k0 + p) % taps);
+                let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
+                im2col_row(self.g, &self.x[c * il..][..il], tap, j0, row);
+                packed_gemm::scatter_row(row, p, kb, dst);
+            }
+        });
+    }
+}
+
+/// A convolution's weights packed once for [`packed_gemm`]: one `[M/group, C/group·taps]` matrix per group.
+pub struct PackedConv {
+    group: usize,
+    mats: Vec<PackedA>,
+}
+
+impl PackedConv {
+    /// Packs the weights `w` (`[M, C/group, k..]` row-major, of shape `wsh`) of a convolution with `group` groups,
+    /// or `None` where [`packed_gemm`] does not run (no AVX2+FMA, a depthwise convolution, shapes that do not fit).
+    pub fn new(w: &[f32], wsh: &[usize], group: usize) -> Option<PackedConv> {
+        if !packed_gemm::available() || wsh.len() < 3 || group == 0 || !wsh[0].is_multiple_of(group)
+        {
+            return None;
+        }
+        let (mg, kdim) = (wsh[0] / group, wsh[1..].iter().product::<usize>());
+        // Depthwise convolutions (one input channel per group and per output channel) run their own kernel.
+        if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
+            return None;
+        }
+        let mats = (0..group)
+            .map(|gi| PackedA::new(&w[gi * mg * kdim..][..mg * kdim], mg, kdim, kdim, 1))
+            .collect();
+        Some(PackedConv { group, mats })
+    }
+
+    /// Whether it holds the weights of a convolution with these groups and per-group sizes.
+    fn fits(&self, group: usize, mg: usize, kdim: usize) -> bool {
+        self.group == group
+            && self
+                .mats
+                .iter()
+                .all(|a| a.rows() == mg && a.depth() == kdim)
     }
 }
 
@@ -605,6 +671,7 @@ pub fn conv(
     geom: &ConvGeom,
     x: &[f32],
     w: &[f32],
+    packed: Option<&PackedConv>,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
@@ -650,6 +717,33 @@ pub fn conv(
     }
     let kdim = cg * taps;
     let pointwise = g.is_pointwise();
+    if let Some(p) = packed.filter(|p| p.fits(g.group, mg, kdim)) {
+        for n in 0..g.batch {
+            for (gi, a) in p.mats.iter().enumerate() {
+                let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
+                let oc0 = gi * mg;
+                let base = (n * g.out_channels + oc0) * ol;
+                let (mat, cols);
+                let b: &dyn PackB = if pointwise {
+                    mat = packed_gemm::MatB { data: xs, rs: ol };
+                    &mat
+                } else {
+                    cols = Im2colB { g, x: xs };
+                    &cols
+                };
+                let epi = packed_gemm::Epi {
+                    bias: bias.map(|b| &b[oc0..oc0 + mg]),
+                    residual: residual.map(|r| &r[base..base + mg * ol]),
+                    relu: epi.relu,
+                };
+                let dst = &mut out[base..base + mg * ol];
+                // SAFETY: `dst` is this group's [mg, ol] output block, the epilogue operands line up with it (sizes
+                // checked above), and `PackedConv` only exists where the kernel runs.
+                unsafe { packed_gemm::gemm(a, b, ol, dst.as_mut_ptr(), ol, epi, par) };
+            }
+        }
+        return Ok(());
+    }
     let nb = block_cols(kdim, ol);
     let mut col = if pointwise {
         Vec::new()
@@ -940,6 +1034,138 @@ mod tests {
         let mut out = [0.0; 4];
         matmul(&a, &[2, 3], &b, &[3, 2], &mut out, &Parallel::single()).unwrap();
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Convolutions with pre-packed weights (im2col packed straight into strips, or 1×1 read in place) agree with
+    /// the `gemm`-crate path, and bit for bit with themselves at 1, 2 and 3 threads.
+    #[test]
+    fn packed_conv_matches_the_gemm_crate_path() {
+        if !packed_gemm::available() {
+            return;
+        }
+        /// Input, weight, kernel, pads, strides, group.
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            [i64; 2],
+            [i64; 4],
+            [i64; 2],
+            i64,
+        );
+        let cases: [Case; 7] = [
+            (
+                &[1, 3, 23, 19],
+                &[7, 3, 3, 3],
+                [3, 3],
+                [1, 1, 1, 1],
+                [1, 1],
+                1,
+            ),
+            (
+                &[2, 5, 17, 17],
+                &[13, 5, 1, 1],
+                [1, 1],
+                [0, 0, 0, 0],
+                [1, 1],
+                1,
+            ),
+            (
+                &[1, 4, 31, 29],
+                &[9, 4, 7, 7],
+                [7, 7],
+                [3, 3, 3, 3],
+                [2, 2],
+                1,
+            ),
+            (
+                &[1, 8, 9, 9],
+                &[6, 4, 3, 3],
+                [3, 3],
+                [1, 0, 2, 1],
+                [1, 2],
+                2,
+            ),
+            (
+                &[1, 300, 7, 7],
+                &[11, 300, 3, 3],
+                [3, 3],
+                [1, 1, 1, 1],
+                [1, 1],
+                1,
+            ),
+            (
+                &[1, 16, 14, 14],
+                &[40, 16, 1, 1],
+                [1, 1],
+                [0, 0, 0, 0],
+                [2, 2],
+                1,
+            ),
+            (
+                &[1, 64, 56, 56],
+                &[64, 64, 1, 1],
+                [1, 1],
+                [0, 0, 0, 0],
+                [1, 1],
+                1,
+            ),
+        ];
+        for (ci, (xs, ws, kernel, pads, strides, group)) in cases.into_iter().enumerate() {
+            let attrs = ConvAttrs {
+                auto_pad: "NOTSET".into(),
+                dilations: None,
+                group,
+                kernel_shape: Some(kernel.to_vec()),
+                pads: Some(pads.to_vec()),
+                strides: Some(strides.to_vec()),
+            };
+            let g = ConvGeom::new(xs, ws, &attrs).unwrap();
+            let x = data(xs.iter().product(), 10 * ci as u64 + 1);
+            let w = data(ws.iter().product(), 10 * ci as u64 + 2);
+            let bias = data(ws[0], 10 * ci as u64 + 3);
+            let len: usize = g.out_shape.iter().product();
+            let res = data(len, 10 * ci as u64 + 4);
+            let epi = Epilogue { relu: true };
+            let packed = PackedConv::new(&w, ws, group as usize).unwrap();
+            let run = |p: Option<&PackedConv>, threads: usize| {
+                let par = Parallel::new(threads).unwrap();
+                let mut out = vec![f32::NAN; len];
+                par.install(|| conv(&g, &x, &w, p, Some(&bias), Some(&res), &mut out, epi, &par))
+                    .unwrap();
+                out
+            };
+            let want = run(None, 1);
+            let got = run(Some(&packed), 1);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "case {ci} at {i}: {g} vs {w}"
+                );
+            }
+            for threads in [2, 3] {
+                let other = run(Some(&packed), threads);
+                assert!(
+                    got.iter()
+                        .zip(&other)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "case {ci}: {threads} threads differ from one"
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! element is computed by exactly the code and the summation order it would see on one thread. No helper splits a
 //! reduction. The `gemm` crate is called with `Parallelism::Rayon(n)` inside the pool; it too splits only over
 //! output tiles, with k-blocking that does not depend on the thread count (checked by tests comparing 1 and 4
-//! threads on odd shapes).
+//! threads on odd shapes). [`crate::packed_gemm`] also splits only over output tiles, and computes each output
+//! element as one FMA chain in k order whatever its blocking, so its results do not depend on the split either.
 //!
 //! Which kernels split: matrix products and convolutions (`gemm`, conv tiles), elementwise and fused elementwise
 //! kernels and activations (chunks of the output), pools and BatchNormalization (planes), Softmax and

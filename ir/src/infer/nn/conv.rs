@@ -85,6 +85,20 @@ fn conv_like(
     dtype: DType,
     attrs: &ConvAttrs<'_>,
 ) -> Result<Vec<ValueType>, InferError> {
+    let xd = cx.dims(x)?;
+    let wd = cx.dims(w)?;
+    conv_dims(cx, xd, wd, dtype, attrs)
+}
+
+/// [`conv_like`] on given channels-first dims of the data `xd` (`[N, C, spatial..]`) and weight `wd`
+/// (`[M, C / group, kernel..]`).
+fn conv_dims(
+    cx: &mut InferCx<'_>,
+    xd: Option<&[Dim]>,
+    wd: Option<&[Dim]>,
+    dtype: DType,
+    attrs: &ConvAttrs<'_>,
+) -> Result<Vec<ValueType>, InferError> {
     let &ConvAttrs {
         auto_pad,
         kernel,
@@ -96,8 +110,6 @@ fn conv_like(
     if group < 1 {
         return Err(InferError::new(format!("group {group} must be positive")));
     }
-    let xd = cx.dims(x)?;
-    let wd = cx.dims(w)?;
     let Some(xd) = xd else {
         return Ok(vec![TensorType::unranked(dtype).into()]);
     };
@@ -145,6 +157,59 @@ impl InferOp for FusedConv {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         let dtype = cx.tensor(0)?.dtype;
         let out = conv_like(cx, 0, 1, dtype, &conv_attrs!(self))?;
+        if let Some(b) = cx.opt_tensor(2)? {
+            if b.dtype != dtype {
+                return Err(InferError::new(format!(
+                    "the bias is {} but the input is {dtype}",
+                    b.dtype
+                )));
+            }
+            if let Some(dims) = &b.shape
+                && dims.len() != 1
+            {
+                return Err(InferError::new(format!(
+                    "the bias must be a vector, got rank {}",
+                    dims.len()
+                )));
+            }
+        }
+        if let Some(ValueType::Tensor(t)) = out.first() {
+            super::check_addend(t, cx.opt_tensor(3)?, "residual")?;
+        }
+        Ok(out)
+    }
+}
+
+impl InferOp for FusedConvNhwc {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        let dtype = cx.tensor(0)?.dtype;
+        // Channels-last to channels-first: X [N, s.., C] -> [N, C, s..], W [k.., C/g, M] -> [M, C/g, k..].
+        let xd = cx.dims(0)?.map(|d| match d.split_last() {
+            Some((c, rest)) if !rest.is_empty() => {
+                let mut v = vec![rest[0].clone(), c.clone()];
+                v.extend_from_slice(&rest[1..]);
+                v
+            }
+            _ => d.to_vec(),
+        });
+        let wd = cx.dims(1)?.map(|d| match d.len() {
+            n if n >= 2 => {
+                let mut v = vec![d[n - 1].clone(), d[n - 2].clone()];
+                v.extend_from_slice(&d[..n - 2]);
+                v
+            }
+            _ => d.to_vec(),
+        });
+        let attrs = conv_attrs!(self);
+        let mut out = conv_dims(cx, xd.as_deref(), wd.as_deref(), dtype, &attrs)?;
+        // Back to channels-last: [N, M, o..] -> [N, o.., M].
+        if let Some(ValueType::Tensor(t)) = out.first_mut()
+            && let Some(d) = &mut t.shape
+            && d.len() >= 2
+        {
+            let m = d.remove(1);
+            d.push(m);
+        }
         if let Some(b) = cx.opt_tensor(2)? {
             if b.dtype != dtype {
                 return Err(InferError::new(format!(

@@ -289,3 +289,46 @@ fn fused_shapes_and_addends() {
     );
     assert!(check(mm, &[a, b, Some(TensorType::known(DType::F64, &[5]))], 1).contains("f64"));
 }
+
+#[test]
+fn channels_last_conv_shapes() {
+    // x [N, H, W, C], w [kH, kW, C/g, M] -> [N, H', W', M].
+    let conv = FusedConvNhwc {
+        strides: Some(vec![2, 2]),
+        pads: Some(vec![3, 3, 3, 3]),
+        activation: Activation::Relu,
+        ..Default::default()
+    };
+    let x = f32(&["N", "224", "224", "3"]);
+    let w = f32(&["7", "7", "3", "64"]);
+    assert_eq!(
+        check(conv.clone(), &[x.clone(), w.clone()], 1),
+        "f32[N,112,112,64]"
+    );
+    let full = [
+        x.clone(),
+        w.clone(),
+        f32(&["64"]),
+        f32(&["N", "112", "112", "64"]),
+    ];
+    assert_eq!(check(conv.clone(), &full, 1), "f32[N,112,112,64]");
+    // The residual is channels-last too: a channels-first one does not broadcast.
+    let nchw = [x.clone(), w.clone(), None, f32(&["N", "64", "112", "112"])];
+    assert!(check(conv.clone(), &nchw, 1).contains("broadcast"));
+    // Depthwise: 32 groups of one channel.
+    let dw = FusedConvNhwc {
+        group: 32,
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    assert_eq!(
+        check(
+            dw,
+            &[f32(&["1", "14", "14", "32"]), f32(&["3", "3", "1", "32"])],
+            1
+        ),
+        "f32[1,14,14,32]"
+    );
+    // A weight of another rank is refused.
+    assert!(check(conv, &[x, f32(&["7", "7", "3"])], 1).contains("rank"));
+}

@@ -62,7 +62,7 @@ pub fn rules() -> Vec<Rule> {
 }
 
 /// The permutation of a Transpose for rank `rank` (the default reverses the axes); `None` if invalid.
-fn perm(op: &Op, rank: usize) -> Option<Vec<usize>> {
+pub(super) fn perm(op: &Op, rank: usize) -> Option<Vec<usize>> {
     let Op::Transpose(t) = op else { return None };
     let p: Vec<usize> = match &t.perm {
         None => (0..rank).rev().collect(),

@@ -154,7 +154,7 @@ pub fn producers(eg: &IrEGraph, id: Id) -> Vec<Producer> {
 
 /// Unions `new` into `root` if inference gives it exactly `root`'s known type (a fused node whose inputs do not
 /// check out is left alone, unmerged).
-fn union_typed(eg: &mut IrEGraph, root: Id, new: Id) -> Vec<Id> {
+pub(super) fn union_typed(eg: &mut IrEGraph, root: Id, new: Id) -> Vec<Id> {
     let same = matches!(
         (tensor_type(eg, root), tensor_type(eg, new)),
         (Some(a), Some(b)) if a == b && a.shape.is_some()

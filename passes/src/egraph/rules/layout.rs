@@ -1,16 +1,39 @@
-//! Layout: moving Transposes through elementwise ops, so that pairs of them meet and cancel.
+//! Layout: moving Transposes through elementwise ops, so that pairs of them meet and cancel, and the channels-last
+//! (NHWC) form of convolutions, which a target's cost model may prefer.
 //!
 //! A Transpose commutes with every elementwise op: `f(Transpose(x, p)) == Transpose(f(x), p)` for a unary `f`,
 //! and `g(Transpose(a, p), Transpose(b, p)) == Transpose(g(a, b), p)` for a binary `g` when `a` and `b` have the
-//! same shape (no broadcasting), or when one side is a constant with a single element. Each unary op gets a
-//! sinking rule (the Transpose moves towards the outputs) and a hoisting rule (towards the inputs); binary ops get
-//! the sinking rules. Both forms stay in the e-graph and `transpose-transpose` (clean-up) composes the Transposes
-//! that meet, so extraction sees layouts where they cancel. The rules are generated from the op lists below;
-//! every generated rule has a soundness case (the tests build them from the same lists).
+//! same shape (no broadcasting), or when one side is a constant with a single element. A constant `c` of any
+//! rank up to `a`'s also commutes once it is re-laid out: `g(Transpose(a, p), c) == Transpose(g(a, c'), p)` with
+//! `c' = Transpose(c, p⁻¹)` (`c` first padded to `a`'s rank with leading 1s), which broadcasting a per-channel
+//! constant needs. Each unary op gets a sinking rule (the Transpose moves towards the outputs) and a hoisting rule
+//! (towards the inputs); binary ops get the sinking rules. Both forms stay in the e-graph and `transpose-transpose`
+//! (clean-up) composes the Transposes that meet, so extraction sees layouts where they cancel. The rules are
+//! generated from the op lists below; every generated rule has a soundness case (the tests build them from the
+//! same lists).
+//!
+//! The conv rules ([`conv_rules`]) add, next to every Conv and FusedConv over a statically shaped float input with
+//! constant weights, its channels-last form: `Transpose(FusedConvNhwc(Transpose(x, to_last), W'), to_first)`, with
+//! `W'` the weights re-laid out from `[M, C/g, k..]` to `[k.., C/g, M]` once per weight (a new constant, computed
+//! with the driver's reference semantics) and a residual transposed like `x`. Between two convs the `to_first` of
+//! one meets the `to_last` of the next (directly or after sinking through activations and Adds) and they cancel,
+//! so a graph extracted in channels-last form pays for Transposes only at its boundaries. Which form is extracted
+//! is the target's choice: op count keeps channels-first (the Transposes are extra nodes); a cost model with
+//! channels-last kernels prices `FusedConvNhwc` below `FusedConv`.
 
-use egg::{Pattern, Rewrite};
+use std::sync::Arc;
 
-use super::{Guard, Rule, bound, konst, tensor_type};
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, rewrite as rw};
+use jiuzhou_ir::ops::{self, Activation, FusedConvNhwc};
+use jiuzhou_ir::{Op, Tensor};
+
+use super::super::analysis::{GraphAnalysis, IrEGraph, is_absent};
+use super::super::lang::ENode;
+use super::cleanup::perm;
+use super::fusion::union_typed;
+use super::{
+    Guard, Rule, add_const, add_op, bound, first_application, is_float, konst, op_with, tensor_type,
+};
 
 /// Elementwise ops with one input whose attributes do not depend on the layout.
 pub const UNARY: &[&str] = &[
@@ -36,7 +59,8 @@ pub const UNARY: &[&str] = &[
 /// Elementwise ops with two inputs (numpy broadcasting).
 pub const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Max", "Min"];
 
-/// The name of the rule that sinks a Transpose through `op` (`kind`: `sink`, `hoist`, `sink-same`, `sink-const`).
+/// The name of the rule that sinks a Transpose through `op` (`kind`: `sink`, `hoist`, `sink-same`, `sink-const`,
+/// `sink-bcast`, `sink-bcast-first`).
 pub fn rule_name(kind: &str, op: &str) -> String {
     format!("transpose-{kind}-{}", op.to_ascii_lowercase())
 }
@@ -116,6 +140,286 @@ pub fn rules() -> Vec<Rule> {
             )
             .expect("a valid rule"),
         );
+        // op(Transpose(a, p), c) == Transpose(op(a, c'), p), c' = Transpose(c padded to a's rank, p⁻¹), for a
+        // constant c of more than one element and a rank up to a's.
+        rules.push(
+            Rewrite::new(
+                rule_name("sink-bcast", op),
+                pattern(&format!("({op} {{}} (Transpose ?p ?a) ?c)")),
+                SinkBroadcast {
+                    op,
+                    const_first: false,
+                },
+            )
+            .expect("a valid rule"),
+        );
+        // op(c, Transpose(a, p)) == Transpose(op(c', a), p), the same with the constant first.
+        rules.push(
+            Rewrite::new(
+                rule_name("sink-bcast-first", op),
+                pattern(&format!("({op} {{}} ?c (Transpose ?p ?a))")),
+                SinkBroadcast {
+                    op,
+                    const_first: true,
+                },
+            )
+            .expect("a valid rule"),
+        );
     }
+    rules.extend(conv_rules());
     rules
+}
+
+/// The rules that add the channels-last form of a convolution, next to the channels-first one.
+#[rustfmt::skip]
+pub fn conv_rules() -> Vec<Rule> {
+    vec![
+        // Conv(x, W) == Transpose(FusedConvNhwc(Transpose(x, [0, 2.., 1]), W'), [0, r−1, 1..r−1]) with
+        // W' = Transpose(W, [2.., 1, 0]) a folded constant ([M, C/g, k..] → [k.., C/g, M]).
+        rw!("conv-to-nhwc";               "(Conv ?a ?x ?w)"              => { ToNhwc { fused: false } }),
+        // Conv(x, W, b) == Transpose(FusedConvNhwc(Transpose(x), W', b)) (the bias is per channel: unchanged).
+        rw!("conv-bias-to-nhwc";          "(Conv ?a ?x ?w ?b)"           => { ToNhwc { fused: false } }),
+        // FusedConv(x, W; act) == Transpose(FusedConvNhwc(Transpose(x), W'; act)).
+        rw!("fusedconv-to-nhwc";          "(FusedConv ?a ?x ?w)"         => { ToNhwc { fused: true } }),
+        // FusedConv(x, W, b; act) == Transpose(FusedConvNhwc(Transpose(x), W', b; act)).
+        rw!("fusedconv-bias-to-nhwc";     "(FusedConv ?a ?x ?w ?b)"      => { ToNhwc { fused: true } }),
+        // FusedConv(x, W, b, z; act) == Transpose(FusedConvNhwc(Transpose(x), W', b, Transpose(z); act)) for a
+        // residual z of the output's exact shape (b possibly absent).
+        rw!("fusedconv-residual-to-nhwc"; "(FusedConv ?a ?x ?w ?b ?z)"   => { ToNhwc { fused: true } }),
+    ]
+}
+
+/// The permutation that moves the channel axis (1) last: `[0, 2, .., r−1, 1]`.
+pub fn to_channels_last(r: usize) -> Vec<i64> {
+    let r = r as i64;
+    [0].into_iter().chain(2..r).chain([1]).collect()
+}
+
+/// The permutation that moves the last axis to position 1: `[0, r−1, 1, .., r−2]` (the inverse of
+/// [`to_channels_last`]).
+pub fn to_channels_first(r: usize) -> Vec<i64> {
+    let r = r as i64;
+    [0, r - 1].into_iter().chain(1..r - 1).collect()
+}
+
+fn transpose_op(perm: Vec<i64>) -> Op {
+    Op::Transpose(ops::Transpose { perm: Some(perm) })
+}
+
+/// The class bound to `v` unless it is absent (or not bound by the pattern).
+fn present(eg: &IrEGraph, s: &Subst, v: &str) -> Option<Option<Id>> {
+    match s.get(super::var(v)) {
+        None => Some(None),
+        Some(&id) => {
+            let id = eg.find(id);
+            Some((!is_absent(eg, id)).then_some(id))
+        }
+    }
+}
+
+/// Adds the channels-last form of the matched Conv (`fused: false`) or FusedConv.
+struct ToNhwc {
+    fused: bool,
+}
+
+impl ToNhwc {
+    fn build(&self, eg: &mut IrEGraph, root: Id, s: &Subst) -> Option<Id> {
+        let (activation, conv) = if self.fused {
+            let Op::FusedConv(c) = op_with(eg, s, "FusedConv", "?a")? else {
+                return None;
+            };
+            (
+                c.activation,
+                ops::Conv {
+                    auto_pad: c.auto_pad,
+                    dilations: c.dilations,
+                    group: c.group,
+                    kernel_shape: c.kernel_shape,
+                    pads: c.pads,
+                    strides: c.strides,
+                },
+            )
+        } else {
+            let Op::Conv(c) = op_with(eg, s, "Conv", "?a")? else {
+                return None;
+            };
+            (Activation::None, c)
+        };
+        let x = bound(eg, s, "?x");
+        let xt = tensor_type(eg, x)?;
+        let r = xt.known_dims()?.len();
+        if !is_float(xt.dtype) || r < 3 {
+            return None;
+        }
+        let w = konst(eg, bound(eg, s, "?w"))?;
+        if w.rank() != r || w.dtype() != xt.dtype {
+            return None;
+        }
+        let b = present(eg, s, "?b")?;
+        let z = present(eg, s, "?z")?;
+        if let Some(z) = z {
+            // Only a residual of the output's own shape is transposed like the input.
+            let (zt, yt) = (tensor_type(eg, z)?, tensor_type(eg, root)?);
+            if zt != yt || zt.known_dims().is_none() {
+                return None;
+            }
+        }
+        let w_last = relaid_weight(eg, w)?;
+        let xl = add_op(eg, &transpose_op(to_channels_last(r)), &[x]);
+        // Interned by identity: every conv node reading this weight shares one re-laid-out constant.
+        let wc = eg.analysis.intern_const(w_last, None);
+        let wl = eg.add(ENode::Const(wc));
+        let mut inputs = vec![xl, wl];
+        if b.is_some() || z.is_some() {
+            inputs.push(b.unwrap_or_else(|| eg.add(ENode::Absent)));
+        }
+        if let Some(z) = z {
+            inputs.push(add_op(eg, &transpose_op(to_channels_last(r)), &[z]));
+        }
+        let op = Op::FusedConvNhwc(FusedConvNhwc {
+            activation,
+            auto_pad: conv.auto_pad,
+            dilations: conv.dilations,
+            group: conv.group,
+            kernel_shape: conv.kernel_shape,
+            pads: conv.pads,
+            strides: conv.strides,
+        });
+        let y = add_op(eg, &op, &inputs);
+        Some(add_op(eg, &transpose_op(to_channels_first(r)), &[y]))
+    }
+}
+
+/// The weights `w` (`[M, C/g, k..]`) re-laid out as `[k.., C/g, M]`, computed once per weight tensor.
+fn relaid_weight(eg: &mut IrEGraph, w: Arc<Tensor>) -> Option<Arc<Tensor>> {
+    if let Some((_, t)) = eg.analysis.relaid.iter().find(|(o, _)| Arc::ptr_eq(o, &w)) {
+        return Some(t.clone());
+    }
+    let t = match relaid_f32(&w) {
+        Some(t) => Arc::new(t),
+        None => {
+            let r = w.rank() as i64;
+            let perm: Vec<i64> = (2..r).chain([1, 0]).collect();
+            eg.analysis
+                .evaluate(&transpose_op(perm), &[Some(w.clone())])?
+        }
+    };
+    eg.analysis.relaid.push((w, t.clone()));
+    Some(t)
+}
+
+/// The f32 weights `w` (`[M, C/g, k..]`) as `[k.., C/g, M]` directly (a weight is a `[M, C/g, K]` block read
+/// as `[K, C/g, M]`): the same elements the reference Transpose gives, without its per-element index arithmetic.
+fn relaid_f32(w: &Tensor) -> Option<Tensor> {
+    let jiuzhou_ir::Data::F32(d) = w.data() else {
+        return None;
+    };
+    let s = w.shape();
+    let (m, c) = (*s.first()?, *s.get(1)?);
+    let k: usize = s[2..].iter().product();
+    let mut out = vec![0f32; d.len()];
+    for (mi, block) in d.chunks_exact((c * k).max(1)).enumerate().take(m) {
+        for ci in 0..c {
+            for ki in 0..k {
+                out[(ki * c + ci) * m + mi] = block[ci * k + ki];
+            }
+        }
+    }
+    let mut shape: Vec<usize> = s[2..].to_vec();
+    shape.extend([c, m]);
+    Tensor::from_vec(shape, out).ok()
+}
+
+impl Applier<ENode, GraphAnalysis> for ToNhwc {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let key: Vec<Id> = ["?x", "?w", "?b", "?z"]
+            .iter()
+            .filter_map(|v| s.get(super::var(v)).map(|&id| eg.find(id)))
+            .chain([eg.find(eclass)])
+            .collect();
+        // Once per match: a match the rule cannot apply to (yet) is tried again next iteration.
+        if eg
+            .analysis
+            .applied
+            .contains(&(rule.to_string(), key.clone()))
+        {
+            return vec![];
+        }
+        match self.build(eg, eclass, s) {
+            Some(new) => {
+                first_application(eg, rule, key);
+                union_typed(eg, eclass, new)
+            }
+            None => vec![],
+        }
+    }
+}
+
+/// Sinks a Transpose through a binary op whose other operand is a broadcast constant, re-laying the constant out.
+struct SinkBroadcast {
+    op: &'static str,
+    const_first: bool,
+}
+
+impl SinkBroadcast {
+    fn build(&self, eg: &mut IrEGraph, s: &Subst) -> Option<Id> {
+        let c = konst(eg, bound(eg, s, "?c"))?;
+        let a = bound(eg, s, "?a");
+        let r = tensor_type(eg, a)?.rank()?;
+        if c.len() <= 1 || c.rank() > r {
+            return None;
+        }
+        let p = op_with(eg, s, "Transpose", "?p").and_then(|op| perm(&op, r))?;
+        let mut inv = vec![0i64; r];
+        for (i, &j) in p.iter().enumerate() {
+            inv[j] = i as i64;
+        }
+        let mut dims = vec![1; r - c.rank()];
+        dims.extend_from_slice(c.shape());
+        let padded = Tensor::clone(&c).reshape(dims).ok()?;
+        let relaid = eg
+            .analysis
+            .evaluate(&transpose_op(inv), &[Some(Arc::new(padded))])?;
+        let c2 = add_const(eg, Arc::unwrap_or_clone(relaid));
+        let op = Op::from_attrs(self.op, Default::default()).ok().flatten()?;
+        let ins = if self.const_first { [c2, a] } else { [a, c2] };
+        let y = add_op(eg, &op, &ins);
+        let t = op_with(eg, s, "Transpose", "?p")?;
+        Some(add_op(eg, &t, &[y]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for SinkBroadcast {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let key = vec![eg.find(eclass), bound(eg, s, "?a"), bound(eg, s, "?c")];
+        // Once per match: a match the rule cannot apply to (yet) is tried again next iteration.
+        if eg
+            .analysis
+            .applied
+            .contains(&(rule.to_string(), key.clone()))
+        {
+            return vec![];
+        }
+        match self.build(eg, s) {
+            Some(new) => {
+                first_application(eg, rule, key);
+                union_typed(eg, eclass, new)
+            }
+            None => vec![],
+        }
+    }
 }

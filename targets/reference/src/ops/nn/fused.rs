@@ -1,6 +1,10 @@
 //! jiuzhou's fused ops, FusedConv and FusedMatMul: their reference semantics *are* their decomposition.
 //!
 //! `FusedConv(X, W, B, Z)` evaluates `Conv(X, W, B)`, then `Add(·, Z)` if there is a residual, then the activation;
+//! `FusedConvNhwc(X, W, B, Z)`, the channels-last form, evaluates `Conv(Transpose(X), Transpose(W), B)` (X from
+//! `[N, s.., C]` to `[N, C, s..]`, W from `[k.., C/g, M]` to `[M, C/g, k..]`), transposes the result back to
+//! `[N, o.., M]`, then adds `Z` and applies the activation: the channels-first computation with Transposes around
+//! it, bit for bit what FusedConv computes on the transposed tensors.
 //! `FusedMatMul(A, B, bias, Z)` evaluates `MatMul(A, B)`, then `Add(·, bias)`, `Add(·, Z)` and the activation. Each
 //! step is the existing op's own evaluation ([`EvalOp`]), so a fused node computes exactly what the nodes it
 //! replaced computed, rounding included, and every target can be checked against it.
@@ -13,7 +17,8 @@ use std::sync::Arc;
 use jiuzhou_ir::ops::expr::ExprStep;
 use jiuzhou_ir::ops::own::OnnxActivation;
 use jiuzhou_ir::ops::{
-    Activation, Add, Clip, Conv, FusedConv, FusedElementwise, FusedMatMul, MatMul, Mul, Sigmoid,
+    Activation, Add, Clip, Conv, FusedConv, FusedConvNhwc, FusedElementwise, FusedMatMul, MatMul,
+    Mul, Sigmoid, Transpose,
 };
 use jiuzhou_ir::{Tensor, Value};
 
@@ -80,6 +85,51 @@ impl EvalOp for FusedConv {
             .map(|i| cx.inputs.get(i).cloned().flatten())
             .collect();
         let y = eval1(cx, &conv, &ins)?;
+        let y = add_input(cx, y, 3)?;
+        Ok(vec![apply_activation(cx, &self.activation, y)?])
+    }
+}
+
+/// The rank of input `i`, a tensor.
+fn rank_of(cx: &EvalCx<'_>, i: usize) -> Result<usize, EvalError> {
+    cx.value(i)?
+        .as_tensor()
+        .map(|t| t.shape().len())
+        .ok_or_else(|| EvalError::new(format!("input {i} is not a tensor")))
+}
+
+/// `Transpose(v, perm)`.
+fn transpose(cx: &EvalCx<'_>, v: Value, perm: Vec<i64>) -> Result<Value, EvalError> {
+    eval1(cx, &Transpose { perm: Some(perm) }, &[Some(v)])
+}
+
+impl EvalOp for FusedConvNhwc {
+    fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
+        let (rx, rw) = (rank_of(cx, 0)?, rank_of(cx, 1)?);
+        if rx < 3 || rw != rx {
+            return Err(EvalError::new(format!(
+                "FusedConvNhwc: input of rank {rx} and weight of rank {rw} (expected equal ranks of at least 3)"
+            )));
+        }
+        let r = rx as i64;
+        // X [N, s.., C] -> [N, C, s..]; W [k.., C/g, M] -> [M, C/g, k..].
+        let x_perm: Vec<i64> = [0, r - 1].into_iter().chain(1..r - 1).collect();
+        let w_perm: Vec<i64> = [r - 1, r - 2].into_iter().chain(0..r - 2).collect();
+        let x = transpose(cx, cx.value(0)?.clone(), x_perm)?;
+        let w = transpose(cx, cx.value(1)?.clone(), w_perm)?;
+        let conv = Conv {
+            auto_pad: self.auto_pad.clone(),
+            dilations: self.dilations.clone(),
+            group: self.group,
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        };
+        let b = cx.inputs.get(2).cloned().flatten();
+        let y = eval1(cx, &conv, &[Some(x), Some(w), b])?;
+        // [N, M, o..] -> [N, o.., M].
+        let y_perm: Vec<i64> = [0].into_iter().chain(2..r).chain([1]).collect();
+        let y = transpose(cx, y, y_perm)?;
         let y = add_input(cx, y, 3)?;
         Ok(vec![apply_activation(cx, &self.activation, y)?])
     }
@@ -335,5 +385,45 @@ mod tests {
         let fused = build(true);
         assert_eq!(fused.value(fused.outputs[0]).ty, f32t(&[2, 3]).into());
         assert_eq!(run(&fused, &ins), run(&build(false), &ins));
+    }
+
+    #[test]
+    fn channels_last_conv_by_hand() {
+        use jiuzhou_ir::ops::FusedConvNhwc;
+        use std::sync::Arc;
+        let eval = |op: FusedConvNhwc, ins: Vec<Tensor>| -> (Vec<usize>, Vec<f64>) {
+            let ins: Vec<Option<Arc<Tensor>>> =
+                ins.into_iter().map(|t| Some(Arc::new(t))).collect();
+            let out = Interpreter::default()
+                .eval_op(&Op::FusedConvNhwc(op), &ins, 1)
+                .unwrap();
+            let t = out[0].as_tensor().unwrap();
+            (t.shape().to_vec(), t.to_f64_vec().unwrap())
+        };
+        // A 1×1 conv of one pixel with C = 2, M = 3: y[m] = Σ_c x[c] · W[0, 0, c, m] (HWIO), then + b, + z, relu.
+        let x = Tensor::from_vec(vec![1, 1, 1, 2], vec![1.0f32, 10.0]).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let b = Tensor::vector(vec![0.5f32, -100.0, 0.0]);
+        let z = Tensor::from_vec(vec![1, 1, 1, 3], vec![1.0f32, 0.0, -1.0]).unwrap();
+        let op = FusedConvNhwc {
+            activation: Activation::Relu,
+            ..Default::default()
+        };
+        assert_eq!(
+            eval(op, vec![x, w, b, z]),
+            (vec![1, 1, 1, 3], vec![42.5, 0.0, 62.0])
+        );
+        // A depthwise 1×2 kernel over a 1×3 image of 2 channels (NHWC: channels innermost), no padding:
+        // y[0, 0, j, c] = x[0, 0, j, c] · W[0, 0, 0, c] + x[0, 0, j + 1, c] · W[0, 1, 0, c].
+        let x = Tensor::from_vec(vec![1, 1, 3, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let w = Tensor::from_vec(vec![1, 2, 1, 2], vec![1.0f32, 10.0, 100.0, 1000.0]).unwrap();
+        let dw = FusedConvNhwc {
+            group: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            eval(dw, vec![x, w]),
+            (vec![1, 1, 2, 2], vec![301.0, 4020.0, 503.0, 6040.0])
+        );
     }
 }
