@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the CPU target's kernel families: matmul/gemm, convolution (3×3, pointwise,
-//! depthwise), elementwise (broadcast binary, unary) and BatchNormalization, at one thread and at every core.
+//! depthwise), elementwise (broadcast binary, unary), BatchNormalization and pooling, at one thread and at every
+//! core.
 //!
 //! Each case is a one-node graph compiled with [`CpuExecutable::compile_with`] and run through the executable, so it
 //! measures what a model step costs (kernel, output allocation, dispatch) and stays valid however the kernels are
@@ -105,28 +106,52 @@ fn matmul(c: &mut Criterion) {
 }
 
 fn convolution(c: &mut Criterion) {
-    let cases: [(&str, [usize; 4], [usize; 4], Conv); 3] = [
+    // (name, input, weight, op, output height and width): ResNet-50 shapes (the 7×7/2 stem, 3×3 at 56² and 7²,
+    // a 1×1) and a depthwise 3×3. Dense convs with constant weights run the pre-packed GEMM where the CPU has
+    // AVX2+FMA.
+    let stem = Conv {
+        strides: Some(vec![2, 2]),
+        ..conv(&[7, 7], &[3, 3, 3, 3], 1)
+    };
+    type Case = (&'static str, [usize; 4], [usize; 4], Conv, [usize; 2]);
+    let cases: [Case; 5] = [
+        (
+            "7x7s2_3x224x224",
+            [1, 3, 224, 224],
+            [64, 3, 7, 7],
+            stem,
+            [112, 112],
+        ),
         (
             "3x3_64x56x56",
             [1, 64, 56, 56],
             [64, 64, 3, 3],
             conv(&[3, 3], &[1, 1, 1, 1], 1),
+            [56, 56],
+        ),
+        (
+            "3x3_512x7x7",
+            [1, 512, 7, 7],
+            [512, 512, 3, 3],
+            conv(&[3, 3], &[1, 1, 1, 1], 1),
+            [7, 7],
         ),
         (
             "1x1_256x28x28",
             [1, 256, 28, 28],
             [128, 256, 1, 1],
             conv(&[1, 1], &[0, 0, 0, 0], 1),
+            [28, 28],
         ),
         (
             "dw3x3_128x56x56",
             [1, 128, 56, 56],
             [128, 1, 3, 3],
             conv(&[3, 3], &[1, 1, 1, 1], 128),
+            [56, 56],
         ),
     ];
-    for (name, x, w, op) in cases {
-        let (oh, ow) = (x[2], x[3]);
+    for (name, x, w, op, [oh, ow]) in cases {
         let flops = 2 * w.iter().product::<usize>() * oh * ow;
         let case = one_node(op, &[&x], vec![tensor(&w, 5), tensor(&[w[0]], 6)]);
         bench(c, "conv", name, case, flops as u64);
@@ -170,5 +195,27 @@ fn elementwise(c: &mut Criterion) {
     bench(c, "elementwise", "batchnorm", bn, n);
 }
 
-criterion_group!(kernels, matmul, convolution, elementwise);
+fn pooling(c: &mut Criterion) {
+    // Inception v2's pools: a strided max pool with end padding, a padded 3×3 average over many small planes.
+    let x: &[usize] = &[1, 64, 112, 112];
+    let max = MaxPool {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![2, 2]),
+        pads: Some(vec![0, 0, 1, 1]),
+        ..Default::default()
+    };
+    let n = 64 * 56 * 56;
+    bench(c, "pooling", "max_3x3s2", one_node(max, &[x], vec![]), n);
+    let x: &[usize] = &[1, 576, 14, 14];
+    let avg = AveragePool {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![1, 1]),
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let n = 576 * 14 * 14;
+    bench(c, "pooling", "avg_3x3s1p1", one_node(avg, &[x], vec![]), n);
+}
+
+criterion_group!(kernels, matmul, convolution, elementwise, pooling);
 criterion_main!(kernels);
