@@ -20,7 +20,8 @@
 //! so a graph extracted in channels-last form pays for Transposes only at its boundaries. Which form is extracted
 //! is the target's choice: op count keeps channels-first (the Transposes are extra nodes); a cost model with
 //! channels-last kernels prices `FusedConvNhwc` below `FusedConv`. MaxPool and AveragePool get their channels-last
-//! forms (`MaxPoolNhwc`, `AveragePoolNhwc`) the same way, so that a pool between two convs need not break a
+//! forms (`MaxPoolNhwc`, `AveragePoolNhwc`) the same way, GlobalAveragePool a ReduceMean over the channels-last
+//! spatial axes, so that a pool between two convs need not break a
 //! channels-last chain, and a Transpose that only moves size-1 axes (after a global pool) becomes a Reshape.
 
 use std::sync::Arc;
@@ -194,6 +195,8 @@ pub fn channels_last_rules() -> Vec<Rule> {
         rw!("maxpool-to-nhwc";            "(MaxPool ?a ?x)"              => { PoolToNhwc { max: true } }),
         // AveragePool(x) == Transpose(AveragePoolNhwc(Transpose(x, to_last)), to_first).
         rw!("averagepool-to-nhwc";        "(AveragePool ?a ?x)"          => { PoolToNhwc { max: false } }),
+        // GlobalAveragePool(x) == Transpose(ReduceMean(Transpose(x, to_last), axes = [1..r−1], keepdims), to_first).
+        rw!("globalaveragepool-to-nhwc";  "(GlobalAveragePool ?a ?x)"    => { GlobalPoolToNhwc }),
         // Transpose(x, p) == Reshape(x, shape) when p keeps the axes of size above 1 in order (the elements do not
         // move): [1, 1, 1, C] to [1, C, 1, 1] after a global pool.
         rw!("transpose-unit-axes-to-reshape"; "(Transpose ?p ?x)"        => { UnitTransposeToReshape }),
@@ -258,6 +261,36 @@ impl Applier<ENode, GraphAnalysis> for PoolToNhwc {
             Some(new) => union_typed(eg, eclass, new),
             None => vec![],
         }
+    }
+}
+
+/// Adds the channels-last form of a GlobalAveragePool: a mean over the spatial axes of the channels-last value.
+struct GlobalPoolToNhwc;
+
+impl Applier<ENode, GraphAnalysis> for GlobalPoolToNhwc {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let x = bound(eg, s, "?x");
+        let Some(xt) = tensor_type(eg, x) else {
+            return vec![];
+        };
+        let Some(r) = xt.known_dims().map(|d| d.len()) else {
+            return vec![];
+        };
+        if !is_float(xt.dtype) || r < 3 {
+            return vec![];
+        }
+        let xl = add_op(eg, &transpose_op(to_channels_last(r)), &[x]);
+        let axes = add_const(eg, Tensor::vector((1..r as i64 - 1).collect::<Vec<i64>>()));
+        let mean = add_op(eg, &Op::ReduceMean(ops::ReduceMean::default()), &[xl, axes]);
+        let y = add_op(eg, &transpose_op(to_channels_first(r)), &[mean]);
+        union_typed(eg, eclass, y)
     }
 }
 

@@ -120,6 +120,11 @@ pub(super) fn cases() -> Vec<Case> {
         case("maxpool-to-nhwc", "MaxPool", pool_case(true)),
         case("averagepool-to-nhwc", "AveragePool", pool_case(false)),
         case(
+            "globalaveragepool-to-nhwc",
+            "GlobalAveragePool",
+            unary_case(&[2, 3, 4, 5], ops::GlobalAveragePool::default(), &[]),
+        ),
+        case(
             "transpose-unit-axes-to-reshape",
             "Transpose",
             unit_transpose_case(),
