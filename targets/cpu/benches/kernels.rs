@@ -106,28 +106,52 @@ fn matmul(c: &mut Criterion) {
 }
 
 fn convolution(c: &mut Criterion) {
-    let cases: [(&str, [usize; 4], [usize; 4], Conv); 3] = [
+    // (name, input, weight, op, output height and width): ResNet-50 shapes (the 7×7/2 stem, 3×3 at 56² and 7²,
+    // a 1×1) and a depthwise 3×3. Dense convs with constant weights run the pre-packed GEMM where the CPU has
+    // AVX2+FMA.
+    let stem = Conv {
+        strides: Some(vec![2, 2]),
+        ..conv(&[7, 7], &[3, 3, 3, 3], 1)
+    };
+    type Case = (&'static str, [usize; 4], [usize; 4], Conv, [usize; 2]);
+    let cases: [Case; 5] = [
+        (
+            "7x7s2_3x224x224",
+            [1, 3, 224, 224],
+            [64, 3, 7, 7],
+            stem,
+            [112, 112],
+        ),
         (
             "3x3_64x56x56",
             [1, 64, 56, 56],
             [64, 64, 3, 3],
             conv(&[3, 3], &[1, 1, 1, 1], 1),
+            [56, 56],
+        ),
+        (
+            "3x3_512x7x7",
+            [1, 512, 7, 7],
+            [512, 512, 3, 3],
+            conv(&[3, 3], &[1, 1, 1, 1], 1),
+            [7, 7],
         ),
         (
             "1x1_256x28x28",
             [1, 256, 28, 28],
             [128, 256, 1, 1],
             conv(&[1, 1], &[0, 0, 0, 0], 1),
+            [28, 28],
         ),
         (
             "dw3x3_128x56x56",
             [1, 128, 56, 56],
             [128, 1, 3, 3],
             conv(&[3, 3], &[1, 1, 1, 1], 128),
+            [56, 56],
         ),
     ];
-    for (name, x, w, op) in cases {
-        let (oh, ow) = (x[2], x[3]);
+    for (name, x, w, op, [oh, ow]) in cases {
         let flops = 2 * w.iter().product::<usize>() * oh * ow;
         let case = one_node(op, &[&x], vec![tensor(&w, 5), tensor(&[w[0]], 6)]);
         bench(c, "conv", name, case, flops as u64);

@@ -1,7 +1,7 @@
 //! The heavy f32 kernels: MatMul, Gemm and Conv through the `gemm` crate's microkernels, and a direct depthwise
 //! convolution. Convolutions whose weights were packed at compile time ([`PackedConv`], on CPUs with AVX2 and FMA)
-//! run on [`packed_gemm`] instead: a 1×1 stride-1 convolution reads its NCHW input in place, others pack their
-//! im2col rows straight into its column strips, and the epilogue is applied in registers.
+//! run on [`packed_gemm`] instead: a 1×1 stride-1 convolution packs its NCHW input, others pack their im2col rows
+//! straight into its column strips (the activations are copied once), and the epilogue is applied in registers.
 //!
 //! Each kernel takes its operands as row-major slices with their shapes and writes a preallocated output. The fused
 //! epilogue ([`Epilogue`]) is applied per output block: the bias is written into the block before the product is
@@ -565,9 +565,19 @@ fn im2col_row(g: &ConvGeom, xc: &[f32], [a, b, e]: [usize; 3], c0: usize, dst: &
         let start = (base as isize + (lo * sw) as isize + xoff) as usize;
         if sw == 1 {
             seg.copy_from_slice(&xc[start..start + seg.len()]);
+        } else if sw == 2 && xc.len() >= start + 2 * seg.len() {
+            // Pairs, so that the loop vectorizes (a deinterleave).
+            let len = seg.len();
+            for (v, pair) in seg
+                .iter_mut()
+                .zip(xc[start..start + 2 * len].chunks_exact(2))
+            {
+                *v = pair[0];
+            }
         } else {
-            for (k, v) in seg.iter_mut().enumerate() {
-                *v = xc[start + k * sw];
+            let src = &xc[start..start + (seg.len() - 1) * sw + 1];
+            for (v, &x) in seg.iter_mut().zip(src.iter().step_by(sw)) {
+                *v = x;
             }
         }
     }
@@ -1049,7 +1059,7 @@ mod tests {
             .collect()
     }
 
-    /// Convolutions with pre-packed weights (im2col packed straight into strips, or 1×1 read in place) agree with
+    /// Convolutions with pre-packed weights (im2col packed straight into strips, or a 1×1 input packed) agree with
     /// the `gemm`-crate path, and bit for bit with themselves at 1, 2 and 3 threads.
     #[test]
     fn packed_conv_matches_the_gemm_crate_path() {
