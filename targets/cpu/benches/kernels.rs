@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the CPU target's kernel families: matmul/gemm, convolution (3×3, pointwise,
-//! depthwise), elementwise (broadcast binary, unary) and BatchNormalization, at one thread and at every core.
+//! depthwise), elementwise (broadcast binary, unary), BatchNormalization and pooling, at one thread and at every
+//! core.
 //!
 //! Each case is a one-node graph compiled with [`CpuExecutable::compile_with`] and run through the executable, so it
 //! measures what a model step costs (kernel, output allocation, dispatch) and stays valid however the kernels are
@@ -194,5 +195,27 @@ fn elementwise(c: &mut Criterion) {
     bench(c, "elementwise", "batchnorm", bn, n);
 }
 
-criterion_group!(kernels, matmul, convolution, elementwise);
+fn pooling(c: &mut Criterion) {
+    // Inception v2's pools: a strided max pool with end padding, a padded 3×3 average over many small planes.
+    let x: &[usize] = &[1, 64, 112, 112];
+    let max = MaxPool {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![2, 2]),
+        pads: Some(vec![0, 0, 1, 1]),
+        ..Default::default()
+    };
+    let n = 64 * 56 * 56;
+    bench(c, "pooling", "max_3x3s2", one_node(max, &[x], vec![]), n);
+    let x: &[usize] = &[1, 576, 14, 14];
+    let avg = AveragePool {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![1, 1]),
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let n = 576 * 14 * 14;
+    bench(c, "pooling", "avg_3x3s1p1", one_node(avg, &[x], vec![]), n);
+}
+
+criterion_group!(kernels, matmul, convolution, elementwise, pooling);
 criterion_main!(kernels);

@@ -20,9 +20,13 @@ use jiuzhou_ir::ops::expr::{ExprBinary, ExprStep, ExprUnary};
 use crate::ExecError;
 use crate::linalg::broadcast_strides;
 use crate::native::{Activation, In, NativeKernel, check_buffers};
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// Elements per block: the registers of a whole expression stay in the L1 cache.
 pub const BLOCK: usize = 256;
+
+/// A task's block registers and input offsets.
+type Scratch = (Vec<[f32; BLOCK]>, Vec<usize>);
 
 /// The kernel of one `FusedElementwise` node.
 #[derive(Clone, Debug)]
@@ -134,6 +138,10 @@ impl NativeKernel for FusedExpr {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let shapes: Vec<&[usize]> = ins.iter().map(|i| i.shape).collect();
         let osh = self.out_shape(&shapes)?;
         check_buffers(ins, out, &osh)?;
@@ -159,11 +167,8 @@ impl NativeKernel for FusedExpr {
             dims.push((osh[i], cur));
         }
         let (inner, inner_strides) = dims.pop().unwrap_or((1, vec![0; ins.len()]));
-        let rows = out.len() / inner;
-        let mut regs = vec![[0f32; BLOCK]; self.depth.max(1)];
-        let mut offs = vec![0usize; ins.len()];
-        for (row, orow) in out.chunks_exact_mut(inner).enumerate() {
-            debug_assert!(row < rows);
+        // Elements `[col0, col0 + orow.len())` of row `row`.
+        let part = |row: usize, col0: usize, orow: &mut [f32], (regs, offs): &mut Scratch| {
             // The element offset of every input at the start of this row.
             offs.iter_mut().for_each(|o| *o = 0);
             let mut rest = row;
@@ -175,7 +180,7 @@ impl NativeKernel for FusedExpr {
                 }
             }
             for (b, dst) in orow.chunks_mut(BLOCK).enumerate() {
-                let col = b * BLOCK;
+                let col = col0 + b * BLOCK;
                 let n = dst.len();
                 let mut sp = 0usize;
                 for step in &self.steps {
@@ -201,6 +206,22 @@ impl NativeKernel for FusedExpr {
                 }
                 dst.copy_from_slice(&regs[0][..n]);
             }
+        };
+        let scratch =
+            || -> Scratch { (vec![[0f32; BLOCK]; self.depth.max(1)], vec![0; ins.len()]) };
+        // Every element is computed on its own: with threads, whole rows per task, or runs of blocks of a
+        // single row.
+        if out.len() == inner {
+            par.for_each_chunk(out, BLOCK, MIN_CHUNK, |start, chunk| {
+                part(0, start, chunk, &mut scratch())
+            });
+        } else {
+            par.for_each_chunk(out, inner, MIN_CHUNK, |start, chunk| {
+                let mut r = scratch();
+                for (j, orow) in chunk.chunks_exact_mut(inner).enumerate() {
+                    part(start / inner + j, 0, orow, &mut r);
+                }
+            });
         }
         Ok(())
     }

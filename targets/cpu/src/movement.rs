@@ -9,6 +9,7 @@
 use crate::ExecError;
 use crate::linalg::broadcast;
 use crate::native::{In, NativeKernel, Placement, check_buffers, norm_axes, norm_axis, numel};
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// Row-major strides of `shape`.
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -24,7 +25,16 @@ type AxisMaps = Vec<Vec<Option<usize>>>;
 
 /// Writes `out` (row-major over the maps' lengths): element `(i0, i1, ...)` is `src[Σ maps[k][ik]]`, or `fill`
 /// when any map gives `None`.
-fn remap(src: &[f32], maps: &AxisMaps, fill: f32, out: &mut [f32]) -> Result<(), ExecError> {
+///
+/// With threads, outputs of at least two [`MIN_CHUNK`]s are split over the positions of the first output axis
+/// (every element is still a plain copy of its source).
+fn remap(
+    src: &[f32],
+    maps: &AxisMaps,
+    fill: f32,
+    out: &mut [f32],
+    par: &Parallel,
+) -> Result<(), ExecError> {
     let lens: Vec<usize> = maps.iter().map(|m| m.len()).collect();
     if out.len() != numel(&lens)? {
         return Err(ExecError::new("a kernel output does not match its shape"));
@@ -50,7 +60,21 @@ fn remap(src: &[f32], maps: &AxisMaps, fill: f32, out: &mut [f32]) -> Result<(),
             .flatten()
             .is_some_and(|b| m.iter().enumerate().all(|(j, &o)| o == Some(b + j)))
     });
-    rec(src, maps, 0, 0, fill, out, last == Some(true));
+    let contiguous = last == Some(true);
+    if maps.len() >= 2 && par.is_parallel() && out.len() >= 2 * MIN_CHUNK {
+        let inner = out.len() / maps[0].len();
+        par.for_each_chunk(out, inner, MIN_CHUNK, |start, chunk| {
+            let first = start / inner;
+            for (j, c) in chunk.chunks_exact_mut(inner).enumerate() {
+                match maps[0][first + j] {
+                    Some(off) => rec(src, maps, 1, off, fill, c, contiguous),
+                    None => c.fill(fill),
+                }
+            }
+        });
+    } else {
+        rec(src, maps, 0, 0, fill, out, contiguous);
+    }
     Ok(())
 }
 
@@ -243,6 +267,10 @@ impl NativeKernel for Transpose {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let shape = ins[0].shape;
         let perm = self.perm(shape.len())?;
         let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
@@ -253,7 +281,7 @@ impl NativeKernel for Transpose {
             .iter()
             .map(|&p| (0..shape[p]).map(|j| Some(j * st[p])).collect())
             .collect();
-        remap(ins[0].data, &maps, 0.0, out)
+        remap(ins[0].data, &maps, 0.0, out, par)
     }
 }
 
@@ -394,6 +422,10 @@ impl NativeKernel for Slice {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let shape = ins[0].shape;
         let ranges = self.ranges(shape)?;
         let out_shape: Vec<usize> = ranges.iter().map(|r| r.1).collect();
@@ -408,7 +440,7 @@ impl NativeKernel for Slice {
                     .collect()
             })
             .collect();
-        remap(ins[0].data, &maps, 0.0, out)
+        remap(ins[0].data, &maps, 0.0, out, par)
     }
 }
 
@@ -540,6 +572,10 @@ impl NativeKernel for Pad {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let shape = ins[0].shape;
         let geo = self.geometry(shape)?;
         let out_shape: Vec<usize> = geo.iter().map(|g| g.1).collect();
@@ -578,7 +614,7 @@ impl NativeKernel for Pad {
             PadMode::Constant(v) => v,
             _ => 0.0,
         };
-        remap(ins[0].data, &maps, fill, out)
+        remap(ins[0].data, &maps, fill, out, par)
     }
 }
 
@@ -605,6 +641,10 @@ impl NativeKernel for Expand {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let s = ins[0].shape;
         let out_shape = self.out_shape(&[s])?;
         check_buffers(ins, out, &out_shape)?;
@@ -625,7 +665,7 @@ impl NativeKernel for Expand {
                     .collect()
             })
             .collect();
-        remap(ins[0].data, &maps, 0.0, out)
+        remap(ins[0].data, &maps, 0.0, out, par)
     }
 }
 

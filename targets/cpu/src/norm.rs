@@ -8,6 +8,7 @@
 use crate::ExecError;
 use crate::linalg::{broadcast, broadcast_strides};
 use crate::native::{In, NativeKernel, check_buffers, norm_axis};
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// Softmax (or LogSoftmax) along `axis`.
 pub struct Softmax {
@@ -24,6 +25,10 @@ impl NativeKernel for Softmax {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let (x, shape) = (ins[0].data, ins[0].shape);
         check_buffers(ins, out, shape)?;
         let axis = norm_axis(self.axis, shape.len().max(1))?;
@@ -40,9 +45,15 @@ impl NativeKernel for Softmax {
         }
         if inner == 1 {
             // Contiguous lanes (the usual last-axis softmax): f32 with a vectorizable exp, sums in f64.
-            for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
-                softmax_lane(src, dst, self.log);
-            }
+            // Lanes are independent: with threads, chunks of whole lanes.
+            par.for_each_chunk(out, len, MIN_CHUNK, |start, chunk| {
+                for (src, dst) in x[start..]
+                    .chunks_exact(len)
+                    .zip(chunk.chunks_exact_mut(len))
+                {
+                    softmax_lane(src, dst, self.log);
+                }
+            });
             return Ok(());
         }
         let mut lane = vec![0.0f64; len];
@@ -180,6 +191,10 @@ impl NativeKernel for RowNorm {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let (x, shape) = (ins[0].data, ins[0].shape);
         check_buffers(ins, out, shape)?;
         let axis = norm_axis(self.axis, shape.len())?;
@@ -195,22 +210,28 @@ impl NativeKernel for RowNorm {
             return Ok(());
         }
         let eps = self.epsilon as f64;
-        for (row, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-            if self.rms {
-                let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64;
-                let inv = 1.0 / (ms + eps).sqrt();
-                for (j, (d, &v)) in dst.iter_mut().zip(row).enumerate() {
-                    *d = (v as f64 * (inv * scale[so[j]] as f64)) as f32;
-                }
-            } else {
-                let (m, var) = mean_var(row);
-                let inv = 1.0 / (var + eps).sqrt();
-                for (j, (d, &v)) in dst.iter_mut().zip(row).enumerate() {
-                    let b = bias.as_ref().map_or(0.0, |(b, bo)| b[bo[j]] as f64);
-                    *d = ((v as f64 - m) * inv * scale[so[j]] as f64 + b) as f32;
+        // Rows are independent: with threads, chunks of whole rows.
+        par.for_each_chunk(out, cols, MIN_CHUNK, |start, chunk| {
+            for (row, dst) in x[start..]
+                .chunks_exact(cols)
+                .zip(chunk.chunks_exact_mut(cols))
+            {
+                if self.rms {
+                    let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64;
+                    let inv = 1.0 / (ms + eps).sqrt();
+                    for (j, (d, &v)) in dst.iter_mut().zip(row).enumerate() {
+                        *d = (v as f64 * (inv * scale[so[j]] as f64)) as f32;
+                    }
+                } else {
+                    let (m, var) = mean_var(row);
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for (j, (d, &v)) in dst.iter_mut().zip(row).enumerate() {
+                        let b = bias.as_ref().map_or(0.0, |(b, bo)| b[bo[j]] as f64);
+                        *d = ((v as f64 - m) * inv * scale[so[j]] as f64 + b) as f32;
+                    }
                 }
             }
-        }
+        });
         Ok(())
     }
 }

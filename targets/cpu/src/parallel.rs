@@ -8,6 +8,12 @@
 //! threads on odd shapes). [`crate::packed_gemm`] also splits only over output tiles, and computes each output
 //! element as one FMA chain in k order whatever its blocking, so its results do not depend on the split either.
 //!
+//! Which kernels split: matrix products and convolutions (`gemm`, conv tiles), elementwise and fused elementwise
+//! kernels and activations (chunks of the output), pools and BatchNormalization (planes), Softmax and
+//! Layer/RMS normalization (chunks of whole rows), Transpose/Slice/Pad/Expand (positions of the first output
+//! axis). Each only from an output of about two [`MIN_CHUNK`]s up, and a run enters the pool only at a step with
+//! that much work (`exec.rs`), so kernels of a few microseconds never pay for a thread hand-over.
+//!
 //! One thread means no pool at all: everything runs inline on the caller's thread. Pools are shared per thread
 //! count by every executable of the process (the conformance runner compiles thousands of graphs; each would
 //! otherwise start its own threads).

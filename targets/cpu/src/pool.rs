@@ -211,6 +211,21 @@ fn interior(t: &AxisTaps) -> (usize, usize) {
     (lo, hi)
 }
 
+/// `f(dst[k], x[k·s])` for every `k` of `dst` (`x` long enough), with a plain loop for `s = 1` that the
+/// compiler vectorizes.
+#[inline(always)]
+fn strided<T: Copy, U>(dst: &mut [U], x: &[T], s: usize, f: impl Fn(&mut U, T)) {
+    if s == 1 {
+        for (d, &v) in dst.iter_mut().zip(x) {
+            f(d, v);
+        }
+    } else {
+        for (d, c) in dst.iter_mut().zip(x.chunks(s)) {
+            f(d, c[0]);
+        }
+    }
+}
+
 impl Pool {
     /// One plane of a 1-D or 2-D pool, an output row at a time. Border outputs are computed one by one, as
     /// [`Pool::plane`] does. Interior outputs separably: each input column is reduced over the window rows, then
@@ -218,11 +233,31 @@ impl Pool {
     /// signs either may be kept); averages are summed in f64 in another order, which changes the f32 result only
     /// when the window's values span more than ~29 binary orders of magnitude.
     fn plane_rows(&self, xs: &[f32], os: &mut [f32], ah: &AxisTaps, aw: &AxisTaps, iw: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.plane_rows_avx2(xs, os, ah, aw, iw) };
+        }
+        self.plane_rows_impl(xs, os, ah, aw, iw)
+    }
+
+    /// [`Pool::plane_rows`] with 256-bit vectors: the same operations in the same order (no fused multiply-adds),
+    /// so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn plane_rows_avx2(&self, xs: &[f32], os: &mut [f32], ah: &AxisTaps, aw: &AxisTaps, iw: usize) {
+        self.plane_rows_impl(xs, os, ah, aw, iw)
+    }
+
+    #[inline(always)]
+    fn plane_rows_impl(&self, xs: &[f32], os: &mut [f32], ah: &AxisTaps, aw: &AxisTaps, iw: usize) {
         let ow = aw.len;
         let (lo, hi) = interior(aw);
         let full = if hi > lo { aw.count[lo] } else { 0 };
         let mut sums = vec![0.0f64; if self.max { 0 } else { iw }];
         let mut colmax = vec![0.0f32; if self.max { iw } else { 0 }];
+        let mut accs = vec![0.0f64; if self.max { 0 } else { ow }];
+        let mut hmax = vec![0.0f32; if self.max { iw } else { 0 }];
         for zh in 0..ah.len {
             let (fh, nh, sh) = (ah.first[zh], ah.count[zh], ah.step);
             let orow = &mut os[zh * ow..][..ow];
@@ -245,16 +280,22 @@ impl Pool {
                             *m = m.max(v);
                         }
                     }
-                    let first = &xs[fh * iw + x0..];
-                    for (k, d) in dst.iter_mut().enumerate() {
-                        let w = &cm[k * s..];
-                        let mut m = w[0];
-                        for c in 1..full {
-                            m = m.max(w[c * st]);
+                    // A window column at a time over all outputs of the row (loops the compiler vectorizes).
+                    // Then the window max at every column (a stride-1 loop the compiler vectorizes, also for
+                    // strided pools), with the first tap winning when it is NaN; the outputs pick every s-th.
+                    let first = &xs[fh * iw + x0..][..span];
+                    let m = (run - 1) * s + 1;
+                    let hm = &mut hmax[..m];
+                    hm.copy_from_slice(&cm[..m]);
+                    for c in 1..full {
+                        for (d, &v) in hm.iter_mut().zip(&cm[c * st..][..m]) {
+                            *d = d.max(v);
                         }
-                        let t0 = first[k * s];
-                        *d = if t0.is_nan() { t0 } else { m };
                     }
+                    for (d, &t0) in hm.iter_mut().zip(&first[..m]) {
+                        *d = if t0.is_nan() { t0 } else { *d };
+                    }
+                    strided(dst, hm, s, |d, v| *d = v);
                 }
             } else if run > 0 {
                 // Separable, in f64: each input column's sum over the window rows, then each output's sum of
@@ -270,19 +311,23 @@ impl Pool {
                         *a += v as f64;
                     }
                 }
-                for (k, d) in dst.iter_mut().enumerate() {
-                    let w = &cs[k * s..];
-                    let mut acc = 0.0f64;
-                    for c in 0..full {
-                        acc += w[c * st];
+                // A window column at a time over all outputs of the row, each sum in the same order as one at
+                // a time (0 + first column + second + ...).
+                let acc = &mut accs[..run];
+                acc.fill(0.0);
+                for c in 0..full {
+                    strided(acc, &cs[c * st..], s, |a, v| *a += v);
+                }
+                if self.count_include_pad {
+                    let counted = &aw.counted[lo..hi];
+                    for ((d, &a), &cw) in dst.iter_mut().zip(acc.iter()).zip(counted) {
+                        *d = (a / (ah.counted[zh] * cw) as f64) as f32;
                     }
-                    let zw = lo + k;
-                    let n = if self.count_include_pad {
-                        ah.counted[zh] * aw.counted[zw]
-                    } else {
-                        nh * full
-                    };
-                    *d = (acc / n as f64) as f32;
+                } else {
+                    let n = (nh * full) as f64;
+                    for (d, &a) in dst.iter_mut().zip(acc.iter()) {
+                        *d = (a / n) as f32;
+                    }
                 }
             }
             for zw in (0..lo).chain(hi..ow) {

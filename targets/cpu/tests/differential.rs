@@ -494,6 +494,57 @@ fn large_shapes_split_across_threads() {
         .unwrap();
     b.output(y);
     check(b.finish().unwrap(), vec![rng.tensor(&[2, 32, 40, 40])]);
+    // Movement (Transpose, Slice, Pad, Expand), softmax and row norms, chunks of whole rows.
+    let i64s = |v: &[i64]| Tensor::vector(v.to_vec());
+    check_node(
+        Transpose {
+            perm: Some(vec![0, 2, 1, 3]),
+        },
+        &[&[1, 58, 4, 300]],
+        vec![],
+        321,
+    );
+    check_node(
+        Slice::default(),
+        &[&[3, 130, 301]],
+        vec![i64s(&[1, 2]), i64s(&[129, 300]), i64s(&[1, 2])],
+        322,
+    );
+    check_node(
+        Pad::default(),
+        &[&[2, 100, 170]],
+        vec![i64s(&[0, 1, 2, 0, 3, 1])],
+        323,
+    );
+    check_node(
+        Expand::default(),
+        &[&[1, 300, 1]],
+        vec![i64s(&[4, 300, 60])],
+        324,
+    );
+    check_node(Softmax { axis: -1 }, &[&[300, 257]], vec![], 325);
+    let ln = LayerNormalization {
+        axis: -1,
+        epsilon: 1e-5,
+        ..Default::default()
+    };
+    check_node(ln, &[&[300, 257], &[257], &[257]], vec![], 326);
+    let rms = RMSNormalization {
+        axis: -1,
+        epsilon: 1e-5,
+        ..Default::default()
+    };
+    check_node(rms, &[&[300, 257], &[257]], vec![], 327);
+    // FusedElementwise: runs of blocks of one row (same shapes), chunks of rows (a broadcast row).
+    for (k, shapes) in [[&[70001usize][..], &[70001][..]], [&[300, 257], &[257]]]
+        .into_iter()
+        .enumerate()
+    {
+        let expr = FusedElementwise {
+            expr: "i0 i1 sub gelu i0 mul sigmoid".parse().unwrap(),
+        };
+        check_node(expr, &shapes, vec![], 330 + k as u64);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -317,11 +317,23 @@ fn relaid_f32(w: &Tensor) -> Option<Tensor> {
     let s = w.shape();
     let (m, c) = (*s.first()?, *s.get(1)?);
     let k: usize = s[2..].iter().product();
+    let ck = c * k;
+    if d.len() != m * ck {
+        return None;
+    }
+    // Source [M, C, K] to destination [K, C, M], 32 output channels at a time: the 32 source rows are read
+    // front to back together (they stay in cache), each destination run of 32 is written contiguously.
+    const TILE: usize = 32;
     let mut out = vec![0f32; d.len()];
-    for (mi, block) in d.chunks_exact((c * k).max(1)).enumerate().take(m) {
+    for m0 in (0..m).step_by(TILE) {
+        let m1 = (m0 + TILE).min(m);
         for ci in 0..c {
             for ki in 0..k {
-                out[(ki * c + ci) * m + mi] = block[ci * k + ki];
+                let at = (ki * c + ci) * m;
+                let src = ci * k + ki;
+                for (o, mi) in out[at + m0..at + m1].iter_mut().zip(m0..m1) {
+                    *o = d[mi * ck + src];
+                }
             }
         }
     }
