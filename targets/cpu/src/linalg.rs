@@ -826,8 +826,10 @@ pub fn conv(
     let g = geom;
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
     let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
+    // Packed weights replace `w` (which may then be empty).
+    let packed = packed.filter(|p| !g.is_depthwise() && p.fits(g.group, mg, cg * taps));
     if x.len() != numel(&[g.batch, g.in_channels, il])?
-        || w.len() != numel(&[g.out_channels, cg, taps])?
+        || (packed.is_none() && w.len() != numel(&[g.out_channels, cg, taps])?)
         || out.len() != numel(&[g.batch, g.out_channels, ol])?
         || bias.is_some_and(|b| b.len() != g.out_channels)
         || residual.is_some_and(|r| r.len() != out.len())
@@ -862,7 +864,7 @@ pub fn conv(
     }
     let kdim = cg * taps;
     let pointwise = g.is_pointwise();
-    if let Some(p) = packed.filter(|p| p.fits(g.group, mg, kdim)) {
+    if let Some(p) = packed {
         for n in 0..g.batch {
             for (gi, a) in p.mats.iter().enumerate() {
                 let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
