@@ -886,7 +886,8 @@ impl CpuExecutable {
                 }
             }
         }
-        // Constant conv weights are final now (BatchNorm folded in): pack them once for the GEMM kernel.
+        // Constant conv weights are final now (BatchNorm folded in): pack them once for the GEMM kernel, which then
+        // replaces them (only their shape is kept).
         for step in &mut steps {
             if let StepKind::Kernel(Kernel::Conv {
                 w: Param::Const(wd, ws),
@@ -897,6 +898,9 @@ impl CpuExecutable {
                 && let Ok(group) = usize::try_from(attrs.group)
             {
                 *packed = linalg::PackedConv::new(wd, ws, group).map(Arc::new);
+                if packed.is_some() {
+                    *wd = Arc::new(Vec::new());
+                }
             }
         }
         if let Some(f) = &fault

@@ -521,7 +521,8 @@ fn im2col_block(g: &ConvGeom, channels: usize, x: &[f32], c0: usize, cols: usize
         for a in 0..kd {
             for b in 0..kh {
                 for e in 0..kw {
-                    im2col_row(g, xc, [a, b, e], c0, &mut col[row * cols..(row + 1) * cols]);
+                    let mut dst = &mut col[row * cols..(row + 1) * cols];
+                    im2col_row(g, xc, [a, b, e], c0, cols, &mut dst);
                     row += 1;
                 }
             }
@@ -529,13 +530,140 @@ fn im2col_block(g: &ConvGeom, channels: usize, x: &[f32], c0: usize, cols: usize
     }
 }
 
-/// Fills `dst` with one im2col row: what tap `[a, b, e]` of the input plane `xc` (`[in_len]`) reads for the output
-/// positions `c0..c0 + dst.len()` (flat over the output's spatial axes); padding reads zero.
-fn im2col_row(g: &ConvGeom, xc: &[f32], [a, b, e]: [usize; 3], c0: usize, dst: &mut [f32]) {
+/// Where an im2col row goes: a plain row ([`im2col_block`]) or one row of [`packed_gemm`] strips ([`Im2colB`]).
+/// Column `j` is relative to the first output position of the row.
+trait RowSink {
+    /// Columns `j..j + len` read padding.
+    fn zero(&mut self, j: usize, len: usize);
+    /// Columns `j..j + len` read `xc[start], xc[start + step], …, xc[start + (len - 1)·step]`.
+    fn gather(&mut self, j: usize, xc: &[f32], start: usize, step: usize, len: usize);
+}
+
+/// A run of an im2col row's columns: padding, or a strided read of the input plane from `start`.
+#[derive(Clone, Copy)]
+struct Seg {
+    j: usize,
+    len: usize,
+    start: Option<usize>,
+}
+
+/// Records the runs of an im2col row instead of writing them (the same for every input channel).
+impl RowSink for Vec<Seg> {
+    fn zero(&mut self, j: usize, len: usize) {
+        self.push(Seg {
+            j,
+            len,
+            start: None,
+        });
+    }
+
+    fn gather(&mut self, j: usize, _: &[f32], start: usize, _: usize, len: usize) {
+        self.push(Seg {
+            j,
+            len,
+            start: Some(start),
+        });
+    }
+}
+
+/// Copies every `step`-th element of `src` into `dst` (`step` 1 is a copy; 2 goes by pairs, so that it vectorizes).
+#[inline]
+fn gather_into(dst: &mut [f32], src: &[f32], step: usize) {
+    let len = dst.len();
+    match step {
+        1 => dst.copy_from_slice(&src[..len]),
+        2 if src.len() >= 2 * len => {
+            for (v, pair) in dst.iter_mut().zip(src[..2 * len].chunks_exact(2)) {
+                *v = pair[0];
+            }
+        }
+        _ => {
+            for (v, &x) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                *v = x;
+            }
+        }
+    }
+}
+
+impl RowSink for &mut [f32] {
+    fn zero(&mut self, j: usize, len: usize) {
+        self[j..j + len].fill(0.0);
+    }
+
+    fn gather(&mut self, j: usize, xc: &[f32], start: usize, step: usize, len: usize) {
+        gather_into(
+            &mut self[j..j + len],
+            &xc[start..(start + len * step).min(xc.len())],
+            step,
+        );
+    }
+}
+
+/// Row `p` of a block of [`packed_gemm`] strips (`kb` rows each, [`packed_gemm::strip_len`] apart).
+struct StripRow<'a> {
+    dst: &'a mut [f32],
+    p: usize,
+    strip: usize,
+}
+
+impl StripRow<'_> {
+    /// Calls `f(strip row, offset)` for the pieces of columns `j..j + len` that fall in one strip each, `offset`
+    /// being the piece's first column relative to `j`.
+    #[inline]
+    fn pieces(&mut self, j: usize, len: usize, mut f: impl FnMut(&mut [f32], usize)) {
+        let end = j + len;
+        let mut at = j;
+        while at < end {
+            let (s, jj) = (at / packed_gemm::NR, at % packed_gemm::NR);
+            let take = (packed_gemm::NR - jj).min(end - at);
+            let row = &mut self.dst[s * self.strip + self.p * packed_gemm::NR..][..packed_gemm::NR];
+            f(&mut row[jj..jj + take], at - j);
+            at += take;
+        }
+    }
+}
+
+impl RowSink for StripRow<'_> {
+    fn zero(&mut self, j: usize, len: usize) {
+        self.pieces(j, len, |d, _| d.fill(0.0));
+    }
+
+    fn gather(&mut self, j: usize, xc: &[f32], start: usize, step: usize, len: usize) {
+        let src = &xc[start..(start + len * step).min(xc.len())];
+        self.pieces(j, len, |d, o| {
+            const NR: usize = packed_gemm::NR;
+            if step == 1 && d.len() == NR {
+                // A whole strip row: a fixed-size copy, inlined.
+                let d: &mut [f32; NR] = d.try_into().expect("a strip row");
+                *d = src[o..o + NR].try_into().expect("a strip row");
+            } else if step == 2 && d.len() == NR && src.len() >= 2 * (o + NR) {
+                // A whole strip row at stride 2: fixed-size, so that it becomes shuffles.
+                let d: &mut [f32; NR] = d.try_into().expect("a strip row");
+                let s: &[f32; 2 * NR] =
+                    src[2 * o..2 * (o + NR)].try_into().expect("two strip rows");
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = s[2 * i];
+                }
+            } else {
+                gather_into(d, &src[o * step..], step);
+            }
+        });
+    }
+}
+
+/// Writes one im2col row of `cols` columns into `dst`: what tap `[a, b, e]` of the input plane `xc` (`[in_len]`)
+/// reads for the output positions `c0..c0 + cols` (flat over the output's spatial axes); padding reads zero.
+fn im2col_row(
+    g: &ConvGeom,
+    xc: &[f32],
+    [a, b, e]: [usize; 3],
+    c0: usize,
+    cols: usize,
+    dst: &mut impl RowSink,
+) {
     let [_, oh, ow] = g.output;
     let [_, ih, iw] = g.input;
     let sw = g.strides[2];
-    let cols = dst.len();
     let (xlo, xhi) = valid_range(g, 2, e);
     let xoff = (e * g.dilations[2]) as isize - g.pad_begin[2] as isize;
     // Walk the block one output row (fixed z, y) at a time.
@@ -546,39 +674,26 @@ fn im2col_row(g: &ConvGeom, xc: &[f32], [a, b, e]: [usize; 3], c0: usize, dst: &
         let y = (flat / ow) % oh;
         let z = flat / (ow * oh);
         let run = (ow - xo0).min(cols - j);
-        let line = &mut dst[j..j + run];
+        let line = j;
         j += run;
         let (Some(sz), Some(sy)) = (g.src(0, z, a), g.src(1, y, b)) else {
-            line.fill(0.0);
+            dst.zero(line, run);
             continue;
         };
         let base = (sz * ih + sy) * iw;
         // Output columns xo0..xo0+run; valid ones are [xlo, xhi).
         let lo = xlo.clamp(xo0, xo0 + run);
         let hi = xhi.clamp(lo, xo0 + run);
-        line[..lo - xo0].fill(0.0);
-        line[hi - xo0..].fill(0.0);
-        let seg = &mut line[lo - xo0..hi - xo0];
-        if seg.is_empty() {
-            continue;
+        if lo > xo0 {
+            dst.zero(line, lo - xo0);
         }
-        let start = (base as isize + (lo * sw) as isize + xoff) as usize;
-        if sw == 1 {
-            seg.copy_from_slice(&xc[start..start + seg.len()]);
-        } else if sw == 2 && xc.len() >= start + 2 * seg.len() {
-            // Pairs, so that the loop vectorizes (a deinterleave).
-            let len = seg.len();
-            for (v, pair) in seg
-                .iter_mut()
-                .zip(xc[start..start + 2 * len].chunks_exact(2))
-            {
-                *v = pair[0];
-            }
-        } else {
-            let src = &xc[start..start + (seg.len() - 1) * sw + 1];
-            for (v, &x) in seg.iter_mut().zip(src.iter().step_by(sw)) {
-                *v = x;
-            }
+        if xo0 + run > hi {
+            dst.zero(line + hi - xo0, xo0 + run - hi);
+        }
+        if hi > lo {
+            let start = (base as isize + (lo * sw) as isize + xoff) as usize;
+            let len = hi - lo;
+            dst.gather(line + lo - xo0, xc, start, sw, len);
         }
     }
 }
@@ -594,14 +709,34 @@ impl PackB for Im2colB<'_> {
     fn pack(&self, k0: usize, kb: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         let [_, kh, kw] = self.g.kernel;
         let (il, taps) = (self.g.in_len(), self.g.taps());
-        packed_gemm::with_row(nc, |row| {
-            for p in 0..kb {
-                let (c, t) = ((k0 + p) / taps, (k0 + p) % taps);
+        let strip = packed_gemm::strip_len(kb);
+        let sw = self.g.strides[2];
+        // The runs of each tap's row, found once and replayed for every input channel.
+        let mut plans: Vec<Option<Vec<Seg>>> = vec![None; taps];
+        for p in 0..kb {
+            let (c, t) = ((k0 + p) / taps, (k0 + p) % taps);
+            let xc = &self.x[c * il..][..il];
+            let plan = plans[t].get_or_insert_with(|| {
                 let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
-                im2col_row(self.g, &self.x[c * il..][..il], tap, j0, row);
-                packed_gemm::scatter_row(row, p, kb, dst);
+                let mut segs = Vec::new();
+                im2col_row(self.g, xc, tap, j0, nc, &mut segs);
+                segs
+            });
+            let mut row = StripRow { dst, p, strip };
+            for seg in plan.iter() {
+                match seg.start {
+                    Some(start) => row.gather(seg.j, xc, start, sw, seg.len),
+                    None => row.zero(seg.j, seg.len),
+                }
             }
-        });
+        }
+        // The columns of the last strip past `nc`.
+        let (s, used) = (nc / packed_gemm::NR, nc % packed_gemm::NR);
+        if used > 0 {
+            for p in 0..kb {
+                dst[s * strip + p * packed_gemm::NR..][used..packed_gemm::NR].fill(0.0);
+            }
+        }
     }
 }
 
@@ -691,8 +826,10 @@ pub fn conv(
     let g = geom;
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
     let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
+    // Packed weights replace `w` (which may then be empty).
+    let packed = packed.filter(|p| !g.is_depthwise() && p.fits(g.group, mg, cg * taps));
     if x.len() != numel(&[g.batch, g.in_channels, il])?
-        || w.len() != numel(&[g.out_channels, cg, taps])?
+        || (packed.is_none() && w.len() != numel(&[g.out_channels, cg, taps])?)
         || out.len() != numel(&[g.batch, g.out_channels, ol])?
         || bias.is_some_and(|b| b.len() != g.out_channels)
         || residual.is_some_and(|r| r.len() != out.len())
@@ -727,7 +864,7 @@ pub fn conv(
     }
     let kdim = cg * taps;
     let pointwise = g.is_pointwise();
-    if let Some(p) = packed.filter(|p| p.fits(g.group, mg, kdim)) {
+    if let Some(p) = packed {
         for n in 0..g.batch {
             for (gi, a) in p.mats.iter().enumerate() {
                 let xs = &x[(n * g.in_channels + gi * cg) * il..][..cg * il];
@@ -1075,7 +1212,23 @@ mod tests {
             [i64; 2],
             i64,
         );
-        let cases: [Case; 7] = [
+        let cases: [Case; 9] = [
+            (
+                &[1, 2, 9, 70],
+                &[5, 2, 3, 3],
+                [3, 3],
+                [1, 1, 1, 1],
+                [2, 2],
+                1,
+            ),
+            (
+                &[1, 3, 5, 100],
+                &[7, 3, 1, 3],
+                [1, 3],
+                [0, 2, 0, 1],
+                [1, 1],
+                1,
+            ),
             (
                 &[1, 3, 23, 19],
                 &[7, 3, 3, 3],

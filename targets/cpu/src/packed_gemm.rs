@@ -134,16 +134,6 @@ pub trait PackB: Sync {
     fn pack(&self, k0: usize, kb: usize, j0: usize, nc: usize, dst: &mut [f32]);
 }
 
-/// Writes `row` (the `nc` values of packed row `p`) into the strips of `dst` (`kb` rows each).
-#[inline]
-pub(crate) fn scatter_row(row: &[f32], p: usize, kb: usize, dst: &mut [f32]) {
-    for (s, src) in row.chunks(NR).enumerate() {
-        let d = &mut dst[s * strip_len(kb) + p * NR..][..NR];
-        d[..src.len()].copy_from_slice(src);
-        d[src.len()..].fill(0.0);
-    }
-}
-
 /// A row-major `[k, n]` matrix with row stride `rs` (a 1×1 convolution's NCHW input).
 pub struct MatB<'a> {
     /// The elements, `(p, j)` at `p·rs + j`.
@@ -196,8 +186,6 @@ thread_local! {
     static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The packed B shared by the row-panel tasks of a call made on this thread.
     static SHARED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// One unpacked row of B (im2col).
-    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on `len` floats of this thread's scratch `key` (a fresh buffer if it is already in use), starting on a
@@ -225,11 +213,6 @@ pub(crate) fn with_scratch<R>(
             f(&mut v[r])
         }
     })
-}
-
-/// Runs `f` on a scratch row of `len` floats.
-pub(crate) fn with_row<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    with_scratch(&ROW, len, f)
 }
 
 /// Where the microkernel reads one k block of B: strip `s` starts at `ptr + s·strip`, row `p` of a strip at
