@@ -3,15 +3,17 @@
 //! are masked) and `is_causal`; other forms (past key/value, windows, softcap, bool masks, extra outputs) run the
 //! reference.
 //!
-//! Per (batch, head): `S = Q·Kᵀ·scale` through the `gemm` crate, the mask and causal bias added, a row softmax as
-//! the reference's (NaN propagates through the maximum, a fully masked row attends nothing), then `Y = P·V`
-//! through `gemm`. The reference scales Q and K by `√scale` each; here the product is scaled once, which differs
+//! Per (batch, head): `S = Q·Kᵀ·scale` through the `gemm` crate (small heads: a direct loop, cheaper than a
+//! `gemm` call's set-up), the mask and causal bias added, a row softmax as the reference's (NaN propagates through
+//! the maximum, a fully masked row attends nothing), then `Y = P·V` the same way. Heads are independent: with
+//! threads, large attentions run one head per task (each head computed as on one thread). The reference scales Q and K by `√scale` each; here the product is scaled once, which differs
 //! only in rounding.
 
 use crate::ExecError;
 use crate::linalg::raw_gemm;
 use crate::native::{In, NativeKernel, numel};
 use crate::norm::exp_f32;
+use crate::parallel::{MIN_CHUNK, Parallel};
 
 /// An Attention node of the supported form.
 pub struct Attention {
@@ -72,6 +74,10 @@ impl NativeKernel for Attention {
     }
 
     fn run(&self, ins: &[In<'_>], out: &mut [f32]) -> Result<(), ExecError> {
+        self.run_par(ins, out, &Parallel::single())
+    }
+
+    fn run_par(&self, ins: &[In<'_>], out: &mut [f32], par: &Parallel) -> Result<(), ExecError> {
         let shapes: Vec<&[usize]> = ins.iter().map(|i| i.shape).collect();
         let ([batch, hq, sq, d], kv, dv) = self.check(&shapes)?;
         for i in ins {
@@ -99,12 +105,19 @@ impl NativeKernel for Attention {
         let alpha = s * s;
         let (q, k, v) = (ins[0].data, ins[1].data, ins[2].data);
         let mask = ins.get(3);
-        let mut scores = vec![0.0f32; numel(&[sq, kv])?];
-        for b in 0..batch {
-            for h in 0..hq {
-                let qh = &q[(b * hq + h) * sq * d..][..sq * d];
-                let kh = &k[(b * hkv + h / group) * kv * d..][..kv * d];
-                let vh = &v[(b * hkv + h / group) * kv * dv..][..kv * dv];
+        let scores_len = numel(&[sq, kv])?;
+        // Heads are independent: with threads, one (batch, head) per task once the whole is worth splitting.
+        let work = batch * hq * sq * kv * (d + dv);
+        let split = work >= 4 * MIN_CHUNK;
+        par.for_each_item(out, sq * dv, split, |bh, yh| {
+            let (b, h) = (bh / hq, bh % hq);
+            let mut scores = vec![0.0f32; scores_len];
+            let qh = &q[bh * sq * d..][..sq * d];
+            let kh = &k[(b * hkv + h / group) * kv * d..][..kv * d];
+            let vh = &v[(b * hkv + h / group) * kv * dv..][..kv * dv];
+            if small(sq, kv, d, dv) {
+                small_qk(qh, kh, &mut scores, d, alpha);
+            } else {
                 // SAFETY: `qh` is [sq, d], `kh` is [kv, d] (read as its transpose), `scores` is [sq, kv].
                 unsafe {
                     raw_gemm(
@@ -124,29 +137,32 @@ impl NativeKernel for Attention {
                         gemm::Parallelism::None,
                     )
                 };
-                for (i, row) in scores.chunks_exact_mut(kv.max(1)).enumerate() {
-                    let mut all_masked = true;
-                    let mrow = mask.map(|m| mask_row(m, [b, h, i]));
-                    for (j, x) in row.iter_mut().enumerate() {
-                        let mut bias = match (&mrow, mask) {
-                            (Some(off), Some(m)) => {
-                                if j < m.shape[m.shape.len() - 1] {
-                                    m.data[off + j]
-                                } else {
-                                    f32::NEG_INFINITY
-                                }
+            }
+            for (i, row) in scores.chunks_exact_mut(kv.max(1)).enumerate() {
+                let mut all_masked = true;
+                let mrow = mask.map(|m| mask_row(m, [b, h, i]));
+                for (j, x) in row.iter_mut().enumerate() {
+                    let mut bias = match (&mrow, mask) {
+                        (Some(off), Some(m)) => {
+                            if j < m.shape[m.shape.len() - 1] {
+                                m.data[off + j]
+                            } else {
+                                f32::NEG_INFINITY
                             }
-                            _ => 0.0,
-                        };
-                        if self.causal && j > i {
-                            bias = f32::NEG_INFINITY;
                         }
-                        all_masked &= bias == f32::NEG_INFINITY;
-                        *x += bias;
+                        _ => 0.0,
+                    };
+                    if self.causal && j > i {
+                        bias = f32::NEG_INFINITY;
                     }
-                    softmax_row(row, all_masked);
+                    all_masked &= bias == f32::NEG_INFINITY;
+                    *x += bias;
                 }
-                let yh = &mut out[(b * hq + h) * sq * dv..][..sq * dv];
+                softmax_row(row, all_masked);
+            }
+            if small(sq, kv, d, dv) {
+                small_pv(&scores, vh, yh, kv, dv);
+            } else {
                 // SAFETY: `scores` is [sq, kv], `vh` is [kv, dv], `yh` is [sq, dv].
                 unsafe {
                     raw_gemm(
@@ -167,8 +183,53 @@ impl NativeKernel for Attention {
                     )
                 };
             }
-        }
+        });
         Ok(())
+    }
+}
+
+/// Whether a head's products are small enough for [`small_qk`] and [`small_pv`]: below a few thousand
+/// multiply-adds a `gemm` call costs more in set-up than in arithmetic.
+fn small(sq: usize, kv: usize, d: usize, dv: usize) -> bool {
+    sq * kv * d.max(dv) <= 16 * 1024
+}
+
+/// `scores[i, j] = alpha·(q[i, :]·k[j, :])` for `q` `[sq, d]` and `k` `[kv, d]`; each dot product in eight
+/// interleaved partial sums (a vector register), added pairwise at the end.
+fn small_qk(q: &[f32], k: &[f32], scores: &mut [f32], d: usize, alpha: f32) {
+    let kv = k.len() / d.max(1);
+    for (qi, row) in q
+        .chunks_exact(d.max(1))
+        .zip(scores.chunks_exact_mut(kv.max(1)))
+    {
+        for (kj, s) in k.chunks_exact(d.max(1)).zip(row.iter_mut()) {
+            let mut acc = [0.0f32; 8];
+            let (qc, kc) = (qi.chunks_exact(8), kj.chunks_exact(8));
+            let (qr, kr) = (qc.remainder(), kc.remainder());
+            for (a, b) in qc.zip(kc) {
+                for l in 0..8 {
+                    acc[l] += a[l] * b[l];
+                }
+            }
+            for (l, (&a, &b)) in qr.iter().zip(kr).enumerate() {
+                acc[l] += a * b;
+            }
+            let sum =
+                ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+            *s = alpha * sum;
+        }
+    }
+}
+
+/// `y[i, :] = Σ_j p[i, j]·v[j, :]` for `p` `[sq, kv]` and `v` `[kv, dv]`, `j` in order.
+fn small_pv(p: &[f32], v: &[f32], y: &mut [f32], kv: usize, dv: usize) {
+    for (pi, yi) in p.chunks_exact(kv.max(1)).zip(y.chunks_exact_mut(dv.max(1))) {
+        yi.fill(0.0);
+        for (&w, vj) in pi.iter().zip(v.chunks_exact(dv.max(1))) {
+            for (o, &x) in yi.iter_mut().zip(vj) {
+                *o += w * x;
+            }
+        }
     }
 }
 

@@ -1154,6 +1154,19 @@ fn attention_variants() {
         let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
         native(op, &refs, vec![], i as u64 + 300);
     }
+    // Heads large enough for the `gemm` products and, with threads, one head per task (1, 2 and 3 threads agree
+    // bit for bit in `check`).
+    let op = Attention {
+        is_causal: 1,
+        ..Default::default()
+    };
+    let shapes: [&[usize]; 4] = [
+        &[2, 4, 64, 32],
+        &[2, 2, 96, 32],
+        &[2, 2, 96, 24],
+        &[2, 1, 64, 96],
+    ];
+    native(op, &shapes, vec![], 399);
 }
 
 /// Shape computations of dynamic-shape models (Shape → Gather → Unsqueeze → Concat → Reshape) and an embedding
