@@ -1,7 +1,7 @@
 //! The layout chosen by cost on real models: with a cost model that prices channels-last convolutions below
-//! channels-first ones, ResNet-50 and ShuffleNet come out with every conv in `FusedConvNhwc` form and Transposes
-//! only where a channels-first op (pooling, the channel shuffle, Gemm's Flatten) needs them; the reference
-//! target's own model keeps them channels-first. Both optimized graphs compute what the imported one computes.
+//! channels-first ones, ResNet-50 comes out channels-last end to end (convs and pools, one Transpose at the input)
+//! and ShuffleNet mostly so (its channel shuffles stay channels-first); the reference target's own model keeps
+//! everything channels-first. Both optimized graphs compute what the imported one computes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,7 +96,8 @@ fn assert_close(got: &[Value], want: &[Value], what: &str) {
 
 /// Optimizes `name` both ways and checks the layouts and the results: the channels-last graph keeps `first`
 /// convs channels-first and has `transposes` Transposes more than the channels-first one (`None`: at least three
-/// quarters of the convs are channels-last, the Transposes are the cost model's business).
+/// quarters of the convs are channels-last; the Transposes, and a conv the greedy extraction computes in both
+/// layouts for readers of each, are the cost model's business).
 fn check(name: &str, exact: Option<(usize, usize)>) {
     let g = model(name);
     let ev: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
@@ -121,13 +122,13 @@ fn check(name: &str, exact: Option<(usize, usize)>) {
         ops(&nhwc)
     );
     let last = count(&nhwc, "FusedConvNhwc");
-    assert_eq!(
-        last + count(&nhwc, "Conv") + count(&nhwc, "FusedConv"),
-        convs,
-        "{name}: {text}"
-    );
     match exact {
         Some((first, transposes)) => {
+            assert_eq!(
+                count(&nhwc, "Conv") + count(&nhwc, "FusedConv"),
+                first,
+                "{name}: {text}"
+            );
             assert_eq!(last, convs - first, "{name}: {text}");
             assert_eq!(
                 count(&nhwc, "Transpose"),
@@ -147,10 +148,10 @@ fn check(name: &str, exact: Option<(usize, usize)>) {
 }
 
 #[test]
-fn resnet50_convs_go_channels_last_between_the_pools() {
-    // The 52 convs between the stem's MaxPool and the final AveragePool go channels-last with one Transpose at
-    // each end; the stem conv stays channels-first (channels-last would need a Transpose on each side of it).
-    check("resnet50", Some((1, 2)));
+fn resnet50_goes_channels_last_end_to_end() {
+    // All 53 convs, the stem's MaxPool and the final AveragePool channels-last: one Transpose, at the input (the
+    // one after the AveragePool moves only size-1 axes and becomes part of the head's Reshape).
+    check("resnet50", Some((0, 1)));
 }
 
 #[test]

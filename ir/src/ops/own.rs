@@ -13,10 +13,12 @@ use crate::attr::{Attr, AttrValue};
 
 /// The names of jiuzhou's own ops (not ONNX operators), sorted.
 pub const OWN_OPS: &[&str] = &[
+    "AveragePoolNhwc",
     "FusedConv",
     "FusedConvNhwc",
     "FusedElementwise",
     "FusedMatMul",
+    "MaxPoolNhwc",
 ];
 
 /// Whether op type `name` is one of jiuzhou's own ops.

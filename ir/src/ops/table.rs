@@ -77,6 +77,17 @@ macro_rules! for_each_op {
                 opt pads: Vec<i64>,
                 opt strides: Vec<i64>,
             }
+            /// jiuzhou's own op (not ONNX): AveragePool in the channels-last layout, `X` `[N, spatial.., C]` to
+            /// `[N, out_spatial.., C]`: exactly AveragePool on the channels-first transpose, transposed back.
+            AveragePoolNhwc {
+                def auto_pad: String = "NOTSET".to_string(),
+                def ceil_mode: i64 = 0,
+                def count_include_pad: i64 = 0,
+                opt dilations: Vec<i64>,
+                req kernel_shape: Vec<i64>,
+                opt pads: Vec<i64>,
+                opt strides: Vec<i64>,
+            }
             /// ONNX `BatchNormalization` (opset 15).
             BatchNormalization {
                 def epsilon: f32 = 1e-5,
@@ -507,6 +518,17 @@ macro_rules! for_each_op {
                 req kernel_shape: Vec<i64>,
                 opt pads: Vec<i64>,
                 def storage_order: i64 = 0,
+                opt strides: Vec<i64>,
+            }
+            /// jiuzhou's own op (not ONNX): MaxPool (values only) in the channels-last layout, `X`
+            /// `[N, spatial.., C]` to `[N, out_spatial.., C]`: exactly MaxPool on the channels-first transpose,
+            /// transposed back.
+            MaxPoolNhwc {
+                def auto_pad: String = "NOTSET".to_string(),
+                def ceil_mode: i64 = 0,
+                opt dilations: Vec<i64>,
+                req kernel_shape: Vec<i64>,
+                opt pads: Vec<i64>,
                 opt strides: Vec<i64>,
             }
             /// ONNX `MaxRoiPool` (opset 22).

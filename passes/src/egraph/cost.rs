@@ -20,10 +20,11 @@ pub trait CostModel {
     /// absent optional input or unknown type) and output types (empty when unknown).
     fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64;
 
-    /// Whether the target has channels-last convolution kernels (`FusedConvNhwc`) worth considering: the optimizer
-    /// then adds the channels-last form of every convolution (`rules::layout::conv_rules`) and this model's costs
-    /// choose the layout, conv by conv. Off by default, so that a target without such kernels never pays for
-    /// exploring them (re-laying out every weight of a model is not free).
+    /// Whether the target has channels-last kernels (`FusedConvNhwc`, `MaxPoolNhwc`, `AveragePoolNhwc`) worth
+    /// considering: the optimizer then adds the channels-last form of every convolution and pool
+    /// (`rules::layout::channels_last_rules`) and this model's costs choose the layout, op by op. Off by default,
+    /// so that a target without such kernels never pays for exploring them (re-laying out every weight of a model
+    /// is not free).
     fn channels_last(&self) -> bool {
         false
     }

@@ -126,7 +126,7 @@ pub fn optimize_traced(
     let layout_off: Vec<String> = if cost.channels_last() {
         Vec::new()
     } else {
-        rules::layout::conv_rules()
+        rules::layout::channels_last_rules()
             .iter()
             .map(|r| r.name.to_string())
             .collect()

@@ -169,6 +169,8 @@ pub fn trace(
 fn fused_from(op: &str) -> &'static [&'static str] {
     match op {
         "FusedConv" | "FusedConvNhwc" => &["Conv"],
+        "MaxPoolNhwc" => &["MaxPool"],
+        "AveragePoolNhwc" => &["AveragePool"],
         "FusedMatMul" => &["MatMul", "Gemm"],
         // Named after the first node of the chain it covers.
         "FusedElementwise" => &[

@@ -128,9 +128,15 @@ pub fn activate(out: &mut [f32], act: &Activation) -> Result<(), ExecError> {
             }
         }),
         // Mul(x, Sigmoid(x)): the sigmoid rounded to f32, then an f32 product.
-        Activation::Silu => out
-            .iter_mut()
-            .for_each(|v| *v *= native::Activation::Sigmoid.apply(*v)),
+        Activation::Silu => {
+            let mut sig = [0f32; 256];
+            for chunk in out.chunks_mut(sig.len()) {
+                let sig = &mut sig[..chunk.len()];
+                sig.copy_from_slice(chunk);
+                native::Activation::Sigmoid.apply_in_place(sig);
+                chunk.iter_mut().zip(sig.iter()).for_each(|(v, s)| *v *= s);
+            }
+        }
         Activation::Sigmoid => unary(native::Activation::Sigmoid, out),
         Activation::Gelu => unary(native::Activation::Gelu, out),
         Activation::GeluTanh => unary(native::Activation::GeluTanh, out),

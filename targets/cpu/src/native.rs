@@ -424,10 +424,10 @@ fn reduce_node(
     })
 }
 
-/// A float activation computed per element in f64 and rounded once, as the reference does; GELU (the erf form) is
-/// the exception: it uses a rational approximation of erf ([`gelu_f32`], within 2e-7 of the reference),
-/// vectorized, because the reference's exact erf (libm's, two software `exp` per element) made it the costliest
-/// kernel of a transformer layer.
+/// A float activation computed per element in f64 and rounded once, as the reference does. Three are vectorized
+/// with their own approximations, because libm's scalar `erf`/`exp` made them the costliest kernels of a
+/// transformer layer: GELU (the erf form) on a rational erf ([`gelu_f32`], within 2e-7 of the reference), sigmoid
+/// and swish on a polynomial `exp` (within 1e-15 before rounding: the reference's f32 result but for rare ties).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     /// `1 / (1 + e^-x)`.
@@ -505,7 +505,7 @@ impl Activation {
     pub fn apply(self, x: f32) -> f32 {
         let x = x as f64;
         let y = match self {
-            Activation::Sigmoid => sigmoid(x),
+            Activation::Sigmoid => sigmoid_fast(x),
             Activation::Tanh => x.tanh(),
             Activation::Exp => x.exp(),
             Activation::Log => x.ln(),
@@ -536,7 +536,7 @@ impl Activation {
             }
             Activation::HardSigmoid(a, b) => (a as f64 * x + b as f64).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-            Activation::Swish(a) => x * sigmoid(a as f64 * x),
+            Activation::Swish(a) => x * sigmoid_fast(a as f64 * x),
             Activation::Erf => erf(x),
             Activation::Gelu => return gelu_f32(x as f32),
             Activation::GeluTanh => {
@@ -555,7 +555,9 @@ impl Activation {
     /// element, with the hot activations in loops the compiler vectorizes.
     pub fn apply_in_place(self, buf: &mut [f32]) {
         match self {
-            Activation::Gelu => gelu_in_place(buf),
+            Activation::Gelu => widest(buf, gelu_loop),
+            Activation::Sigmoid => widest(buf, sigmoid_loop),
+            Activation::Swish(a) => widest(buf, |b: &mut [f32]| swish_loop(b, a as f64)),
             a => buf.iter_mut().for_each(|v| *v = a.apply(*v)),
         }
     }
@@ -591,33 +593,96 @@ pub fn gelu_f32(x: f32) -> f32 {
     (0.5 * x * (1.0 + erf_rational(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
 }
 
+/// `e^x` for `x <= 0` in f64, branch-free so that loops over it vectorize: `x = n·ln 2 + r` (Cody–Waite, `n` by
+/// the round-to-nearest magic constant), a degree-12 Taylor polynomial of `e^r` (`|r| <= ln 2 / 2`, relative error
+/// below 2e-16), scaled by `2^n` built in the exponent bits. `x` is clamped at -200 (`e^-200` is 0 in f32).
+#[inline(always)]
+fn exp_nonpositive(x: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52: adding it rounds to an integer in the low bits.
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    let x = x.clamp(-200.0, 0.0);
+    let t = x * std::f64::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.0 / 479_001_600.0;
+    for c in [
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    // `n` is in [-289, 0]: its two's complement sits in the low bits of `t`.
+    let scale = f64::from_bits((t.to_bits().wrapping_add(1023) & 0x7ff) << 52);
+    p * scale
+}
+
+/// The logistic function in f64 as the reference computes it (`1/(1+e^-x)` for `x >= 0`, `e^x/(1+e^x)` below),
+/// with [`exp_nonpositive`] instead of libm's `exp`: within 1e-15 (relative) of the reference, so the same f32
+/// after rounding but for results within that distance of a rounding boundary.
+#[inline(always)]
+fn sigmoid_fast(x: f64) -> f64 {
+    let e = exp_nonpositive(-x.abs());
+    let y = if x >= 0.0 { 1.0 } else { e } / (1.0 + e);
+    if x.is_nan() { x } else { y }
+}
+
+/// GELU over a buffer.
 #[inline(always)]
 fn gelu_loop(buf: &mut [f32]) {
     buf.iter_mut().for_each(|v| *v = gelu_f32(*v));
 }
 
-/// [`gelu_f32`] over a buffer, with the widest vectors the machine has (the same bits at every width).
-fn gelu_in_place(buf: &mut [f32]) {
+/// The logistic function over a buffer.
+#[inline(always)]
+fn sigmoid_loop(buf: &mut [f32]) {
+    buf.iter_mut()
+        .for_each(|v| *v = sigmoid_fast(*v as f64) as f32);
+}
+
+/// `x·sigmoid(a·x)` over a buffer, in f64, rounded once.
+#[inline(always)]
+fn swish_loop(buf: &mut [f32], a: f64) {
+    buf.iter_mut().for_each(|v| {
+        let x = *v as f64;
+        *v = (x * sigmoid_fast(a * x)) as f32
+    });
+}
+
+/// Runs `f` on `buf` compiled for the widest vectors the machine has: the same operations in the same order (no
+/// fused multiply-adds), so the same bits at every width.
+#[inline(always)]
+fn widest<F: Fn(&mut [f32])>(buf: &mut [f32], f: F) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512(buf: &mut [f32]) {
-            gelu_loop(buf)
+        fn avx512<F: Fn(&mut [f32])>(buf: &mut [f32], f: F) {
+            f(buf)
         }
         #[target_feature(enable = "avx2")]
-        fn avx2(buf: &mut [f32]) {
-            gelu_loop(buf)
+        fn avx2<F: Fn(&mut [f32])>(buf: &mut [f32], f: F) {
+            f(buf)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(buf) };
+            return unsafe { avx512(buf, f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(buf) };
+            return unsafe { avx2(buf, f) };
         }
     }
-    gelu_loop(buf)
+    f(buf)
 }
 
 impl NativeKernel for Activation {
@@ -677,16 +742,6 @@ pub unsafe extern "C" fn pow_sv(a: *const f32, b: *const f32, out: *mut f32, n: 
     }
 }
 
-/// The logistic function, without overflow.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
 /// The error function: the reference target's (the same bits).
 pub use jiuzhou_target_reference::ops::elementwise::unary::erf;
 
@@ -729,6 +784,55 @@ mod tests {
             "as the reference: -inf·0 is NaN"
         );
         assert_eq!(&ends[3..], &[0.0, 1e4, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn fast_sigmoid_rounds_like_the_reference() {
+        let exact = |x: f64| {
+            if x >= 0.0 {
+                1.0 / (1.0 + (-x).exp())
+            } else {
+                x.exp() / (1.0 + x.exp())
+            }
+        };
+        let mut xs: Vec<f32> = (-60_000..=60_000).map(|i| i as f32 * 1.7e-3).collect();
+        xs.extend([
+            1e-30,
+            -1e-30,
+            300.0,
+            -300.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let mut fast = xs.clone();
+        Activation::Sigmoid.apply_in_place(&mut fast);
+        let mut differ = 0;
+        for (&x, &y) in xs.iter().zip(&fast) {
+            assert_eq!(
+                y.to_bits(),
+                Activation::Sigmoid.apply(x).to_bits(),
+                "sigmoid({x})"
+            );
+            let want = exact(x as f64);
+            let tol = 6e-8 * want + 1e-45;
+            assert!(
+                (y as f64 - want).abs() <= tol,
+                "sigmoid({x}) = {y}, want {want}"
+            );
+            differ += usize::from(y != want as f32);
+        }
+        assert!(
+            differ <= 3,
+            "{differ} results differ from the reference's rounding"
+        );
+        let mut nan = [f32::NAN];
+        Activation::Swish(1.0).apply_in_place(&mut nan);
+        assert!(nan[0].is_nan());
+        let mut sw = [-3.0f32, 0.5, 4.0];
+        Activation::Swish(1.5).apply_in_place(&mut sw);
+        for (&y, x) in sw.iter().zip([-3.0f64, 0.5, 4.0]) {
+            assert_eq!(y, (x * exact(1.5 * x)) as f32);
+        }
     }
 
     #[test]

@@ -412,6 +412,66 @@ fn pool_like(
     Ok(out)
 }
 
+/// Shared rule of the channels-last pools: `[N, spatial.., C]` to `[N, pooled spatial.., C]` (one output).
+#[allow(clippy::too_many_arguments)]
+fn pool_nhwc(
+    cx: &mut InferCx<'_>,
+    auto_pad: &str,
+    ceil_mode: i64,
+    kernel: &[i64],
+    strides: Option<&[i64]>,
+    dilations: Option<&[i64]>,
+    pads: Option<&[i64]>,
+) -> Result<Vec<ValueType>, InferError> {
+    let dtype = cx.tensor(0)?.dtype;
+    let shape = match cx.dims(0)? {
+        None => None,
+        Some(xd) => {
+            let n = kernel.len();
+            if n == 0 || xd.len() != n + 2 {
+                return Err(InferError::new(format!(
+                    "the channels-last input has rank {}, kernel_shape has {n} values",
+                    xd.len()
+                )));
+            }
+            let win = Window::new(n, kernel, strides, dilations, pads, auto_pad, ceil_mode)?;
+            let mut dims = vec![xd[0].clone()];
+            dims.extend(spatial_dims(cx, &win, &xd[1..=n])?);
+            dims.push(xd[n + 1].clone());
+            Some(dims)
+        }
+    };
+    Ok(vec![ValueType::Tensor(TensorType { dtype, shape })])
+}
+
+impl InferOp for AveragePoolNhwc {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        pool_nhwc(
+            cx,
+            &self.auto_pad,
+            self.ceil_mode,
+            &self.kernel_shape,
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+        )
+    }
+}
+
+impl InferOp for MaxPoolNhwc {
+    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+        pool_nhwc(
+            cx,
+            &self.auto_pad,
+            self.ceil_mode,
+            &self.kernel_shape,
+            self.strides.as_deref(),
+            self.dilations.as_deref(),
+            self.pads.as_deref(),
+        )
+    }
+}
+
 impl InferOp for AveragePool {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
         pool_like(

@@ -332,3 +332,27 @@ fn channels_last_conv_shapes() {
     // A weight of another rank is refused.
     assert!(check(conv, &[x, f32(&["7", "7", "3"])], 1).contains("rank"));
 }
+
+#[test]
+fn channels_last_pool_shapes() {
+    let mp = MaxPoolNhwc {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![2, 2]),
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    assert_eq!(
+        check(mp.clone(), &[f32(&["N", "112", "112", "64"])], 1),
+        "f32[N,56,56,64]"
+    );
+    let ap = AveragePoolNhwc {
+        kernel_shape: vec![7, 7],
+        ..Default::default()
+    };
+    assert_eq!(
+        check(ap, &[f32(&["1", "7", "7", "2048"])], 1),
+        "f32[1,1,1,2048]"
+    );
+    // The rank must be the kernel's plus two.
+    assert!(check(mp, &[f32(&["1", "8", "112", "112", "64"])], 1).contains("rank"));
+}

@@ -12,14 +12,16 @@
 //! generated from the op lists below; every generated rule has a soundness case (the tests build them from the
 //! same lists).
 //!
-//! The conv rules ([`conv_rules`]) add, next to every Conv and FusedConv over a statically shaped float input with
+//! The channels-last rules ([`channels_last_rules`]) add, next to every Conv and FusedConv over a statically shaped float input with
 //! constant weights, its channels-last form: `Transpose(FusedConvNhwc(Transpose(x, to_last), W'), to_first)`, with
 //! `W'` the weights re-laid out from `[M, C/g, k..]` to `[k.., C/g, M]` once per weight (a new constant, computed
 //! with the driver's reference semantics) and a residual transposed like `x`. Between two convs the `to_first` of
 //! one meets the `to_last` of the next (directly or after sinking through activations and Adds) and they cancel,
 //! so a graph extracted in channels-last form pays for Transposes only at its boundaries. Which form is extracted
 //! is the target's choice: op count keeps channels-first (the Transposes are extra nodes); a cost model with
-//! channels-last kernels prices `FusedConvNhwc` below `FusedConv`.
+//! channels-last kernels prices `FusedConvNhwc` below `FusedConv`. MaxPool and AveragePool get their channels-last
+//! forms (`MaxPoolNhwc`, `AveragePoolNhwc`) the same way, so that a pool between two convs need not break a
+//! channels-last chain, and a Transpose that only moves size-1 axes (after a global pool) becomes a Reshape.
 
 use std::sync::Arc;
 
@@ -166,13 +168,15 @@ pub fn rules() -> Vec<Rule> {
             .expect("a valid rule"),
         );
     }
-    rules.extend(conv_rules());
+    rules.extend(channels_last_rules());
     rules
 }
 
-/// The rules that add the channels-last form of a convolution, next to the channels-first one.
+/// The rules that add the channels-last form of a convolution or pool next to the channels-first one, and turn
+/// the Transposes that only move size-1 axes into Reshapes; they run only for a cost model with
+/// [`CostModel::channels_last`](super::super::cost::CostModel::channels_last).
 #[rustfmt::skip]
-pub fn conv_rules() -> Vec<Rule> {
+pub fn channels_last_rules() -> Vec<Rule> {
     vec![
         // Conv(x, W) == Transpose(FusedConvNhwc(Transpose(x, [0, 2.., 1]), W'), [0, r−1, 1..r−1]) with
         // W' = Transpose(W, [2.., 1, 0]) a folded constant ([M, C/g, k..] → [k.., C/g, M]).
@@ -186,7 +190,106 @@ pub fn conv_rules() -> Vec<Rule> {
         // FusedConv(x, W, b, z; act) == Transpose(FusedConvNhwc(Transpose(x), W', b, Transpose(z); act)) for a
         // residual z of the output's exact shape (b possibly absent).
         rw!("fusedconv-residual-to-nhwc"; "(FusedConv ?a ?x ?w ?b ?z)"   => { ToNhwc { fused: true } }),
+        // MaxPool(x) == Transpose(MaxPoolNhwc(Transpose(x, to_last)), to_first) (the values output only).
+        rw!("maxpool-to-nhwc";            "(MaxPool ?a ?x)"              => { PoolToNhwc { max: true } }),
+        // AveragePool(x) == Transpose(AveragePoolNhwc(Transpose(x, to_last)), to_first).
+        rw!("averagepool-to-nhwc";        "(AveragePool ?a ?x)"          => { PoolToNhwc { max: false } }),
+        // Transpose(x, p) == Reshape(x, shape) when p keeps the axes of size above 1 in order (the elements do not
+        // move): [1, 1, 1, C] to [1, C, 1, 1] after a global pool.
+        rw!("transpose-unit-axes-to-reshape"; "(Transpose ?p ?x)"        => { UnitTransposeToReshape }),
     ]
+}
+
+/// Adds the channels-last form of the matched MaxPool (`max`) or AveragePool.
+struct PoolToNhwc {
+    max: bool,
+}
+
+impl PoolToNhwc {
+    fn build(&self, eg: &mut IrEGraph, s: &Subst) -> Option<Id> {
+        let op = if self.max {
+            let Op::MaxPool(p) = op_with(eg, s, "MaxPool", "?a")? else {
+                return None;
+            };
+            Op::MaxPoolNhwc(ops::MaxPoolNhwc {
+                auto_pad: p.auto_pad,
+                ceil_mode: p.ceil_mode,
+                dilations: p.dilations,
+                kernel_shape: p.kernel_shape,
+                pads: p.pads,
+                strides: p.strides,
+            })
+        } else {
+            let Op::AveragePool(p) = op_with(eg, s, "AveragePool", "?a")? else {
+                return None;
+            };
+            Op::AveragePoolNhwc(ops::AveragePoolNhwc {
+                auto_pad: p.auto_pad,
+                ceil_mode: p.ceil_mode,
+                count_include_pad: p.count_include_pad,
+                dilations: p.dilations,
+                kernel_shape: p.kernel_shape,
+                pads: p.pads,
+                strides: p.strides,
+            })
+        };
+        let x = bound(eg, s, "?x");
+        let xt = tensor_type(eg, x)?;
+        let r = xt.known_dims()?.len();
+        if !is_float(xt.dtype) || r < 3 {
+            return None;
+        }
+        let xl = add_op(eg, &transpose_op(to_channels_last(r)), &[x]);
+        let y = add_op(eg, &op, &[xl]);
+        Some(add_op(eg, &transpose_op(to_channels_first(r)), &[y]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for PoolToNhwc {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        match self.build(eg, s) {
+            Some(new) => union_typed(eg, eclass, new),
+            None => vec![],
+        }
+    }
+}
+
+/// Replaces a Transpose that moves only size-1 axes with a Reshape to its (static) result shape.
+struct UnitTransposeToReshape;
+
+impl Applier<ENode, GraphAnalysis> for UnitTransposeToReshape {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let x = bound(eg, s, "?x");
+        let Some(dims) = tensor_type(eg, x).and_then(|t| t.known_dims()) else {
+            return vec![];
+        };
+        let Some(p) = op_with(eg, s, "Transpose", "?p").and_then(|op| perm(&op, dims.len())) else {
+            return vec![];
+        };
+        // The axes of size above 1, in the order the Transpose reads them, must be in increasing order.
+        let moved: Vec<usize> = p.iter().copied().filter(|&a| dims[a] != 1).collect();
+        if dims.contains(&0) || moved.windows(2).any(|w| w[0] > w[1]) {
+            return vec![];
+        }
+        let shape: Vec<i64> = p.iter().map(|&a| dims[a] as i64).collect();
+        let target = add_const(eg, Tensor::vector(shape));
+        let y = add_op(eg, &Op::Reshape(ops::Reshape::default()), &[x, target]);
+        union_typed(eg, eclass, y)
+    }
 }
 
 /// The permutation that moves the channel axis (1) last: `[0, 2, .., r−1, 1]`.

@@ -1,8 +1,8 @@
-//! Soundness cases of the channels-last conv rules (`rules/layout.rs`, [`conv_rules`]) and the choice of layout by
+//! Soundness cases of the channels-last conv rules (`rules/layout.rs`, [`channels_last_rules`]) and the choice of layout by
 //! cost: a cost model that prices channels-last convs below channels-first ones gets a graph whose convs are all
 //! `FusedConvNhwc` with Transposes only at its boundaries; op count keeps channels-first.
 //!
-//! [`conv_rules`]: super::super::rules::layout::conv_rules
+//! [`channels_last_rules`]: super::super::rules::layout::channels_last_rules
 
 use jiuzhou_ir::ops::{Activation, FusedConv};
 
@@ -79,8 +79,51 @@ fn fused_case(bias: bool, residual: bool, depthwise: bool, activation: Activatio
     finish(b, y)
 }
 
+/// `pool(x)` over x: f32[1, 3, 7, 7]: MaxPool 3×3 stride 2 with padding, or AveragePool 2×2 with ceil_mode and
+/// counted padding.
+fn pool_case(max: bool) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[1, 3, 7, 7]);
+    let y = if max {
+        let op = ops::MaxPool {
+            kernel_shape: vec![3, 3],
+            strides: Some(vec![2, 2]),
+            pads: Some(vec![1, 1, 1, 1]),
+            ..Default::default()
+        };
+        b.node1(op, &[x]).unwrap()
+    } else {
+        let op = ops::AveragePool {
+            kernel_shape: vec![2, 2],
+            strides: Some(vec![2, 2]),
+            pads: Some(vec![1, 0, 0, 1]),
+            ceil_mode: 1,
+            count_include_pad: 1,
+            ..Default::default()
+        };
+        b.node1(op, &[x]).unwrap()
+    };
+    finish(b, y)
+}
+
+/// `Relu(Transpose(x, [0, 3, 1, 2]))` with x: f32[2, 1, 1, 5]: only size-1 axes move.
+fn unit_transpose_case() -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let x = f32_input(&mut b, &[2, 1, 1, 5]);
+    let t = un(&mut b, transpose(&[0, 3, 1, 2]), x);
+    let y = relu(&mut b, t);
+    finish(b, y)
+}
+
 pub(super) fn cases() -> Vec<Case> {
     vec![
+        case("maxpool-to-nhwc", "MaxPool", pool_case(true)),
+        case("averagepool-to-nhwc", "AveragePool", pool_case(false)),
+        case(
+            "transpose-unit-axes-to-reshape",
+            "Transpose",
+            unit_transpose_case(),
+        ),
         case("conv-to-nhwc", "Conv", conv_case(false)),
         case("conv-bias-to-nhwc", "Conv", conv_case(true)),
         case(
@@ -203,6 +246,29 @@ fn the_layout_is_chosen_by_cost() {
         let got = Interpreter::default().run(&nchw, inputs).unwrap();
         assert_close(&got, &want, "channels-first");
     }
+}
+
+#[test]
+fn only_transposes_of_unit_axes_become_reshapes() {
+    // [2, 1, 1, 5] by [0, 3, 1, 2] moves the 5 past the 1s only; [2, 1, 3, 5] by [0, 3, 1, 2] moves it past the 3.
+    let mut b = GraphBuilder::new("moves");
+    let x = f32_input(&mut b, &[2, 1, 3, 5]);
+    let t = un(&mut b, transpose(&[0, 3, 1, 2]), x);
+    let y = relu(&mut b, t);
+    let g = finish(b, y);
+    let (out, _) = optimize_with(
+        &g,
+        &Avoid("Transpose"),
+        &only("transpose-unit-axes-to-reshape"),
+    );
+    assert_eq!(count(&out, "Transpose"), 1);
+    let (out, _) = optimize_with(
+        &unit_transpose_case(),
+        &Avoid("Transpose"),
+        &only("transpose-unit-axes-to-reshape"),
+    );
+    assert_eq!(count(&out, "Transpose"), 0);
+    assert_eq!(count(&out, "Reshape"), 1);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! `FusedConvNhwc(X, W, B, Z)`, the channels-last form, evaluates `Conv(Transpose(X), Transpose(W), B)` (X from
 //! `[N, s.., C]` to `[N, C, s..]`, W from `[k.., C/g, M]` to `[M, C/g, k..]`), transposes the result back to
 //! `[N, o.., M]`, then adds `Z` and applies the activation: the channels-first computation with Transposes around
-//! it, bit for bit what FusedConv computes on the transposed tensors.
+//! it, bit for bit what FusedConv computes on the transposed tensors. The channels-last pools, MaxPoolNhwc and
+//! AveragePoolNhwc, are likewise the channels-first pool between Transposes.
 //! `FusedMatMul(A, B, bias, Z)` evaluates `MatMul(A, B)`, then `Add(·, bias)`, `Add(·, Z)` and the activation. Each
 //! step is the existing op's own evaluation ([`EvalOp`]), so a fused node computes exactly what the nodes it
 //! replaced computed, rounding included, and every target can be checked against it.
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use jiuzhou_ir::ops::expr::ExprStep;
 use jiuzhou_ir::ops::own::OnnxActivation;
 use jiuzhou_ir::ops::{
-    Activation, Add, Clip, Conv, FusedConv, FusedConvNhwc, FusedElementwise, FusedMatMul, MatMul,
-    Mul, Sigmoid, Transpose,
+    Activation, Add, AveragePool, AveragePoolNhwc, Clip, Conv, FusedConv, FusedConvNhwc,
+    FusedElementwise, FusedMatMul, MatMul, MaxPool, MaxPoolNhwc, Mul, Sigmoid, Transpose,
 };
 use jiuzhou_ir::{Tensor, Value};
 
@@ -132,6 +133,51 @@ impl EvalOp for FusedConvNhwc {
         let y = transpose(cx, y, y_perm)?;
         let y = add_input(cx, y, 3)?;
         Ok(vec![apply_activation(cx, &self.activation, y)?])
+    }
+}
+
+/// `op` (a channels-first pool) on the channels-first transpose of input 0, transposed back to channels-last.
+fn pool_nhwc(cx: &EvalCx<'_>, op: &impl EvalOp) -> Result<Vec<Value>, EvalError> {
+    let r = rank_of(cx, 0)? as i64;
+    if r < 3 {
+        return Err(EvalError::new(format!(
+            "a channels-last pool needs rank 3 or more, got {r}"
+        )));
+    }
+    let x_perm: Vec<i64> = [0, r - 1].into_iter().chain(1..r - 1).collect();
+    let y_perm: Vec<i64> = [0].into_iter().chain(2..r).chain([1]).collect();
+    let x = transpose(cx, cx.value(0)?.clone(), x_perm)?;
+    let y = eval1(cx, op, &[Some(x)])?;
+    Ok(vec![transpose(cx, y, y_perm)?])
+}
+
+impl EvalOp for MaxPoolNhwc {
+    fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
+        let op = MaxPool {
+            auto_pad: self.auto_pad.clone(),
+            ceil_mode: self.ceil_mode,
+            dilations: self.dilations.clone(),
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            storage_order: 0,
+            strides: self.strides.clone(),
+        };
+        pool_nhwc(cx, &op)
+    }
+}
+
+impl EvalOp for AveragePoolNhwc {
+    fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
+        let op = AveragePool {
+            auto_pad: self.auto_pad.clone(),
+            ceil_mode: self.ceil_mode,
+            count_include_pad: self.count_include_pad,
+            dilations: self.dilations.clone(),
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        };
+        pool_nhwc(cx, &op)
     }
 }
 
