@@ -10,10 +10,11 @@
 //!
 //! **Blocking** (BLIS-style, the classic Haswell sgemm scheme): the microkernel computes an `MR×NR = 6×16` tile in
 //! 12 ymm accumulators (per k step: two loads of B, six broadcasts of A, twelve FMAs). The reduction is cut into
-//! `k.div_ceil(256)` blocks of equal length `kc ≤ 256` (a `kc×NR` strip of B, 16 KiB, stays in L1); rows go in
-//! blocks of `MC = 144` (a 144×kc block of A, 144 KiB, stays in L2); columns in blocks of at most
-//! `NC_FLOATS / kc` (a kc×nc block of packed B, 256 KiB, stays in L2). Loop order: column block → k block (pack B)
-//! → row block → B strip → A panel → microkernel. The weights ([`PackedA`]) are stored k block by k block, each
+//! `k.div_ceil(256)` blocks of equal length `kc ≤ 256` (a `kc×MR` panel of A, 6 KiB, stays in L1); columns in
+//! blocks of at most `NC_FLOATS / kc` (a kc×nc block of packed B, 256 KiB, stays in L2). Loop order: column
+//! block → k block (pack B) → A panel → B strip → microkernel: each panel sweeps its rows of the output and the
+//! residual left to right (the classic order, strip-outer, walks them down 16-wide columns at the output's row
+//! stride and measured slower here for short k). The weights ([`PackedA`]) are stored k block by k block, each
 //! block as `MR`-row panels (`kc×MR`, k-major), so the kernel walks them contiguously. B is always packed, even
 //! where it could be read in place (a 1×1 convolution's input): measured here, strided rows of B thrash the L1
 //! sets and cost more than the copy. Edge tiles run the kernel for their row count (1 to 6) and, where at most 8
@@ -38,13 +39,28 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// The longest k block.
 const KC: usize = 256;
-/// Rows of one row block (a multiple of `MR`).
-const MC: usize = 144;
 /// Floats of one packed B block (`kc × nc`).
 const NC_FLOATS: usize = 64 * 1024;
 
-/// Whether the running CPU has what the microkernel needs (AVX2 and FMA on x86-64).
+/// The environment variable that turns this GEMM off (`JIUZHOU_CPU_PACKED=0`): convolutions then run the `gemm`
+/// crate path, for comparisons from one binary. Read once per process.
+pub const ENV: &str = "JIUZHOU_CPU_PACKED";
+
+/// Whether convolutions use this GEMM: the running CPU has what the microkernel needs (AVX2 and FMA on x86-64) and
+/// [`ENV`] is not `0`.
 pub fn available() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let off = std::env::var(ENV).is_ok_and(|v| v.trim() == "0");
+        if off {
+            tracing::info!("{ENV}=0: convolutions run the gemm-crate path");
+        }
+        cpu_has_kernel() && !off
+    })
+}
+
+/// Whether the running CPU has AVX2 and FMA.
+fn cpu_has_kernel() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -374,31 +390,28 @@ unsafe fn macro_block(
 ) {
     let ns = nc.div_ceil(NR);
     let epi = last.then_some(epi);
-    let mut ic = p0;
-    while ic < p1 {
-        let ic1 = (ic + MC / MR).min(p1);
+    // Panel by panel, each across the block's strips: the output and residual rows stream (a strip-major order
+    // walks them down columns of 16 at the output's row stride, measured slower when k is short).
+    for ip in p0..p1 {
         for s in 0..ns {
             // SAFETY: strip `s` of the block.
             let bs = unsafe { bb.ptr.add(s * bb.strip) };
-            for ip in ic..ic1 {
-                let at = (ip * MR, j0 + s * NR);
-                // SAFETY: forwarded.
-                unsafe {
-                    tile(
-                        kb,
-                        a.panel(k0, kb, ip),
-                        (bs, bb.ldb),
-                        c,
-                        ldc,
-                        (a.m, n),
-                        at,
-                        !first,
-                        epi,
-                    )
-                };
-            }
+            let at = (ip * MR, j0 + s * NR);
+            // SAFETY: forwarded.
+            unsafe {
+                tile(
+                    kb,
+                    a.panel(k0, kb, ip),
+                    (bs, bb.ldb),
+                    c,
+                    ldc,
+                    (a.m, n),
+                    at,
+                    !first,
+                    epi,
+                )
+            };
         }
-        ic = ic1;
     }
 }
 
@@ -671,7 +684,7 @@ mod tests {
 
     #[test]
     fn matches_f64_on_odd_shapes_and_is_bit_equal_across_threads() {
-        if !available() {
+        if !cpu_has_kernel() {
             return;
         }
         let shapes = [
