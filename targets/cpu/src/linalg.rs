@@ -1173,6 +1173,7 @@ fn depthwise_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packed_gemm::tests::data;
 
     #[test]
     fn matmul_small() {
@@ -1181,19 +1182,6 @@ mod tests {
         let mut out = [0.0; 4];
         matmul(&a, &[2, 3], &b, &[3, 2], &mut out, &Parallel::single()).unwrap();
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
-    }
-
-    /// Deterministic values in [-1, 1).
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
     }
 
     /// Convolutions with pre-packed weights (im2col packed straight into strips, or a 1×1 input packed) agree with

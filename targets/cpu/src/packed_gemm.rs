@@ -633,11 +633,11 @@ unsafe fn kernel_avx2<const R: usize, const V: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
-    fn data(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (also the linalg tests' operands).
+    pub(crate) fn data(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..n)
             .map(|_| {
