@@ -176,6 +176,64 @@ impl FromStr for Activation {
     }
 }
 
+impl super::FusedConv {
+    /// The convolution this op applies before its bias, residual and activation.
+    pub fn conv(&self) -> super::Conv {
+        super::Conv {
+            auto_pad: self.auto_pad.clone(),
+            dilations: self.dilations.clone(),
+            group: self.group,
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        }
+    }
+}
+
+impl super::FusedConvNhwc {
+    /// The channels-first convolution this op computes between its layout changes.
+    pub fn conv(&self) -> super::Conv {
+        super::Conv {
+            auto_pad: self.auto_pad.clone(),
+            dilations: self.dilations.clone(),
+            group: self.group,
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        }
+    }
+}
+
+impl super::MaxPoolNhwc {
+    /// The channels-first pool this op computes between its layout changes.
+    pub fn channels_first(&self) -> super::MaxPool {
+        super::MaxPool {
+            auto_pad: self.auto_pad.clone(),
+            ceil_mode: self.ceil_mode,
+            dilations: self.dilations.clone(),
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            storage_order: 0,
+            strides: self.strides.clone(),
+        }
+    }
+}
+
+impl super::AveragePoolNhwc {
+    /// The channels-first pool this op computes between its layout changes.
+    pub fn channels_first(&self) -> super::AveragePool {
+        super::AveragePool {
+            auto_pad: self.auto_pad.clone(),
+            ceil_mode: self.ceil_mode,
+            count_include_pad: self.count_include_pad,
+            dilations: self.dilations.clone(),
+            kernel_shape: self.kernel_shape.clone(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        }
+    }
+}
+
 impl AttrValue for Activation {
     const KIND: &'static str = "string (an activation)";
 

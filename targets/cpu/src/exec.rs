@@ -467,14 +467,7 @@ fn select_kernel(
                 packed: None,
                 bias: req(2).map(|b| Param::of(graph, b)),
                 residual,
-                attrs: ConvAttrs {
-                    auto_pad: c.auto_pad.clone(),
-                    dilations: c.dilations.clone(),
-                    group: c.group,
-                    kernel_shape: c.kernel_shape.clone(),
-                    pads: c.pads.clone(),
-                    strides: c.strides.clone(),
-                },
+                attrs: ConvAttrs::of(&c.conv()),
                 epi: Epilogue {
                     relu: c.activation == Activation::Relu,
                 },
@@ -518,14 +511,7 @@ fn select_kernel(
                 packed: None,
                 bias: req(2).map(|b| Param::of(graph, b)),
                 residual: None,
-                attrs: ConvAttrs {
-                    auto_pad: c.auto_pad.clone(),
-                    dilations: c.dilations.clone(),
-                    group: c.group,
-                    kernel_shape: c.kernel_shape.clone(),
-                    pads: c.pads.clone(),
-                    strides: c.strides.clone(),
-                },
+                attrs: ConvAttrs::of(c),
                 epi: Epilogue::default(),
             }
         }

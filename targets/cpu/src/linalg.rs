@@ -401,6 +401,20 @@ pub struct ConvAttrs {
     pub strides: Option<Vec<i64>>,
 }
 
+impl ConvAttrs {
+    /// The attributes of the ONNX Conv `c`.
+    pub fn of(c: &jiuzhou_ir::ops::Conv) -> ConvAttrs {
+        ConvAttrs {
+            auto_pad: c.auto_pad.clone(),
+            dilations: c.dilations.clone(),
+            group: c.group,
+            kernel_shape: c.kernel_shape.clone(),
+            pads: c.pads.clone(),
+            strides: c.strides.clone(),
+        }
+    }
+}
+
 impl ConvGeom {
     /// Checks shapes and resolves the geometry of a convolution of `x` by `w` (`[M, C/group, k..]`).
     pub fn new(x: &[usize], w: &[usize], a: &ConvAttrs) -> Result<ConvGeom, ExecError> {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use jiuzhou_ir::ops::expr::ExprStep;
 use jiuzhou_ir::ops::own::OnnxActivation;
 use jiuzhou_ir::ops::{
-    Activation, Add, AveragePool, AveragePoolNhwc, Clip, Conv, FusedConv, FusedConvNhwc,
-    FusedElementwise, FusedMatMul, MatMul, MaxPool, MaxPoolNhwc, Mul, Sigmoid, Transpose,
+    Activation, Add, AveragePoolNhwc, Clip, FusedConv, FusedConvNhwc, FusedElementwise,
+    FusedMatMul, MatMul, MaxPoolNhwc, Mul, Sigmoid, Transpose,
 };
 use jiuzhou_ir::{Tensor, Value};
 
@@ -74,14 +74,7 @@ pub fn apply_activation(cx: &EvalCx<'_>, act: &Activation, y: Value) -> Result<V
 
 impl EvalOp for FusedConv {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let conv = Conv {
-            auto_pad: self.auto_pad.clone(),
-            dilations: self.dilations.clone(),
-            group: self.group,
-            kernel_shape: self.kernel_shape.clone(),
-            pads: self.pads.clone(),
-            strides: self.strides.clone(),
-        };
+        let conv = self.conv();
         let ins: Vec<Option<Value>> = (0..3)
             .map(|i| cx.inputs.get(i).cloned().flatten())
             .collect();
@@ -118,14 +111,7 @@ impl EvalOp for FusedConvNhwc {
         let w_perm: Vec<i64> = [r - 1, r - 2].into_iter().chain(0..r - 2).collect();
         let x = transpose(cx, cx.value(0)?.clone(), x_perm)?;
         let w = transpose(cx, cx.value(1)?.clone(), w_perm)?;
-        let conv = Conv {
-            auto_pad: self.auto_pad.clone(),
-            dilations: self.dilations.clone(),
-            group: self.group,
-            kernel_shape: self.kernel_shape.clone(),
-            pads: self.pads.clone(),
-            strides: self.strides.clone(),
-        };
+        let conv = self.conv();
         let b = cx.inputs.get(2).cloned().flatten();
         let y = eval1(cx, &conv, &[Some(x), Some(w), b])?;
         // [N, M, o..] -> [N, o.., M].
@@ -153,31 +139,13 @@ fn pool_nhwc(cx: &EvalCx<'_>, op: &impl EvalOp) -> Result<Vec<Value>, EvalError>
 
 impl EvalOp for MaxPoolNhwc {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let op = MaxPool {
-            auto_pad: self.auto_pad.clone(),
-            ceil_mode: self.ceil_mode,
-            dilations: self.dilations.clone(),
-            kernel_shape: self.kernel_shape.clone(),
-            pads: self.pads.clone(),
-            storage_order: 0,
-            strides: self.strides.clone(),
-        };
-        pool_nhwc(cx, &op)
+        pool_nhwc(cx, &self.channels_first())
     }
 }
 
 impl EvalOp for AveragePoolNhwc {
     fn eval(&self, cx: &EvalCx<'_>) -> Result<Vec<Value>, EvalError> {
-        let op = AveragePool {
-            auto_pad: self.auto_pad.clone(),
-            ceil_mode: self.ceil_mode,
-            count_include_pad: self.count_include_pad,
-            dilations: self.dilations.clone(),
-            kernel_shape: self.kernel_shape.clone(),
-            pads: self.pads.clone(),
-            strides: self.strides.clone(),
-        };
-        pool_nhwc(cx, &op)
+        pool_nhwc(cx, &self.channels_first())
     }
 }
 
