@@ -224,7 +224,10 @@ fn dynamic_batch_mlp_across_batches() {
                 .collect();
             match &first {
                 None => first = Some(bits),
-                Some(b) => assert!(*b == bits, "{name} at batch {batch}: 1 and 2 threads differ"),
+                Some(b) => assert!(
+                    *b == bits,
+                    "{name} at batch {batch}: 1 and 2 threads differ"
+                ),
             }
         }
     }

@@ -291,7 +291,11 @@ fn static_f32_shape(graph: &Graph, id: ValueId) -> Option<Vec<usize>> {
 }
 
 /// The shape of an f32 value with every dim known or bound in `binding`.
-fn bound_f32_shape(graph: &Graph, id: ValueId, binding: &HashMap<&str, usize>) -> Option<Vec<usize>> {
+fn bound_f32_shape(
+    graph: &Graph,
+    id: ValueId,
+    binding: &HashMap<&str, usize>,
+) -> Option<Vec<usize>> {
     match &graph.value(id).ty {
         ValueType::Tensor(t) if t.dtype == DType::F32 => t
             .shape
@@ -1268,8 +1272,14 @@ impl CpuExecutable {
             return Ok(self.peak_arena_bytes());
         };
         let binding: HashMap<&str, usize> = dims.iter().copied().collect();
-        if let Some(s) = bound.syms.iter().find(|s| !binding.contains_key(s.as_str())) {
-            return Err(ExecError::new(format!("no size given for symbolic dim `{s}`")));
+        if let Some(s) = bound
+            .syms
+            .iter()
+            .find(|s| !binding.contains_key(s.as_str()))
+        {
+            return Err(ExecError::new(format!(
+                "no size given for symbolic dim `{s}`"
+            )));
         }
         let plan = mem_plan(
             &self.graph,
@@ -1521,7 +1531,8 @@ impl CpuExecutable {
         match (&step.kind, &plan.places[si]) {
             // The output is the input's memory: nothing to compute.
             (StepKind::Kernel(k), StepPlace::View(x))
-                if matches!(rt.env[x.index()], Slot::Arena) && rt.view_holds(k, *x, step.outputs[0]) =>
+                if matches!(rt.env[x.index()], Slot::Arena)
+                    && rt.view_holds(k, *x, step.outputs[0]) =>
             {
                 rt.env[step.outputs[0].index()] = Slot::Arena;
                 rt.in_arena += 1;
@@ -1743,10 +1754,10 @@ impl Runtime<'_> {
         }
         match (step.threads, &step.kind) {
             (Some(decided), _) => decided,
-            (None, StepKind::Kernel(k)) => wants_threads(k, &step.reads, &|v| {
-                Some((self.shape_of(v), self.numel(v)))
-            })
-            .unwrap_or(false),
+            (None, StepKind::Kernel(k)) => {
+                wants_threads(k, &step.reads, &|v| Some((self.shape_of(v), self.numel(v))))
+                    .unwrap_or(false)
+            }
             (None, StepKind::Fallback(..)) => false,
         }
     }

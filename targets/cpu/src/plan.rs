@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn sizes_beyond_usize_are_refused() {
         assert_eq!(plan(&[iv(usize::MAX - 3, 0, 1)]), None);
-        assert_eq!(plan(&[iv(usize::MAX / 2, 0, 1), iv(usize::MAX / 2, 1, 2)]), None);
+        assert_eq!(
+            plan(&[iv(usize::MAX / 2, 0, 1), iv(usize::MAX / 2, 1, 2)]),
+            None
+        );
         // Disjoint lifetimes share memory, so the same two fit.
         assert!(plan(&[iv(usize::MAX / 4, 0, 1), iv(usize::MAX / 4, 2, 3)]).is_some());
     }

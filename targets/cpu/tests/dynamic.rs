@@ -55,7 +55,11 @@ fn bits(outs: &[Value]) -> Vec<Vec<u32>> {
     outs.iter()
         .map(|v| {
             let t = v.as_tensor().unwrap();
-            t.as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
+            t.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
         })
         .collect()
 }
@@ -102,7 +106,9 @@ fn each_binding_runs_its_intermediates_in_the_arena() {
     assert!(batches.len() > BOUND_PLANS + 1);
     for n in batches {
         let x = rng.tensor(&[n, 64]);
-        let want = Interpreter::default().run(&g, vec![value(x.clone())]).unwrap();
+        let want = Interpreter::default()
+            .run(&g, vec![value(x.clone())])
+            .unwrap();
         let mut first: Option<Vec<Value>> = None;
         for exec in &execs {
             let got = exec.run(vec![value(x.clone())]).unwrap();
@@ -123,7 +129,10 @@ fn each_binding_runs_its_intermediates_in_the_arena() {
     // At N=1 the Concat is in place: Relu's output (its Reshape a view of it) and Neg's are computed into the
     // Concat's [1,32,16], which with the MatMul's [1,256] and then the Softmax's [1,32,16] makes 2·512 floats.
     assert_eq!(at(1), 2 * 512 * 4, "{bytes:?}");
-    assert!(at(1) < at(3) && at(3) < at(7) && at(7) < at(64), "{bytes:?}");
+    assert!(
+        at(1) < at(3) && at(3) < at(7) && at(7) < at(64),
+        "{bytes:?}"
+    );
     assert!(at(64) >= 64 * 512 * 4, "{bytes:?}");
     assert_eq!(exec.arena_bytes_for(&[("N", 1)]).unwrap(), at(1));
     let err = exec.arena_bytes_for(&[("M", 1)]).unwrap_err();
@@ -137,7 +146,10 @@ fn wrong_input_shapes_give_clear_errors() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a rank-3 input ran"),
     };
-    assert!(err.contains("`x`") && err.contains("f32[2,3,64]") && err.contains("f32[N,64]"), "{err}");
+    assert!(
+        err.contains("`x`") && err.contains("f32[2,3,64]") && err.contains("f32[N,64]"),
+        "{err}"
+    );
     // A known dim that does not match fails in the kernels, clearly, as for a static graph.
     let err = match exec.run(vec![value(Rng(1).tensor(&[2, 63]))]) {
         Err(e) => e.to_string(),
@@ -157,7 +169,10 @@ fn wrong_input_shapes_give_clear_errors() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("N=2 and N=3 ran"),
     };
-    assert!(err.contains("`N` is 2 in input `x` but 3 in input `z`"), "{err}");
+    assert!(
+        err.contains("`N` is 2 in input `x` but 3 in input `z`"),
+        "{err}"
+    );
     // The executable still runs good inputs afterwards.
     let (a, c) = (rng.tensor(&[3, 4]), rng.tensor(&[3, 4]));
     let got = exec.run(vec![value(a.clone()), value(c.clone())]).unwrap();
@@ -183,16 +198,24 @@ fn exec_graph_two() -> Graph {
 fn absurd_bindings_are_refused() {
     let mut b = GraphBuilder::new("zero");
     let x = sym_input(&mut b, "x", &[Dim::from("N"), Dim::Known(0)]);
-    let w = b.constant("w", Tensor::from_vec(vec![0, 4], Vec::<f32>::new()).unwrap());
+    let w = b.constant(
+        "w",
+        Tensor::from_vec(vec![0, 4], Vec::<f32>::new()).unwrap(),
+    );
     let h = b.node1(MatMul::default(), &[x, w]).unwrap();
     let y = b.node1(Relu::default(), &[h]).unwrap();
     b.output(y);
     let exec = CpuExecutable::compile(Arc::new(b.finish().unwrap())).unwrap();
     // A sane binding runs: [N,0]·[0,4] is zeros.
     let got = exec
-        .run(vec![value(Tensor::from_vec(vec![3, 0], Vec::<f32>::new()).unwrap())])
+        .run(vec![value(
+            Tensor::from_vec(vec![3, 0], Vec::<f32>::new()).unwrap(),
+        )])
         .unwrap();
-    assert_eq!(got[0].as_tensor().unwrap().as_slice::<f32>().unwrap(), &[0.0; 12]);
+    assert_eq!(
+        got[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        &[0.0; 12]
+    );
     // [N,4] overflows `usize`; then it is more than a tensor may hold (`checked_numel`'s limit).
     for (n, says) in [(usize::MAX / 2, "overflows"), (1usize << 40, "limit")] {
         let x = Tensor::from_vec(vec![n, 0], Vec::<f32>::new()).unwrap();
@@ -200,7 +223,10 @@ fn absurd_bindings_are_refused() {
             Err(e) => e.to_string(),
             Ok(_) => panic!("N={n} ran"),
         };
-        assert!(err.contains(says) && err.contains(&format!("N={n}")), "{err}");
+        assert!(
+            err.contains(says) && err.contains(&format!("N={n}")),
+            "{err}"
+        );
     }
 }
 
@@ -218,7 +244,11 @@ fn data_dependent_shapes_stay_on_the_heap() {
     let y = b.node1(Abs::default(), &[t]).unwrap();
     b.output(y);
     let g = Arc::new(b.finish().unwrap());
-    assert!(g.value(t).ty.to_string().contains("topk"), "{}", g.value(t).ty);
+    assert!(
+        g.value(t).ty.to_string().contains("topk"),
+        "{}",
+        g.value(t).ty
+    );
     let exec = CpuExecutable::compile(g.clone()).unwrap();
     assert!(exec.is_planned_per_binding());
     let mut rng = Rng(9);
