@@ -741,6 +741,7 @@ fn compile_model(
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
             "fallback_ops": target_stats.fallback_ops,
             "peak_arena_bytes": target_stats.peak_arena_bytes,
+            "arena_symbols": target_stats.arena_symbols,
             "threads": target_stats.threads,
             "ops": ops,
         });
