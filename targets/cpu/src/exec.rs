@@ -2295,3 +2295,104 @@ impl Executable for CpuExecutable {
             .map_err(|e| RunError::Exec(e.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::GraphBuilder;
+    use jiuzhou_ir::TensorType;
+    use jiuzhou_ir::ops;
+
+    fn filled(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect();
+        Tensor::from_vec(shape.to_vec(), data).unwrap()
+    }
+
+    /// A graph with big and small GEMMs, a conv, and elementwise ops over big and small tensors; `batch` is the
+    /// first dim of its input (a symbol when `None`).
+    fn graph(batch: Option<usize>) -> Graph {
+        let mut b = GraphBuilder::new("threads");
+        let n = batch.map_or(Dim::from("N"), Dim::Known);
+        let x = b.input("x", TensorType::new(DType::F32, [n, 256.into()]));
+        let w = b.constant("w", filled(&[256, 512], 1));
+        let h = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
+        let r = b.node1(ops::Relu::default(), &[h]).unwrap();
+        let small = b.constant("small", filled(&[3, 4], 2));
+        let s = b.node1(ops::Neg::default(), &[small]).unwrap();
+        let img = b.input("img", TensorType::known(DType::F32, &[1, 16, 40, 40]));
+        let k = b.constant("k", filled(&[32, 16, 3, 3], 3));
+        let conv = ops::Conv {
+            kernel_shape: Some(vec![3, 3]),
+            ..Default::default()
+        };
+        let c = b.node1(conv, &[img, k]).unwrap();
+        let e = b.node1(ops::Abs::default(), &[c]).unwrap();
+        for v in [r, s, e] {
+            b.output(v);
+        }
+        b.finish().unwrap()
+    }
+
+    /// The thread decisions made at compile time for static shapes are the ones the shapes of a run give, there
+    /// are both kinds among them, and steps whose shapes are symbolic are left to the run.
+    #[test]
+    fn thread_decisions_made_at_compile_time_match_the_run() {
+        for batch in [Some(64), None] {
+            let g = Arc::new(graph(batch));
+            let exec = CpuExecutable::compile_with(g.clone(), &CpuOptions { threads: 2 }).unwrap();
+            let inputs = vec![
+                Value::Tensor(Arc::new(filled(&[64, 256], 4))),
+                Value::Tensor(Arc::new(filled(&[1, 16, 40, 40], 5))),
+            ];
+            // The shape of every value of the run: inputs, constants and each step's outputs.
+            let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+            for (id, v) in g.inputs.iter().zip(&inputs) {
+                shapes.insert(
+                    g.value(*id).name.clone(),
+                    v.as_tensor().unwrap().shape().to_vec(),
+                );
+            }
+            for v in &g.values {
+                if let Some(c) = &v.constant {
+                    shapes.insert(v.name.clone(), c.shape().to_vec());
+                }
+            }
+            exec.run_observed(inputs, &mut |name: &str, v: &Value| {
+                shapes.insert(name.to_string(), v.as_tensor().unwrap().shape().to_vec());
+            })
+            .unwrap();
+            let info = |v: ValueId| {
+                let s = shapes[&g.value(v).name].clone();
+                let n = s.iter().product();
+                Some((s, n))
+            };
+            let mut decided = Vec::new();
+            for step in &exec.steps {
+                let StepKind::Kernel(k) = &step.kind else {
+                    continue;
+                };
+                let at_run = wants_threads(k, &step.reads, &info).unwrap();
+                match step.threads {
+                    Some(d) => {
+                        assert_eq!(d, at_run, "step {} ({})", step.node, step.label);
+                        decided.push(d);
+                    }
+                    None => assert!(batch.is_none(), "step {} was left to the run", step.node),
+                }
+            }
+            // MatMul and Relu over [64,512], the conv: threads; Neg over 12 elements and (static) nothing else.
+            let want: &[bool] = if batch.is_some() {
+                &[true, true, false, true, true]
+            } else {
+                &[false, true, true]
+            };
+            assert_eq!(decided, want, "batch {batch:?}");
+        }
+    }
+}
