@@ -913,6 +913,9 @@ fn bench_model(
             "mean_ms": mean,
             "compile_ms": prepared.total_ms(),
         });
+        if let Some(bytes) = session.last_run_arena_bytes() {
+            json["run_arena_bytes"] = bytes.into();
+        }
         if let Some(p) = profile {
             json["profile"] = p;
         }

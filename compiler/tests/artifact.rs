@@ -366,6 +366,8 @@ fn cli_compile_run_and_bench_an_artifact() {
         assert_eq!(j["iters"], 3);
         assert_eq!(j["threads"], 1);
         assert_eq!(j["target"], "cpu");
+        // Static shapes: the runs used the arena laid out at compile time.
+        assert_eq!(j["run_arena_bytes"], stats["peak_arena_bytes"], "{j}");
     }
 }
 

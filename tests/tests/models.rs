@@ -200,6 +200,7 @@ fn dynamic_batch_mlp_across_batches() {
         let t = jiuzhou_ir::Tensor::from_vec(vec![batch, 1, 8, 8], data).unwrap();
         jiuzhou_ir::Value::Tensor(std::sync::Arc::new(t))
     };
+    let mut arena = Vec::new();
     for (i, batch) in [1usize, 3, 7, 1].into_iter().enumerate() {
         let x = input(batch, 100 + i as u64);
         let want = reference.run(vec![x.clone()]).unwrap();
@@ -230,7 +231,13 @@ fn dynamic_batch_mlp_across_batches() {
                 ),
             }
         }
+        arena.push(cpus[0].last_run_arena_bytes().unwrap());
     }
+    // Each batch ran in the arena planned for it.
+    assert!(
+        arena[0] < arena[1] && arena[1] < arena[2] && arena[3] == arena[0],
+        "{arena:?}"
+    );
     let wrong = jiuzhou_ir::Value::Tensor(std::sync::Arc::new(
         jiuzhou_ir::Tensor::from_vec(vec![2, 1, 8, 7], vec![0.0f32; 112]).unwrap(),
     ));

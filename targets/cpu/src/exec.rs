@@ -2286,6 +2286,10 @@ impl Executable for CpuExecutable {
         "cpu"
     }
 
+    fn last_run_arena_bytes(&self) -> Option<usize> {
+        self.last_run_arena().map(|u| u.arena_bytes)
+    }
+
     fn run_observed(
         &self,
         inputs: Vec<Value>,
