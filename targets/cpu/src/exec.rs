@@ -1478,6 +1478,7 @@ impl CpuExecutable {
             .map(String::as_str)
             .zip(key.iter().copied())
             .collect();
+        let started = std::time::Instant::now();
         let plan = Arc::new(mem_plan(
             g,
             &self.steps,
@@ -1485,6 +1486,7 @@ impl CpuExecutable {
             &self.fault_steps,
             &binding,
         )?);
+        let plan_us = started.elapsed().as_micros();
         let described: Vec<String> = bound
             .syms
             .iter()
@@ -1495,6 +1497,7 @@ impl CpuExecutable {
             binding = %described.join(", "),
             arena_bytes = plan.arena_len * 4,
             planned_values = plan.slots.len(),
+            plan_us,
             "cpu target: planned the arena for a binding of the symbolic dims"
         );
         if let Ok(mut cache) = bound.cache.lock() {
