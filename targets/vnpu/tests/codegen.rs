@@ -934,7 +934,15 @@ fn channels_last_pools_and_layout_changes_match_the_reference() {
         // Both layout changes on their own (x as NHWC → NCHW → NHWC).
         let f = transpose(&mut b, x, [0, 3, 1, 2]);
         let l = transpose(&mut b, f, [0, 2, 3, 1]);
-        for o in [y, a, f, l] {
+        // The channels-last GlobalAveragePool, with and without the unit axes.
+        let axes = b.constant("axes", Tensor::vector(vec![1i64, -2]));
+        let m = b.node1(ops::ReduceMean::default(), &[x, axes]).unwrap();
+        let flat = ops::ReduceMean {
+            keepdims: 0,
+            ..Default::default()
+        };
+        let m0 = b.node1(flat, &[x, axes]).unwrap();
+        for o in [y, a, f, l, m, m0] {
             b.output(o);
         }
         let what = format!("NHWC pools {shape:?} k={k} s={s} p={p} ceil={ceil}");
@@ -942,12 +950,16 @@ fn channels_last_pools_and_layout_changes_match_the_reference() {
             b.finish().unwrap(),
             CHANNELS_LAST,
             vec![tensor(&shape, 141)],
-            &["MaxPoolNhwc", "AveragePoolNhwc", "Transpose"],
+            &["MaxPoolNhwc", "AveragePoolNhwc", "Transpose", "ReduceMean"],
         );
         let e = eps(CHANNELS_LAST);
         for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
-            // The average goes through the cube (inputs rounded once); the rest moves values exactly.
-            let tol = if i == 1 { 2.0 * e + 1e-6 } else { 0.0 };
+            // The averages go through the cube (inputs rounded once); the rest moves values exactly.
+            let tol = if matches!(i, 1 | 4 | 5) {
+                2.0 * e + 1e-6
+            } else {
+                0.0
+            };
             assert_eq!(got.len(), want.len(), "{what}: output {i}");
             for (j, (g, w)) in got.iter().zip(want).enumerate() {
                 assert!(

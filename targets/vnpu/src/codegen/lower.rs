@@ -16,8 +16,9 @@
 //! On a channels-last profile ([`GraphLayout::Nhwc`](crate::profile::GraphLayout::Nhwc)) the convolutions and
 //! pools are the graph's channels-last ones instead: FusedConvNhwc (the Conv kernel: its NHWC input is stored
 //! exactly as the kernel gathers it, its HWIO weights are re-packed), MaxPoolNhwc and a global AveragePoolNhwc;
-//! Conv, FusedConv, MaxPool, AveragePool and GlobalAveragePool go to the host with that reason, and a Transpose
-//! NCHW ⇄ NHWC of a rank-4 tensor is a DMA kernel ([`super::transpose`]).
+//! a ReduceMean over the spatial axes of a channels-last rank-4 tensor (the channels-last GlobalAveragePool) is the
+//! cube's mean; Conv, FusedConv, MaxPool, AveragePool and GlobalAveragePool go to the host with that reason, and a
+//! Transpose NCHW ⇄ NHWC of a rank-4 tensor is a DMA kernel ([`super::transpose`]).
 
 use std::sync::Arc;
 
@@ -342,6 +343,29 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
         Op::FusedMatMul(f) => lower_fused_matmul(ctx, graph, node, &f.activation, out),
         Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
         Op::Transpose(t) if ctx.p.channels_last() => lower_transpose(ctx, graph, node, t, out),
+        Op::ReduceMean(_) if ctx.p.channels_last() => {
+            let (x, sx, so) = computed_input(graph, node, out)?;
+            let axes = node
+                .inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|a| constant(graph, a))
+                .and_then(|t| t.to_i64_vec());
+            let spatial = axes.is_some_and(|a| {
+                let mut a: Vec<i64> = a.iter().map(|&v| if v < 0 { v + 4 } else { v }).collect();
+                a.sort_unstable();
+                a == [1, 2]
+            });
+            if sx.len() != 4 || !spatial {
+                return Err(
+                    "ReduceMean other than over the spatial axes of a channels-last rank-4 tensor"
+                        .into(),
+                );
+            }
+            let so = vec![sx[0], 1, 1, *so.last().unwrap_or(&0)];
+            lower_mean(ctx, (x, nchw_of(&sx)?, nchw_of(&so)?), None, out)
+        }
         Op::Conv(_)
         | Op::FusedConv(_)
         | Op::MaxPool(_)
