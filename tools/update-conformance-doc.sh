@@ -9,7 +9,7 @@ py="$(tools/python-env.sh | tail -n 1)"
 "$py" tools/gen_node_suite.py "$cache/node" >/dev/null
 cargo build --release -q -p jiuzhou-compiler
 reports=()
-for target in reference cpu vnpu:default vnpu:vector_heavy; do
+for target in reference cpu vnpu:default vnpu:vector_heavy vnpu:channels_last; do
   report="$cache/conformance-$target.json"
   ./target/release/jiuzhou conformance --target "$target" --suite "$cache/node" --report "$report" >/dev/null || true
   reports+=("$report")

@@ -555,9 +555,18 @@ pub fn vnpu_roofline(p: &Profile) -> Roofline {
 
 /// The vnpu cost model: the profile's roofline; every op the reference implements is supported (the host runs
 /// what the NPU cannot), except those of jiuzhou's own ops that the profile's NPU has no kernel for
-/// (`jiuzhou_target_vnpu::codegen::lower::own_op_supported`: FusedConv with `group = 1` and FusedMatMul whose
-/// activation the vector unit computes run on the NPU; choosing any other would move a whole convolution or
-/// product to the host).
+/// (`jiuzhou_target_vnpu::codegen::lower::own_op_supported`: FusedConv — FusedConvNhwc, MaxPoolNhwc and
+/// AveragePoolNhwc on a channels-last profile — and FusedMatMul whose activation the vector unit computes run on
+/// the NPU; choosing any other would move a whole convolution or product to the host).
+///
+/// **Channels-last profiles** (`layout = "nhwc"`, [`Profile::channels_last`]) turn on the optimizer's channels-last
+/// forms ([`CostModel::channels_last`]). Their conv datapath has no channels-first kernel: a channels-first Conv,
+/// FusedConv, MaxPool, AveragePool or GlobalAveragePool runs on the host. Such a node costs at least what this NPU
+/// would need to compute it — the same op at the roofline plus the two layout changes (its input to channels-last,
+/// its result back), each priced as the explicit Transpose the optimizer would insert — plus the round trip of its
+/// input and result between host and global memory, at the global-memory rate (no link is faster). The
+/// channels-last form costs the kernel plus only those Transposes that do not cancel against a neighbour's, so
+/// the extractor keeps a chain of convolutions channels-last and pays for layout changes at its ends.
 #[derive(Clone, Copy, Debug)]
 pub struct VnpuCost {
     /// The profile's roofline.
@@ -578,7 +587,48 @@ impl CostModel for VnpuCost {
     }
 
     fn node_cost(&self, op: &Op, inputs: &[Option<&ValueType>], outputs: &[ValueType]) -> f64 {
-        self.roofline.estimate(op, inputs, outputs)
+        let cost = self.roofline.estimate(op, inputs, outputs);
+        let channels_first = matches!(
+            op,
+            Op::Conv(_)
+                | Op::FusedConv(_)
+                | Op::MaxPool(_)
+                | Op::AveragePool(_)
+                | Op::GlobalAveragePool(_)
+        );
+        if !self.profile.channels_last() || !channels_first {
+            return cost;
+        }
+        let (Some(Some(x)), Some(y)) = (inputs.first(), outputs.first()) else {
+            return cost;
+        };
+        cost + self.layout_change(x)
+            + self.layout_change(y)
+            + self.round_trip(x)
+            + self.round_trip(y)
+    }
+
+    fn channels_last(&self) -> bool {
+        self.profile.channels_last()
+    }
+}
+
+impl VnpuCost {
+    /// What the explicit Transpose that changes `t`'s layout costs.
+    fn layout_change(&self, t: &ValueType) -> f64 {
+        let rank = t.as_tensor().and_then(|t| t.rank()).unwrap_or(0);
+        let perm: Vec<i64> = [0].into_iter().chain(2..rank as i64).chain([1]).collect();
+        let op = Op::Transpose(jiuzhou_ir::ops::Transpose { perm: Some(perm) });
+        self.roofline
+            .estimate(&op, &[Some(t)], std::slice::from_ref(t))
+    }
+
+    /// Moving `t` between host and global memory once: its bytes at the global-memory rate, plus one transfer's
+    /// fixed cost.
+    fn round_trip(&self, t: &ValueType) -> f64 {
+        let op = Op::Transpose(jiuzhou_ir::ops::Transpose::default());
+        let (_, bytes) = egraph::cost::flops_and_bytes(&op, &[], std::slice::from_ref(t));
+        bytes / self.roofline.bandwidth + self.roofline.overhead
     }
 }
 

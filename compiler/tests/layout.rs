@@ -1,7 +1,8 @@
 //! The layout chosen by cost on real models: with a cost model that prices channels-last convolutions below
 //! channels-first ones, ResNet-50 comes out channels-last end to end (convs and pools, one Transpose at the input)
 //! and ShuffleNet mostly so (its channel shuffles stay channels-first); the reference target's own model keeps
-//! everything channels-first. Both optimized graphs compute what the imported one computes.
+//! everything channels-first. Both optimized graphs compute what the imported one computes. The vnpu's own cost
+//! model does the same by itself: channels-last on the `vnpu:channels_last` profile, channels-first on the others.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -159,4 +160,123 @@ fn shufflenet_convs_go_channels_last_where_the_cost_says() {
     // Its channel shuffles (Reshape, Transpose, Reshape) are channels-first: around them, a conv goes channels-last
     // only where the Transposes it needs are shared enough to pay.
     check("shufflenet", None);
+}
+
+fn vnpu(name: &str) -> jiuzhou_compiler::Target {
+    jiuzhou_compiler::Target::parse(name).unwrap()
+}
+
+/// A small CNN: Conv+Relu → MaxPool → Conv (+bias) + the pool's output as a residual → Relu → GlobalAveragePool.
+fn small_cnn() -> Graph {
+    use jiuzhou_ir::{DType, GraphBuilder, TensorType, ops};
+    let values = |n: usize, seed: u64| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0) * 0.2)
+            .collect()
+    };
+    let mut b = GraphBuilder::new("small_cnn");
+    let x = b.input("x", TensorType::known(DType::F32, &[1, 3, 15, 15]));
+    let w1 = b.constant(
+        "w1",
+        Tensor::from_vec(vec![8, 3, 3, 3], values(8 * 27, 1)).unwrap(),
+    );
+    let c1 = ops::Conv {
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let y = b.node1(c1, &[x, w1]).unwrap();
+    let y = b.node1(ops::Relu::default(), &[y]).unwrap();
+    let mp = ops::MaxPool {
+        kernel_shape: vec![3, 3],
+        strides: Some(vec![2, 2]),
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let p = b.node1(mp, &[y]).unwrap();
+    let w2 = b.constant(
+        "w2",
+        Tensor::from_vec(vec![8, 8, 3, 3], values(8 * 72, 2)).unwrap(),
+    );
+    let b2 = b.constant("b2", Tensor::from_vec(vec![8], values(8, 3)).unwrap());
+    let c2 = ops::Conv {
+        pads: Some(vec![1, 1, 1, 1]),
+        ..Default::default()
+    };
+    let z = b.node1(c2, &[p, w2, b2]).unwrap();
+    let z = b.node1(ops::Add::default(), &[z, p]).unwrap();
+    let z = b.node1(ops::Relu::default(), &[z]).unwrap();
+    let g = b.node1(ops::GlobalAveragePool::default(), &[z]).unwrap();
+    b.output(g);
+    b.finish().unwrap()
+}
+
+/// The vnpu's channels-last profile chooses channels-last by its own cost model (the profile's roofline, a
+/// channels-first conv priced with the layout changes and host round trip it needs there); the other profiles keep
+/// channels-first. On ResNet-50: every conv and pool channels-last, one Transpose at the input.
+#[test]
+fn vnpu_channels_last_profile_chooses_channels_last_by_cost() {
+    let ev: Arc<dyn ConstEvaluator> = Arc::new(ReferenceEvaluator);
+    let options = egraph::Options {
+        time_limit: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    for (name, g) in [("resnet50", model("resnet50")), ("small_cnn", small_cnn())] {
+        let x = inputs(&g);
+        let want = Interpreter::default().run(&g, x.clone()).unwrap();
+        for profile in ["vnpu:default", "vnpu:vector_heavy", "vnpu:channels_last"] {
+            let cost = vnpu(profile).cost_model();
+            let (opt, _) = egraph::optimize(&g, cost.as_ref(), Some(ev.clone()), &options).unwrap();
+            let first = count(&opt, "Conv") + count(&opt, "FusedConv");
+            let last = count(&opt, "FusedConvNhwc");
+            let pools_first = count(&opt, "MaxPool") + count(&opt, "AveragePool");
+            let what = format!("{name} for {profile}");
+            if profile == "vnpu:channels_last" {
+                assert!(first == 0 && last > 0 && pools_first == 0, "{what}");
+                assert_eq!(count(&opt, "MaxPoolNhwc"), 1, "{what}");
+                assert_eq!(
+                    count(&opt, "Transpose"),
+                    1,
+                    "{what}: one layout change, at the input"
+                );
+                if name == "resnet50" {
+                    assert_eq!(last, 53, "{what}");
+                }
+            } else {
+                assert!(first > 0 && last == 0, "{what}");
+            }
+            let got = Interpreter::default().run(&opt, x.clone()).unwrap();
+            assert_close(&got, &want, &what);
+        }
+    }
+}
+
+/// On the channels-last profile a channels-first conv costs more than its channels-last form with both layout
+/// changes; on the default profile the two convs cost the same and the Transposes only add.
+#[test]
+fn vnpu_channels_first_convs_cost_their_layout_changes_on_the_channels_last_profile() {
+    use jiuzhou_ir::{DType, TensorType, ops};
+    let t = |d: &[usize]| ValueType::Tensor(TensorType::known(DType::F32, d));
+    let (x, w, y) = (t(&[1, 64, 56, 56]), t(&[64, 64, 3, 3]), t(&[1, 64, 56, 56]));
+    let (xl, wl, yl) = (t(&[1, 56, 56, 64]), t(&[3, 3, 64, 64]), t(&[1, 56, 56, 64]));
+    let conv = Op::FusedConv(ops::FusedConv::default());
+    let nhwc = Op::FusedConvNhwc(ops::FusedConvNhwc::default());
+    let tr = Op::Transpose(ops::Transpose::default());
+    for profile in ["vnpu:default", "vnpu:channels_last"] {
+        let cost = vnpu(profile).cost_model();
+        let first = cost.node_cost(&conv, &[Some(&x), Some(&w)], std::slice::from_ref(&y));
+        let last = cost.node_cost(&nhwc, &[Some(&xl), Some(&wl)], std::slice::from_ref(&yl));
+        let to_last = cost.node_cost(&tr, &[Some(&x)], std::slice::from_ref(&xl));
+        let to_first = cost.node_cost(&tr, &[Some(&yl)], std::slice::from_ref(&y));
+        assert!(to_last > 0.0 && to_first > 0.0, "{profile}");
+        if profile == "vnpu:channels_last" {
+            assert!(cost.channels_last());
+            assert!(
+                first > last + to_last + to_first,
+                "{profile}: {first} vs {last}"
+            );
+        } else {
+            assert!(!cost.channels_last());
+            assert_eq!(first, last, "{profile}");
+        }
+    }
 }

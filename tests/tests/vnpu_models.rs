@@ -1,5 +1,7 @@
 //! Every model fixture on the simulated NPU (issue 5's acceptance): optimized for the target as `jiuzhou run` does,
-//! compiled for `vnpu:default` (a 16×16×16 f16 cube) and `vnpu:vector_heavy` (a 32×8×16 bf16 cube), run on the
+//! compiled for `vnpu:default` (a 16×16×16 f16 cube), `vnpu:vector_heavy` (a 32×8×16 bf16 cube) and
+//! `vnpu:channels_last` (the default machine with a channels-last conv datapath: the optimizer lays the CNNs out
+//! NHWC, and ResNet-50 must come out with every convolution channels-last), run on the
 //! simulator plus the CPU target for the nodes the NPU cannot run, and checked against the fixture's expected
 //! outputs (onnxruntime): every float output at cosine similarity ≥ 0.999 on the f16 profile and ≥ 0.99 on the
 //! bf16 one, integer outputs (ArgMax) equal on ≥ 98 % of the elements. Each run must really use the NPU (simulated
@@ -15,7 +17,11 @@ use jiuzhou_ir::{Data, Value};
 use jiuzhou_tests::generated;
 
 /// `(profile, minimum cosine similarity of float outputs)`.
-const PROFILES: [(&str, f64); 2] = [("vnpu:default", 0.999), ("vnpu:vector_heavy", 0.99)];
+const PROFILES: [(&str, f64); 3] = [
+    ("vnpu:default", 0.999),
+    ("vnpu:vector_heavy", 0.99),
+    ("vnpu:channels_last", 0.999),
+];
 
 /// The minimum share of integer output elements equal to the expected ones.
 const MIN_INT_AGREEMENT: f64 = 0.98;
@@ -65,6 +71,21 @@ fn check_model(name: &str) -> Vec<Option<f64>> {
         let (graph, _) =
             jiuzhou_compiler::optimize_graph(&model.graph, target, &Default::default())
                 .unwrap_or_else(|e| panic!("{name}: cannot optimize for {target}: {e}"));
+        let count = |op: &str| graph.nodes.iter().filter(|n| n.op.name() == op).count();
+        let channels_first = count("Conv") + count("FusedConv");
+        if name == "resnet50" {
+            // The layout is the cost model's choice: channels-last on the channels-last profile, end to end.
+            let want = if profile.channels_last() {
+                (0, 53)
+            } else {
+                (53, 0)
+            };
+            assert_eq!(
+                (channels_first, count("FusedConvNhwc")),
+                want,
+                "resnet50 on {target}: (channels-first, channels-last) convolutions"
+            );
+        }
         let flops = node_flops(&graph);
         let sig = jiuzhou_runtime::Signature::of(&graph);
         let exec = jiuzhou_compiler::compile_vnpu(graph, model.opset, profile, &Default::default())

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+pub mod direct_conv;
 pub mod elementwise;
 mod exec;
 pub mod fault;

@@ -39,6 +39,7 @@ use crate::codegen::gemm::{self, ASrc, BSrc, ConvGeom, GemmOp, GemmState};
 use crate::codegen::layout::Layout;
 use crate::codegen::lower::{EltArg, GemmB, Kernel, f32_shape, pack_conv_weights, pack_weights};
 use crate::codegen::rows::{self, MaxPoolOp, SoftmaxOp};
+use crate::codegen::transpose::{self, TransposeOp};
 use crate::codegen::{Ctx, round_up};
 use crate::dtype::DType;
 use crate::isa::{Program, VectorOp};
@@ -348,7 +349,7 @@ impl VnpuExecutable {
         let input = ctx.input.unwrap_or(DType::F16);
         let layout_of = |v: ValueId| -> Result<Layout, CompileError> {
             f32_shape(&graph, v)
-                .map(|s| Layout::new(&s, ctx.pitch_gran()))
+                .map(|s| ctx.layout(&s))
                 .map_err(CompileError)
         };
         let mut blob = |alloc: &mut Alloc, dtype: DType, data: Vec<f32>| -> u64 {
@@ -415,7 +416,7 @@ impl VnpuExecutable {
                     row.resize(ld as usize, 0.0);
                     kc.b = Some((blob(&mut alloc, DType::F32, row), ld));
                 }
-                Kernel::Softmax { .. } | Kernel::MaxPool { .. } => {}
+                Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Transpose { .. } => {}
             }
             kconst.insert(*idx, kc);
         }
@@ -1123,6 +1124,28 @@ fn emit_kernel(
                 win: *win,
             };
             rows::emit_maxpool(ctx, &op, &mut b)?;
+        }
+        Kernel::Transpose {
+            x,
+            nchw,
+            to_last,
+            out,
+        } => {
+            let (lx, lo) = (lay(*x)?, lay(*out)?);
+            let (wpitch, cpitch) = if *to_last {
+                (lx.pitch, lo.pitch)
+            } else {
+                (lo.pitch, lx.pitch)
+            };
+            let op = TransposeOp {
+                x: at(*x)?,
+                out: at(*out)?,
+                nchw: *nchw,
+                to_last: *to_last,
+                wpitch: wpitch as u64,
+                cpitch: cpitch as u64,
+            };
+            transpose::emit(ctx, &op, &mut b)?;
         }
         Kernel::Elt { op, a, b: arg, out } => {
             let la = lay(*a)?;

@@ -14,9 +14,12 @@
 //! - **DMA engines** that move strided 1-3-D blocks between global memory and the buffers, converting dtypes;
 //! - **global memory** with a size and a bandwidth.
 //!
-//! A [`Profile`] (a TOML file under `profiles/`, see [`profile`]) gives all of these numbers; two ship with the
+//! A [`Profile`] (a TOML file under `profiles/`, see [`profile`]) gives all of these numbers; three ship with the
 //! crate (`default`: a 16×16×16 f16 cube with L0A/L0B/L0C and a unified buffer UB; `vector_heavy`: a 32×8×16 bf16
-//! cube with a wide vector unit and a single DMA channel). Nothing in the code names a particular profile.
+//! cube with a wide vector unit and a single DMA channel; `channels_last`: the default machine whose conv datapath
+//! takes the graph's channels-last tensors, [`GraphLayout::Nhwc`], so that the optimizer lays graphs out NHWC by
+//! cost and the layout changes are explicit, counted Transpose kernels). Nothing in the code names a particular
+//! profile.
 //!
 //! # Programs
 //!
@@ -61,5 +64,5 @@ pub use isa::{
     VectorOp,
 };
 pub use partition::{NodePlacement, Placement};
-pub use profile::{Profile, ProfileError};
+pub use profile::{GraphLayout, Profile, ProfileError};
 pub use sim::{Machine, SimReport, Trap, TrapKind};

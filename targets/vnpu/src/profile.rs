@@ -99,6 +99,9 @@ pub enum ProfileError {
     /// The matrix unit's dtypes do not pair up (f16/bf16 need an f32 accumulator, i8 needs i32).
     #[error("matrix unit: {0}")]
     MatrixDtypes(String),
+    /// The `layout` key names no layout.
+    #[error("`layout`: unknown layout `{0}` (expected nchw or nhwc)")]
+    UnknownLayout(String),
 }
 
 fn shipped_names() -> String {
@@ -130,6 +133,38 @@ pub struct Profile {
     pub vector: VectorUnit,
     /// The DMA engines.
     pub dma: DmaUnit,
+    /// The layout of the graph's rank-4 tensors that the convolution and pooling datapath takes.
+    pub layout: GraphLayout,
+}
+
+/// The layout of the graph's rank-4 tensors that a profile's convolution and pooling datapath takes (the profile's
+/// `layout` key; `nchw` when absent).
+///
+/// Either way the datapath itself reads channels-last data (the implicit-GEMM convolution gathers each input
+/// pixel's contiguous channel vector with one aligned DMA); what differs is who pays for the layout:
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphLayout {
+    /// `nchw`: the graph stays channels-first (ONNX's NCHW) and the compiler stores every rank-4 tensor
+    /// channels-last behind the graph's back; the host re-lays tensors out when it moves them, outside the
+    /// simulated cycles. Conv, MaxPool and the global average pools run on the NPU.
+    #[default]
+    Nchw,
+    /// `nhwc`: every tensor is stored exactly as the graph lays it out (row-major), so the datapath takes the
+    /// graph's channels-last ops (FusedConvNhwc, MaxPoolNhwc, AveragePoolNhwc); a channels-first convolution or
+    /// pool has no kernel, and the layout conversions are the graph's explicit Transposes, which run as DMA
+    /// kernels and are counted like every other kernel. The optimizer chooses the layout by cost
+    /// (`CostModel::channels_last`), as compilers for NC1HWC0-style NPUs do.
+    Nhwc,
+}
+
+impl GraphLayout {
+    /// The name used in profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphLayout::Nchw => "nchw",
+            GraphLayout::Nhwc => "nhwc",
+        }
+    }
 }
 
 /// Global (off-chip) memory.
@@ -216,7 +251,7 @@ pub struct DmaUnit {
 }
 
 impl Profile {
-    /// Loads a shipped profile by name (`default`, `vector_heavy`).
+    /// Loads a shipped profile by name (`default`, `vector_heavy`, `channels_last`).
     pub fn by_name(name: &str) -> Result<Profile, ProfileError> {
         let (_, text) = SHIPPED
             .iter()
@@ -282,6 +317,11 @@ impl Profile {
         }
     }
 
+    /// Whether the conv datapath takes the graph's channels-last ops ([`GraphLayout::Nhwc`]).
+    pub fn channels_last(&self) -> bool {
+        self.layout == GraphLayout::Nhwc
+    }
+
     /// Cycles of one DMA transfer moving `bytes` across the global-memory side: the fixed latency plus the bytes
     /// at the lower of the DMA channel's and global memory's rates.
     pub fn dma_cycles(&self, bytes: u64) -> u64 {
@@ -331,6 +371,8 @@ struct RawProfile {
     matrix: RawMatrix,
     vector: RawVector,
     dma: RawDma,
+    #[serde(default)]
+    layout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +585,11 @@ impl RawProfile {
                 .collect::<Result<_, _>>()?,
         };
 
+        let layout = match self.layout.as_deref() {
+            None | Some("nchw") => GraphLayout::Nchw,
+            Some("nhwc") => GraphLayout::Nhwc,
+            Some(other) => return Err(ProfileError::UnknownLayout(other.to_string())),
+        };
         let g = self.global_memory;
         Ok(Profile {
             name: self.name,
@@ -558,6 +605,7 @@ impl RawProfile {
             matrix,
             vector,
             dma,
+            layout,
         })
     }
 }
@@ -597,6 +645,27 @@ mod tests {
     }
 
     #[test]
+    fn only_the_channels_last_profile_takes_nhwc_graphs() {
+        let c = Profile::from_target("vnpu:channels_last").unwrap();
+        assert_eq!(c.layout, GraphLayout::Nhwc);
+        assert!(c.channels_last());
+        for name in ["default", "vector_heavy"] {
+            let p = Profile::by_name(name).unwrap();
+            assert_eq!(p.layout, GraphLayout::Nchw, "{name}");
+            // The same machine otherwise: the channels-last profile is the default one with the graph's layout.
+            if name == "default" {
+                let same = Profile {
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                    layout: c.layout,
+                    ..p
+                };
+                assert_eq!(same, c);
+            }
+        }
+    }
+
+    #[test]
     fn profile_loads_from_a_path() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/vector_heavy.toml");
         let p = Profile::from_target(&format!("vnpu:{path}")).unwrap();
@@ -612,7 +681,11 @@ mod tests {
     /// Each case edits the default profile's text and expects this error message.
     #[test]
     fn bad_profiles_are_typed_errors() {
-        let base = SHIPPED[0].1;
+        let base = SHIPPED
+            .iter()
+            .find(|(n, _)| *n == "default")
+            .map(|(_, t)| *t)
+            .unwrap();
         let cases: &[(&str, &str, &str)] = &[
             (
                 "lanes = 128",
@@ -665,6 +738,11 @@ mod tests {
                 "size_bytes = 1099511627776",
                 "the simulator allows at most",
             ),
+            (
+                "cores = 8",
+                "cores = 8\nlayout = \"nchwc\"",
+                "`layout`: unknown layout `nchwc` (expected nchw or nhwc)",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(base.contains(from), "default.toml has no `{from}`");
@@ -676,7 +754,7 @@ mod tests {
         }
         assert_eq!(
             Profile::by_name("tpu").unwrap_err().to_string(),
-            "no profile named `tpu` (shipped: default, vector_heavy); pass a path to a .toml file for others"
+            "no profile named `tpu` (shipped: channels_last, default, vector_heavy); pass a path to a .toml file for others"
         );
     }
 }

@@ -808,3 +808,251 @@ fn grouped_conv_runs_as_a_dense_conv_and_depthwise_stays_on_the_host() {
         n.reason
     );
 }
+
+// ---- The channels-last profile: the graph's NHWC ops on the cube, layout changes as DMA kernels. ----
+
+const CHANNELS_LAST: &str = "channels_last";
+
+fn transpose(b: &mut GraphBuilder, x: jiuzhou_ir::ValueId, perm: [i64; 4]) -> jiuzhou_ir::ValueId {
+    let t = ops::Transpose {
+        perm: Some(perm.to_vec()),
+    };
+    b.node1(t, &[x]).unwrap()
+}
+
+#[test]
+fn channels_last_conv_matches_the_reference() {
+    // NCHW input → Transpose → FusedConvNhwc (HWIO weights, bias, NHWC residual, activation) → per-channel Add →
+    // Transpose back: everything on the NPU. (input, cout, kernel, stride, pad, dilation, group, residual, act)
+    type Case = (
+        [usize; 4],
+        usize,
+        usize,
+        i64,
+        i64,
+        i64,
+        i64,
+        bool,
+        ops::Activation,
+    );
+    use ops::Activation as A;
+    let cases: [Case; 8] = [
+        ([1, 3, 11, 13], 5, 3, 1, 1, 1, 1, false, A::None),
+        ([2, 7, 9, 10], 19, 3, 2, 1, 1, 1, true, A::Relu),
+        ([1, 20, 6, 7], 33, 1, 1, 0, 1, 1, true, A::None),
+        ([1, 3, 17, 15], 8, 7, 2, 3, 1, 1, false, A::Relu),
+        ([1, 5, 12, 12], 6, 3, 1, 2, 2, 1, true, A::Silu),
+        ([1, 70, 5, 5], 9, 3, 1, 1, 1, 1, false, A::Sigmoid),
+        ([1, 6, 9, 11], 10, 3, 1, 1, 1, 2, true, A::Relu),
+        (
+            [1, 33, 4, 3],
+            17,
+            2,
+            1,
+            0,
+            1,
+            1,
+            false,
+            A::Clip {
+                min: -0.5,
+                max: 0.75,
+            },
+        ),
+    ];
+    for (i, &(shape, cout, k, s, p, d, group, with_z, act)) in cases.iter().enumerate() {
+        let [n, c, h, w] = shape;
+        let (oh, ow) = (
+            (h + 2 * p as usize - d as usize * (k - 1) - 1) / s as usize + 1,
+            (w + 2 * p as usize - d as usize * (k - 1) - 1) / s as usize + 1,
+        );
+        let mut b = GraphBuilder::new("nhwc_conv");
+        let x = f32_input(&mut b, "x", &shape);
+        let xl = transpose(&mut b, x, [0, 2, 3, 1]);
+        let wt = b.constant(
+            "w",
+            tensor(&[k, k, c / group as usize, cout], 90 + i as u64),
+        );
+        let bias = b.constant("b", tensor(&[cout], 100 + i as u64));
+        let mut ins = vec![xl, wt, bias];
+        let mut inputs = vec![tensor(&shape, 110 + i as u64)];
+        if with_z {
+            ins.push(f32_input(&mut b, "z", &[n, oh, ow, cout]));
+            inputs.push(tensor(&[n, oh, ow, cout], 120 + i as u64));
+        }
+        let op = ops::FusedConvNhwc {
+            activation: act,
+            group,
+            strides: Some(vec![s, s]),
+            pads: Some(vec![p, p, p, p]),
+            dilations: Some(vec![d, d]),
+            ..Default::default()
+        };
+        let y = b.node1(op, &ins).unwrap();
+        let per_channel = b.constant("pc", tensor(&[cout], 130 + i as u64));
+        let y = b.node1(ops::Add::default(), &[y, per_channel]).unwrap();
+        let y = transpose(&mut b, y, [0, 3, 1, 2]);
+        b.output(y);
+        let what = format!(
+            "FusedConvNhwc {shape:?} cout={cout} k={k} s={s} p={p} d={d} group={group} residual={with_z} {act}"
+        );
+        let r = run(
+            b.finish().unwrap(),
+            CHANNELS_LAST,
+            inputs,
+            &["Transpose", "FusedConvNhwc", "Add"],
+        );
+        // Bias, residual and the per-channel constant add a term each; activations are at most 1.5-Lipschitz.
+        check_cube(&r, CHANNELS_LAST, c * k * k + 3, 1.5, &what);
+    }
+}
+
+#[test]
+fn channels_last_pools_and_layout_changes_match_the_reference() {
+    // (NHWC input, kernel, stride, pad, ceil)
+    let cases: [([usize; 4], i64, i64, i64, i64); 4] = [
+        ([1, 11, 13, 5], 3, 2, 1, 0),
+        ([2, 8, 7, 20], 2, 2, 0, 0),
+        ([1, 9, 9, 3], 3, 2, 1, 1),
+        ([1, 6, 6, 70], 3, 1, 1, 0),
+    ];
+    for &(shape, k, s, p, ceil) in &cases {
+        let mut b = GraphBuilder::new("nhwc_pools");
+        let x = f32_input(&mut b, "x", &shape);
+        let mp = ops::MaxPoolNhwc {
+            kernel_shape: vec![k, k],
+            strides: Some(vec![s, s]),
+            pads: Some(vec![p, p, p, p]),
+            ceil_mode: ceil,
+            ..Default::default()
+        };
+        let y = b.node1(mp, &[x]).unwrap();
+        let ap = ops::AveragePoolNhwc {
+            kernel_shape: vec![shape[1] as i64, shape[2] as i64],
+            ..Default::default()
+        };
+        let a = b.node1(ap, &[x]).unwrap();
+        // Both layout changes on their own (x as NHWC → NCHW → NHWC).
+        let f = transpose(&mut b, x, [0, 3, 1, 2]);
+        let l = transpose(&mut b, f, [0, 2, 3, 1]);
+        // The channels-last GlobalAveragePool, with and without the unit axes.
+        let axes = b.constant("axes", Tensor::vector(vec![1i64, -2]));
+        let m = b.node1(ops::ReduceMean::default(), &[x, axes]).unwrap();
+        let flat = ops::ReduceMean {
+            keepdims: 0,
+            ..Default::default()
+        };
+        let m0 = b.node1(flat, &[x, axes]).unwrap();
+        for o in [y, a, f, l, m, m0] {
+            b.output(o);
+        }
+        let what = format!("NHWC pools {shape:?} k={k} s={s} p={p} ceil={ceil}");
+        let r = run(
+            b.finish().unwrap(),
+            CHANNELS_LAST,
+            vec![tensor(&shape, 141)],
+            &["MaxPoolNhwc", "AveragePoolNhwc", "Transpose", "ReduceMean"],
+        );
+        let e = eps(CHANNELS_LAST);
+        for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
+            // The averages go through the cube (inputs rounded once); the rest moves values exactly.
+            let tol = if matches!(i, 1 | 4 | 5) {
+                2.0 * e + 1e-6
+            } else {
+                0.0
+            };
+            assert_eq!(got.len(), want.len(), "{what}: output {i}");
+            for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (f64::from(*g) - f64::from(*w)).abs() <= tol,
+                    "{what}: output {i} element {j} = {g}, reference {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn large_layout_changes_cut_rows_and_channels_at_alignment_units() {
+    // 300 channels × 250 columns do not fit a staging slot as one pixel row: the kernel cuts W, then C.
+    for shape in [[1, 300, 3, 250], [2, 4100, 2, 9]] {
+        let mut b = GraphBuilder::new("big_transpose");
+        let x = f32_input(&mut b, "x", &shape);
+        let l = transpose(&mut b, x, [0, 2, 3, 1]);
+        let f = transpose(&mut b, l, [0, 3, 1, 2]);
+        b.output(l);
+        b.output(f);
+        let r = run(
+            b.finish().unwrap(),
+            CHANNELS_LAST,
+            vec![tensor(&shape, 151)],
+            &["Transpose"],
+        );
+        check_exact(&r, CHANNELS_LAST, &format!("Transpose {shape:?}"));
+    }
+}
+
+#[test]
+fn each_profile_runs_only_its_own_layout_on_the_npu() {
+    // On the channels-last profile a channels-first Conv and pools go to the host, and say so; on the default
+    // profile the channels-last ops do. Results still match (the host is the reference here).
+    let mut b = GraphBuilder::new("layouts");
+    let x = f32_input(&mut b, "x", &[1, 4, 6, 6]);
+    let w = b.constant("w", tensor(&[5, 4, 3, 3], 161));
+    let y = b.node1(ops::Conv::default(), &[x, w]).unwrap();
+    let m = ops::MaxPool {
+        kernel_shape: vec![2, 2],
+        ..Default::default()
+    };
+    let y = b.node1(m, &[y]).unwrap();
+    let g = b.node1(ops::GlobalAveragePool::default(), &[y]).unwrap();
+    b.output(g);
+    let r = run(
+        b.finish().unwrap(),
+        CHANNELS_LAST,
+        vec![tensor(&[1, 4, 6, 6], 162)],
+        &[],
+    );
+    for n in &r.exec.placement().nodes {
+        assert!(!n.npu, "{} on the NPU", n.op);
+        let reason = n.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with(&format!(
+                "channels-first {} (profile `channels_last` convolves and pools channels-last graphs",
+                n.op
+            )),
+            "{}: {reason}",
+            n.op
+        );
+    }
+    check_cube(&r, CHANNELS_LAST, 36, 1.0, "channels-first ops on the host");
+
+    let mut b = GraphBuilder::new("layouts");
+    let x = f32_input(&mut b, "x", &[1, 6, 6, 4]);
+    let w = b.constant("w", tensor(&[3, 3, 4, 5], 163));
+    let y = b.node1(ops::FusedConvNhwc::default(), &[x, w]).unwrap();
+    let m = ops::MaxPoolNhwc {
+        kernel_shape: vec![2, 2],
+        ..Default::default()
+    };
+    let y = b.node1(m, &[y]).unwrap();
+    b.output(y);
+    let g = b.finish().unwrap();
+    for profile in PROFILES {
+        let r = run(g.clone(), profile, vec![tensor(&[1, 6, 6, 4], 164)], &[]);
+        for n in &r.exec.placement().nodes {
+            assert!(!n.npu, "{} on the NPU of {profile}", n.op);
+            assert_eq!(
+                n.reason.as_deref(),
+                Some(
+                    format!(
+                        "no vnpu kernel for {} on profile `{profile}` (its graphs are channels-first: rank-4 \
+                         tensors are stored channels-last implicitly)",
+                        n.op
+                    )
+                    .as_str()
+                )
+            );
+        }
+        check_cube(&r, profile, 36, 1.0, "channels-last ops on the host");
+    }
+}

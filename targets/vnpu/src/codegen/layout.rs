@@ -1,8 +1,13 @@
 //! How a tensor lies in global memory.
 //!
-//! Tensors on the NPU are f32. A rank-4 tensor (NCHW in the IR) is stored channels-last (NHWC) so that an
-//! implicit-GEMM convolution can gather any input pixel's channel vector with one aligned DMA; every other tensor
-//! is stored row-major in its logical order. Either way the innermost stored axis is padded to a multiple of the
+//! Tensors on the NPU are f32. On a profile whose graphs are channels-first ([`GraphLayout::Nchw`]) a rank-4
+//! tensor (NCHW in the IR) is stored channels-last (NHWC) so that an implicit-GEMM convolution can gather any input
+//! pixel's channel vector with one aligned DMA; every other tensor is stored row-major in its logical order. On a
+//! channels-last profile ([`GraphLayout::Nhwc`]) every tensor is stored row-major: the graph's NHWC tensors are
+//! then exactly what the convolution reads.
+//!
+//! [`GraphLayout::Nchw`]: crate::profile::GraphLayout::Nchw
+//! [`GraphLayout::Nhwc`]: crate::profile::GraphLayout::Nhwc Either way the innermost stored axis is padded to a multiple of the
 //! profile's global-memory alignment (the *pitch*), so every row starts at an aligned address. Pads hold
 //! unspecified values: kernels never read them into results (elementwise kernels compute on them harmlessly).
 
@@ -20,9 +25,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of a tensor of `shape`, rows padded to a multiple of `gran` elements.
+    /// The layout of a tensor of `shape` on a channels-first profile (rank 4 stored channels-last), rows padded to
+    /// a multiple of `gran` elements.
     pub fn new(shape: &[usize], gran: u64) -> Layout {
-        let nhwc = shape.len() == 4;
+        Layout::with(shape, gran, true)
+    }
+
+    /// The layout of a tensor of `shape`, rows padded to a multiple of `gran` elements; `reorder` stores a rank-4
+    /// tensor channels-last (its axis 1 innermost), else every tensor is stored in its logical order.
+    pub fn with(shape: &[usize], gran: u64, reorder: bool) -> Layout {
+        let nhwc = reorder && shape.len() == 4;
         let inner = if nhwc {
             shape[1]
         } else {

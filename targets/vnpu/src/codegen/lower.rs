@@ -12,6 +12,13 @@
 //! Log, Sqrt, Reciprocal, Tanh, Sigmoid; Add, Sub, Mul, Div, Max, Min, two-input Sum) on equal shapes, with a
 //! constant scalar, or with a constant per-row-vector (per-channel) second operand. Everything is f32 with static
 //! shapes.
+//!
+//! On a channels-last profile ([`GraphLayout::Nhwc`](crate::profile::GraphLayout::Nhwc)) the convolutions and
+//! pools are the graph's channels-last ones instead: FusedConvNhwc (the Conv kernel: its NHWC input is stored
+//! exactly as the kernel gathers it, its HWIO weights are re-packed), MaxPoolNhwc and a global AveragePoolNhwc;
+//! a ReduceMean over the spatial axes of a channels-last rank-4 tensor (the channels-last GlobalAveragePool) is the
+//! cube's mean; Conv, FusedConv, MaxPool, AveragePool and GlobalAveragePool go to the host with that reason, and a
+//! Transpose NCHW ⇄ NHWC of a rank-4 tensor is a DMA kernel ([`super::transpose`]).
 
 use std::sync::Arc;
 
@@ -19,7 +26,6 @@ use jiuzhou_ir::infer::nn::window::Window;
 use jiuzhou_ir::{DType as IrType, Graph, Node, Op, Tensor, ValueId};
 
 use super::gemm::{self, Act};
-use super::layout::Layout;
 use super::{Ctx, Window2d};
 use crate::isa::{BinaryOp, ReduceOp, UnaryOp, VectorOp};
 
@@ -131,6 +137,17 @@ pub enum Kernel {
         /// The result (`[n, c, 1, 1]`).
         out: ValueId,
     },
+    /// A layout change between NCHW and NHWC (channels-last profiles: both stored row-major).
+    Transpose {
+        /// The input.
+        x: ValueId,
+        /// `[n, c, h, w]` of the channels-first side.
+        nchw: [u64; 4],
+        /// NCHW → NHWC (`true`) or back.
+        to_last: bool,
+        /// The result.
+        out: ValueId,
+    },
     /// An elementwise op.
     Elt {
         /// The vector op.
@@ -153,6 +170,7 @@ impl Kernel {
             | Kernel::Softmax { out, .. }
             | Kernel::MaxPool { out, .. }
             | Kernel::Mean { out, .. }
+            | Kernel::Transpose { out, .. }
             | Kernel::Elt { out, .. } => *out,
         }
     }
@@ -173,7 +191,10 @@ impl Kernel {
                 v.extend(*residual);
                 v
             }
-            Kernel::Softmax { x, .. } | Kernel::MaxPool { x, .. } | Kernel::Mean { x, .. } => {
+            Kernel::Softmax { x, .. }
+            | Kernel::MaxPool { x, .. }
+            | Kernel::Mean { x, .. }
+            | Kernel::Transpose { x, .. } => {
                 vec![*x]
             }
             Kernel::Elt { a, b, .. } => {
@@ -204,7 +225,10 @@ impl Kernel {
                     * (in_shape[1] / groups * win.kernel[0] * win.kernel[1]) as f64
             }
             Kernel::Mean { dims, .. } => 2.0 * (dims[0] * dims[1] * dims[2]) as f64,
-            Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Elt { .. } => 0.0,
+            Kernel::Softmax { .. }
+            | Kernel::MaxPool { .. }
+            | Kernel::Transpose { .. }
+            | Kernel::Elt { .. } => 0.0,
         }
     }
 
@@ -315,57 +339,116 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
             lower_view(ctx, graph, node, out)
         }
         Op::Softmax(s) => lower_softmax(ctx, graph, node, s.axis, out),
-        Op::MaxPool(p) => lower_maxpool(ctx, graph, node, p, out),
-        Op::GlobalAveragePool(_) => lower_mean(ctx, graph, node, None, out),
-        Op::AveragePool(p) => lower_mean(ctx, graph, node, Some(p), out),
         Op::MatMul(_) => lower_matmul(ctx, graph, node, out),
         Op::FusedMatMul(f) => lower_fused_matmul(ctx, graph, node, &f.activation, out),
         Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
-        Op::Conv(c) => {
-            let attrs = ConvAttrs {
-                auto_pad: &c.auto_pad,
-                dilations: c.dilations.as_deref(),
-                group: c.group,
-                pads: c.pads.as_deref(),
-                strides: c.strides.as_deref(),
-            };
-            lower_conv(ctx, graph, node, &attrs, out)
-        }
-        Op::FusedConv(c) => {
-            let attrs = ConvAttrs {
-                auto_pad: &c.auto_pad,
-                dilations: c.dilations.as_deref(),
-                group: c.group,
-                pads: c.pads.as_deref(),
-                strides: c.strides.as_deref(),
-            };
-            let act = Act::from_ir(&c.activation)?;
-            let mut k = lower_conv(ctx, graph, node, &attrs, out)?;
-            let z = residual(graph, node, 3, out)?;
-            if let Kernel::Conv {
-                residual, act: a, ..
-            } = &mut k
-            {
-                *residual = z;
-                *a = act;
+        Op::Transpose(t) if ctx.p.channels_last() => lower_transpose(ctx, graph, node, t, out),
+        Op::ReduceMean(_) if ctx.p.channels_last() => {
+            let (x, sx, so) = computed_input(graph, node, out)?;
+            let axes = node
+                .inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|a| constant(graph, a))
+                .and_then(|t| t.to_i64_vec());
+            let spatial = axes.is_some_and(|a| {
+                let mut a: Vec<i64> = a.iter().map(|&v| if v < 0 { v + 4 } else { v }).collect();
+                a.sort_unstable();
+                a == [1, 2]
+            });
+            if sx.len() != 4 || !spatial {
+                return Err(
+                    "ReduceMean other than over the spatial axes of a channels-last rank-4 tensor"
+                        .into(),
+                );
             }
-            epilogue_ok(ctx, &k)?;
-            Ok(k)
+            let so = vec![sx[0], 1, 1, *so.last().unwrap_or(&0)];
+            lower_mean(ctx, (x, nchw_of(&sx)?, nchw_of(&so)?), None, out)
+        }
+        Op::Conv(_)
+        | Op::FusedConv(_)
+        | Op::MaxPool(_)
+        | Op::GlobalAveragePool(_)
+        | Op::AveragePool(_)
+            if ctx.p.channels_last() =>
+        {
+            Err(format!(
+                "channels-first {} (profile `{}` convolves and pools channels-last graphs: the optimizer's \
+                 {} form runs on the NPU)",
+                node.op.name(),
+                ctx.p.name,
+                match node.op {
+                    Op::MaxPool(_) => "MaxPoolNhwc",
+                    Op::AveragePool(_) => "AveragePoolNhwc",
+                    Op::GlobalAveragePool(_) => "ReduceMean",
+                    _ => "FusedConvNhwc",
+                }
+            ))
+        }
+        Op::FusedConvNhwc(_) | Op::MaxPoolNhwc(_) | Op::AveragePoolNhwc(_)
+            if !ctx.p.channels_last() =>
+        {
+            Err(channels_first_reason(ctx, &node.op))
+        }
+        Op::MaxPool(p) => lower_maxpool(ctx, p, computed_input(graph, node, out)?, out),
+        Op::MaxPoolNhwc(p) => {
+            let (x, sx, so) = computed_input(graph, node, out)?;
+            let io = (x, nchw_of(&sx)?, nchw_of(&so)?);
+            lower_maxpool(ctx, &p.channels_first(), io, out)
+        }
+        Op::GlobalAveragePool(_) => lower_mean(ctx, computed_input(graph, node, out)?, None, out),
+        Op::AveragePool(p) => lower_mean(ctx, computed_input(graph, node, out)?, Some(p), out),
+        Op::AveragePoolNhwc(p) => {
+            let (x, sx, so) = computed_input(graph, node, out)?;
+            let io = (x, nchw_of(&sx)?, nchw_of(&so)?);
+            lower_mean(ctx, io, Some(&p.channels_first()), out)
+        }
+        Op::Conv(c) => lower_conv(ctx, graph, node, c, false, out),
+        Op::FusedConv(c) => {
+            lower_fused_conv(ctx, graph, node, &c.conv(), &c.activation, false, out)
+        }
+        Op::FusedConvNhwc(c) => {
+            lower_fused_conv(ctx, graph, node, &c.conv(), &c.activation, true, out)
         }
         op => Err(format!("no vnpu kernel for {}", op.name())),
     }
 }
 
 /// Whether the NPU of `ctx`'s profile can run jiuzhou's own op `op` (judged from the op alone: what the
-/// optimizer's cost model asks before choosing a fused form). FusedConv (`group = 1`) and FusedMatMul run as the
+/// optimizer's cost model asks before choosing a fused form). FusedConv (on channels-first profiles) or
+/// FusedConvNhwc (on channels-last ones), with `group` up to [`MAX_DENSE_GROUPS`], and FusedMatMul run as the
 /// GEMM kernel with their epilogue when the vector unit reaches the accumulator and has the ops of the activation
-/// (and the residual's add); other own ops have no kernel.
+/// (and the residual's add); MaxPoolNhwc and AveragePoolNhwc run on channels-last profiles (an AveragePoolNhwc
+/// only with a global window, which the op alone does not tell); other own ops have no kernel.
 pub fn own_op_supported(ctx: &Ctx, op: &Op) -> Result<(), String> {
+    let nhwc = matches!(
+        op,
+        Op::FusedConvNhwc(_) | Op::MaxPoolNhwc(_) | Op::AveragePoolNhwc(_)
+    );
+    if nhwc && !ctx.p.channels_last() {
+        return Err(channels_first_reason(ctx, op));
+    }
+    if matches!(op, Op::FusedConv(_)) && ctx.p.channels_last() {
+        return Err(format!(
+            "channels-first FusedConv (profile `{}` convolves channels-last graphs)",
+            ctx.p.name
+        ));
+    }
     let activation = match op {
         Op::FusedConv(c) if !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
             return Err(grouped_reason(c.group));
         }
+        Op::FusedConvNhwc(c) if !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
+            return Err(grouped_reason(c.group));
+        }
         Op::FusedConv(c) => &c.activation,
+        Op::FusedConvNhwc(c) => &c.activation,
+        Op::MaxPoolNhwc(_) => {
+            return need_vector(ctx, &[VectorOp::Fill, VectorOp::Binary(BinaryOp::Max)]);
+        }
+        // Only a global window runs on the NPU (the cube's mean); judged from the op alone, it may.
+        Op::AveragePoolNhwc(_) => return need_cube(ctx),
         Op::FusedMatMul(m) => &m.activation,
         op => return Err(format!("no vnpu kernel for {}", op.name())),
     };
@@ -377,6 +460,51 @@ pub fn own_op_supported(ctx: &Ctx, op: &Op) -> Result<(), String> {
     let mut ops = act.vector_ops();
     ops.push(VectorOp::Binary(BinaryOp::Add));
     need_vector(ctx, &ops)
+}
+
+/// Why a channels-last op has no kernel on a channels-first profile.
+fn channels_first_reason(ctx: &Ctx, op: &Op) -> String {
+    format!(
+        "no vnpu kernel for {} on profile `{}` (its graphs are channels-first: rank-4 tensors are stored \
+         channels-last implicitly)",
+        op.name(),
+        ctx.p.name
+    )
+}
+
+/// A layout change NCHW ⇄ NHWC of a rank-4 tensor (channels-last profiles).
+fn lower_transpose(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    t: &jiuzhou_ir::ops::Transpose,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    if ctx.stage.is_none() {
+        return Err("no staging buffer for the layout change".into());
+    }
+    let (x, sx, _) = computed_input(graph, node, out)?;
+    let perm = t.perm.as_deref().unwrap_or(&[]);
+    let to_last = match perm {
+        [0, 2, 3, 1] => true,
+        [0, 3, 1, 2] => false,
+        _ => {
+            return Err(format!(
+                "Transpose {perm:?} (the NPU changes rank-4 layouts NCHW ⇄ NHWC only)"
+            ));
+        }
+    };
+    let nchw = if to_last { sx } else { nchw_of(&sx)? };
+    if nchw.len() != 4 {
+        return Err(format!("Transpose of rank {}", nchw.len()));
+    }
+    let u = |v: usize| v as u64;
+    Ok(Kernel::Transpose {
+        x,
+        nchw: [u(nchw[0]), u(nchw[1]), u(nchw[2]), u(nchw[3])],
+        to_last,
+        out,
+    })
 }
 
 fn need_cube(ctx: &Ctx) -> Result<(), String> {
@@ -413,10 +541,7 @@ fn computed_input(
 fn lower_view(ctx: &Ctx, graph: &Graph, node: &Node, out: ValueId) -> Result<Kernel, String> {
     need_vector(ctx, &[VectorOp::Unary(UnaryOp::Copy)])?;
     let (x, sx, so) = computed_input(graph, node, out)?;
-    let (lx, lo) = (
-        Layout::new(&sx, ctx.pitch_gran()),
-        Layout::new(&so, ctx.pitch_gran()),
-    );
+    let (lx, lo) = (ctx.layout(&sx), ctx.layout(&so));
     if !lx.same_storage(&lo) {
         return Err(format!("{sx:?} → {so:?} changes the stored layout"));
     }
@@ -464,15 +589,14 @@ fn lower_softmax(
     })
 }
 
+/// Max pooling of `x` (`sx` to `so`, channels-first shapes; the tensors are stored channels-last either way).
 fn lower_maxpool(
     ctx: &Ctx,
-    graph: &Graph,
-    node: &Node,
     p: &jiuzhou_ir::ops::MaxPool,
+    (x, sx, so): (ValueId, Vec<usize>, Vec<usize>),
     out: ValueId,
 ) -> Result<Kernel, String> {
     need_vector(ctx, &[VectorOp::Fill, VectorOp::Binary(BinaryOp::Max)])?;
-    let (x, sx, so) = computed_input(graph, node, out)?;
     if sx.len() != 4 {
         return Err(format!(
             "{}-D MaxPool (the NPU takes 2-D)",
@@ -520,16 +644,15 @@ fn window2d(win: &Window, sx: &[usize], so: &[usize], what: &str) -> Result<Wind
     })
 }
 
-/// GlobalAveragePool, or an AveragePool whose one window covers the whole unpadded input.
+/// GlobalAveragePool, or an AveragePool whose one window covers the whole unpadded input (`sx` to `so`,
+/// channels-first shapes; the tensors are stored channels-last either way).
 fn lower_mean(
     ctx: &Ctx,
-    graph: &Graph,
-    node: &Node,
+    (x, sx, so): (ValueId, Vec<usize>, Vec<usize>),
     avg: Option<&jiuzhou_ir::ops::AveragePool>,
     out: ValueId,
 ) -> Result<Kernel, String> {
     need_cube(ctx)?;
-    let (x, sx, so) = computed_input(graph, node, out)?;
     if sx.len() != 4 || so.len() != 4 || so[2] != 1 || so[3] != 1 {
         return Err(format!(
             "pooling {sx:?} to {so:?} (the NPU takes global 2-D averages)"
@@ -622,7 +745,7 @@ fn lower_binary(
         None => return Err("broadcast of a computed operand".into()),
         Some(t) => {
             let data = f32_data(&t)?;
-            let layout = Layout::new(&so, 1);
+            let layout = ctx.layout(&so);
             if data.len() == 1 {
                 EltArg::Imm(f64::from(data[0]))
             } else if sy == so {
@@ -906,25 +1029,79 @@ fn block_diagonal(w: &Tensor, group: usize) -> Result<Tensor, String> {
     Tensor::from_vec(vec![cout, cin, kh, kw], out).map_err(|e| e.to_string())
 }
 
-/// The attributes Conv and FusedConv share.
-struct ConvAttrs<'a> {
-    auto_pad: &'a str,
-    dilations: Option<&'a [i64]>,
-    group: i64,
-    pads: Option<&'a [i64]>,
-    strides: Option<&'a [i64]>,
+/// `act(Conv(x, W, b) + z)` (FusedConv, or FusedConvNhwc when `nhwc`): the convolution kernel with its epilogue.
+fn lower_fused_conv(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    c: &jiuzhou_ir::ops::Conv,
+    activation: &jiuzhou_ir::ops::Activation,
+    nhwc: bool,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    let act = Act::from_ir(activation)?;
+    let mut k = lower_conv(ctx, graph, node, c, nhwc, out)?;
+    let z = residual(graph, node, 3, out)?;
+    if let Kernel::Conv {
+        residual, act: a, ..
+    } = &mut k
+    {
+        *residual = z;
+        *a = act;
+    }
+    epilogue_ok(ctx, &k)?;
+    Ok(k)
 }
 
+/// The channels-first shape `[n, c, h, w]` of a channels-last rank-4 shape `[n, h, w, c]`.
+fn nchw_of(s: &[usize]) -> Result<Vec<usize>, String> {
+    match s {
+        [n, h, w, c] => Ok(vec![*n, *c, *h, *w]),
+        _ => Err(format!(
+            "{}-D channels-last op (the NPU takes 2-D)",
+            s.len().saturating_sub(2)
+        )),
+    }
+}
+
+/// HWIO weights `[kh, kw, cin/g, cout]` (FusedConvNhwc's) as OIHW `[cout, cin/g, kh, kw]`.
+fn oihw_of(w: &Tensor) -> Result<Tensor, String> {
+    let d = f32_data(w)?;
+    let s = w.shape();
+    if s.len() != 4 {
+        return Err(format!("channels-last Conv weights of shape {s:?}"));
+    }
+    let (kh, kw, ci, co) = (s[0], s[1], s[2], s[3]);
+    let mut out = vec![0.0f32; d.len()];
+    for y in 0..kh {
+        for x in 0..kw {
+            for i in 0..ci {
+                for o in 0..co {
+                    out[((o * ci + i) * kh + y) * kw + x] = d[((y * kw + x) * ci + i) * co + o];
+                }
+            }
+        }
+    }
+    Tensor::from_vec(vec![co, ci, kh, kw], out).map_err(|e| e.to_string())
+}
+
+/// A 2-D convolution on the cube: Conv (`nhwc = false`, the channels-first graph of an `nchw` profile) or the
+/// convolution of a FusedConvNhwc (`nhwc`: input, output and residual channels-last, HWIO weights). Both become
+/// the same kernel: the tensors it reads and writes are stored alike.
 fn lower_conv(
     ctx: &Ctx,
     graph: &Graph,
     node: &Node,
-    c: &ConvAttrs,
+    c: &jiuzhou_ir::ops::Conv,
+    nhwc: bool,
     out: ValueId,
 ) -> Result<Kernel, String> {
     need_cube(ctx)?;
     let (x, w) = (req(node, 0)?, req(node, 1)?);
-    let (sx, so) = (f32_shape(graph, x)?, f32_shape(graph, out)?);
+    let (mut sx, mut so) = (f32_shape(graph, x)?, f32_shape(graph, out)?);
+    if nhwc {
+        (sx, so) = (nchw_of(&sx)?, nchw_of(&so)?);
+    }
     if sx.len() != 4 {
         return Err(format!(
             "{}-D Conv (the NPU takes 2-D)",
@@ -937,6 +1114,7 @@ fn lower_conv(
     let group = c.group as usize;
     let wt = constant(graph, w).ok_or("computed Conv weights")?;
     f32_shape(graph, w)?;
+    let wt = if nhwc { Arc::new(oihw_of(&wt)?) } else { wt };
     let sw = wt.shape().to_vec();
     if sw.len() != 4 || sw[1] * group != sx[1] || so[1] != sw[0] || sw[0] % group != 0 {
         return Err(format!("Conv of {sx:?} by {sw:?} in {group} group(s)"));
@@ -950,8 +1128,16 @@ fn lower_conv(
         (Arc::new(dense), shape)
     };
     let kernel = [sw[2] as i64, sw[3] as i64];
-    let win = Window::new(2, &kernel, c.strides, c.dilations, c.pads, c.auto_pad, 0)
-        .map_err(|e| e.to_string())?;
+    let win = Window::new(
+        2,
+        &kernel,
+        c.strides.as_deref(),
+        c.dilations.as_deref(),
+        c.pads.as_deref(),
+        &c.auto_pad,
+        0,
+    )
+    .map_err(|e| e.to_string())?;
     let win = window2d(&win, &sx, &so, "Conv")?;
     let bias = match node.inputs.get(2).copied().flatten() {
         None => None,

@@ -12,6 +12,7 @@
 //! - [`eltwise`]: unary and binary elementwise kernels on the vector unit, streamed through a double-buffered
 //!   staging buffer;
 //! - [`rows`]: softmax along rows and max pooling on the vector unit;
+//! - [`transpose`]: the layout changes NCHW ⇄ NHWC of a channels-last profile, as DMA through the staging buffer;
 //! - [`lower`]: which IR node becomes which kernel (or why it cannot run on the NPU).
 //!
 //! # Synchronization
@@ -27,6 +28,7 @@ pub mod gemm;
 pub mod layout;
 pub mod lower;
 pub mod rows;
+pub mod transpose;
 
 use crate::dtype::DType;
 use crate::isa::{UnaryOp, VectorOp};
@@ -130,6 +132,11 @@ impl<'p> Ctx<'p> {
     /// Whether the vector unit implements `op` on f32.
     pub fn vector_has(&self, op: VectorOp) -> bool {
         self.p.vector.ops.contains(&op) && self.p.vector.dtypes.contains(&DType::F32)
+    }
+
+    /// How a tensor of `shape` lies in global memory on this profile ([`layout`]).
+    pub fn layout(&self, shape: &[usize]) -> layout::Layout {
+        layout::Layout::with(shape, self.pitch_gran(), !self.p.channels_last())
     }
 
     /// Whether Relu can run on the accumulator buffer (fused into a GEMM's epilogue).
