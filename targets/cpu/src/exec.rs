@@ -1056,7 +1056,8 @@ impl CpuExecutable {
             }) = &mut step.kind
                 && let Ok(group) = usize::try_from(attrs.group)
             {
-                *packed = linalg::PackedConv::new(wd, ws, group).map(Arc::new);
+                *packed =
+                    linalg::PackedConv::new(wd, ws, group, attrs.strides.as_deref()).map(Arc::new);
                 if packed.is_some() {
                     *wd = Arc::new(Vec::new());
                 }

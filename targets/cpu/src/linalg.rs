@@ -763,9 +763,15 @@ pub struct PackedConv {
 }
 
 impl PackedConv {
-    /// Packs the weights `w` (`[M, C/group, k..]` row-major, of shape `wsh`) of a convolution with `group` groups,
-    /// or `None` where [`packed_gemm`] does not run (no AVX2+FMA, a depthwise convolution, shapes that do not fit).
-    pub fn new(w: &[f32], wsh: &[usize], group: usize) -> Option<PackedConv> {
+    /// Packs the weights `w` (`[M, C/group, k..]` row-major, of shape `wsh`) of a convolution with `group` groups
+    /// and the given `strides`, or `None` where [`packed_gemm`] does not run (no AVX2+FMA, a depthwise
+    /// convolution, shapes that do not fit).
+    pub fn new(
+        w: &[f32],
+        wsh: &[usize],
+        group: usize,
+        strides: Option<&[i64]>,
+    ) -> Option<PackedConv> {
         if !packed_gemm::available() || wsh.len() < 3 || group == 0 || !wsh[0].is_multiple_of(group)
         {
             return None;
@@ -775,9 +781,11 @@ impl PackedConv {
         if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
             return None;
         }
-        // Convolutions with a spatial kernel run the direct kernel where it applies (no im2col packing); 1×1
-        // convolutions stay on the GEMM, whose packed operands measured faster for them (their B packing is a copy).
+        // Stride-1 convolutions with a spatial kernel run the direct kernel where it applies (no im2col packing);
+        // 1×1 and strided convolutions stay on the GEMM, measured faster for them on ResNet-50 (a 1×1's B packing
+        // is a copy; a stride-2 tile's broadcasts span twice the cache lines).
         if wsh[2..].iter().product::<usize>() > 1
+            && strides.is_none_or(|s| s.iter().all(|&s| s == 1))
             && let Some(d) = crate::direct_conv::DirectConv::new(w, wsh, group, false)
         {
             return Some(PackedConv {
@@ -1329,7 +1337,7 @@ mod tests {
             let len: usize = g.out_shape.iter().product();
             let res = data(len, 10 * ci as u64 + 4);
             let epi = Epilogue { relu: true };
-            let packed = PackedConv::new(&w, ws, group as usize).unwrap();
+            let packed = PackedConv::new(&w, ws, group as usize, Some(&strides)).unwrap();
             let run = |p: Option<&PackedConv>, threads: usize| {
                 let par = Parallel::new(threads).unwrap();
                 let mut out = vec![f32::NAN; len];
