@@ -295,23 +295,28 @@ impl DirectConv {
         let kc = w.blocks.first().map_or(1, |b| b.1.max(1));
         let max_strips = (NC_FLOATS / (kc * NR)).max(1);
         let out = SharedMut(pixels.as_mut_ptr());
-        // The tiles: `MR` consecutive output positions each, across output rows where a row is at least `MR`
-        // long (a tile's first `q` rows read from one input offset, the rest from a second, each `sw` apart), so
-        // that only the image's last tile is short; shorter rows are tiled row by row.
+        // The tiles: up to `MR` consecutive output positions each, across output rows where a row is at least `MR`
+        // long (a tile's first `q` rows read from one input offset, the rest from a second, each `sw` apart), the
+        // positions spread evenly over `ol.div_ceil(MR)` tiles (49 positions: 4 tiles of 6 and 5 of 5 rather than
+        // 8 of 6 and one of 1, whose two FMA chains would wait on latency); shorter rows are tiled row by row.
         let ol = oh * ow;
         let at = |p: usize| (p / ow) * sh * ws + (p % ow) * sw;
         let panels: Vec<Panel> = if ow >= MR {
-            (0..ol)
-                .step_by(MR)
-                .map(|p| {
-                    let rows = MR.min(ol - p);
+            let n = ol.div_ceil(MR);
+            let (base, extra) = (ol / n, ol % n);
+            let mut p = 0;
+            (0..n)
+                .map(|i| {
+                    let rows = base + usize::from(i < extra);
                     let q = rows.min(ow - p % ow);
-                    Panel {
+                    let panel = Panel {
                         pix: p,
                         rows,
                         q,
-                        offs: [at(p), at(p + q)],
-                    }
+                        offs: [at(p), if q < rows { at(p + q) } else { at(p) }],
+                    };
+                    p += rows;
+                    panel
                 })
                 .collect()
         } else {
