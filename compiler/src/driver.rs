@@ -184,8 +184,12 @@ pub struct FallbackOp {
 pub struct TargetStats {
     /// Nodes that run the reference implementation instead of a kernel of the target, in graph order.
     pub fallback_ops: Vec<FallbackOp>,
-    /// Bytes of the arena that holds intermediate tensors (0 when the target has none).
+    /// Bytes of the arena that holds intermediate tensors (0 when the target has none), as laid out at compile
+    /// time: with `arena_symbols`, the part for the intermediates whose shapes are static.
     pub peak_arena_bytes: usize,
+    /// The symbolic dims the CPU target plans the arena for at run time, per binding (empty: the arena is laid out
+    /// once, at compile time).
+    pub arena_symbols: Vec<String>,
     /// Threads the executable runs on.
     pub threads: usize,
 }
@@ -267,6 +271,7 @@ pub fn compile_graph_with(
                     })
                     .collect(),
                 peak_arena_bytes: exec.peak_arena_bytes(),
+                arena_symbols: exec.plan_symbols().to_vec(),
                 threads: exec.threads(),
             };
             (Box::new(exec), stats)

@@ -741,6 +741,7 @@ fn compile_model(
             "stop_reason": stats.as_ref().map_or("not run".to_string(), |s| s.stop_reason.clone()),
             "fallback_ops": target_stats.fallback_ops,
             "peak_arena_bytes": target_stats.peak_arena_bytes,
+            "arena_symbols": target_stats.arena_symbols,
             "threads": target_stats.threads,
             "ops": ops,
         });
@@ -912,6 +913,9 @@ fn bench_model(
             "mean_ms": mean,
             "compile_ms": prepared.total_ms(),
         });
+        if let Some(bytes) = session.last_run_arena_bytes() {
+            json["run_arena_bytes"] = bytes.into();
+        }
         if let Some(p) = profile {
             json["profile"] = p;
         }

@@ -295,11 +295,14 @@ fn cli_compile_run_and_bench_an_artifact() {
         "stop_reason",
         "fallback_ops",
         "peak_arena_bytes",
+        "arena_symbols",
         "threads",
         "artifact_bytes",
     ] {
         assert!(stats.get(key).is_some(), "--stats lacks `{key}`: {stats}");
     }
+    // The CNN's shapes are static: its arena is laid out once, at compile time.
+    assert_eq!(stats["arena_symbols"], serde_json::json!([]));
     assert_eq!(stats["threads"], 2);
     assert!(stats["fallback_ops"].is_array());
     assert_eq!(
@@ -363,6 +366,8 @@ fn cli_compile_run_and_bench_an_artifact() {
         assert_eq!(j["iters"], 3);
         assert_eq!(j["threads"], 1);
         assert_eq!(j["target"], "cpu");
+        // Static shapes: the runs used the arena laid out at compile time.
+        assert_eq!(j["run_arena_bytes"], stats["peak_arena_bytes"], "{j}");
     }
 }
 
@@ -454,4 +459,43 @@ fn load_compiles_for_the_artifact_target() {
     ));
     let out = loaded.compiled.session.run(vec![x]).unwrap();
     assert_eq!(out[0].as_tensor().unwrap().shape(), &[3, 2]);
+}
+
+/// A graph whose intermediates have a symbolic batch: the CPU target's report names the symbol its arena is planned
+/// for at run time, and `peak_arena_bytes` counts only the statically shaped intermediates.
+#[test]
+fn target_stats_name_the_symbols_the_arena_is_planned_for() {
+    let mut b = GraphBuilder::new("sym");
+    let x = b.input(
+        "x",
+        TensorType::new(DType::F32, [jiuzhou_ir::Dim::from("N"), 8.into()]),
+    );
+    let c = b.constant("c", Tensor::from_vec(vec![4], vec![1.0f32; 4]).unwrap());
+    // Static: |c| and its negation; symbolic: Relu(x) and its negation.
+    let a = b.node1(ops::Abs::default(), &[c]).unwrap();
+    let n = b.node1(ops::Neg::default(), &[a]).unwrap();
+    let r = b.node1(ops::Relu::default(), &[x]).unwrap();
+    let m = b.node1(ops::Neg::default(), &[r]).unwrap();
+    b.output(n);
+    b.output(m);
+    let compiled = jiuzhou_compiler::compile_graph_with(
+        b.finish().unwrap(),
+        21,
+        Target::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(compiled.stats.arena_symbols, vec!["N".to_string()]);
+    // `a`: 4 floats, one 64-byte line.
+    assert_eq!(compiled.stats.peak_arena_bytes, 64);
+    let out = compiled
+        .session
+        .run(vec![Value::Tensor(Arc::new(
+            Tensor::from_vec(vec![2, 8], vec![-1.0f32; 16]).unwrap(),
+        ))])
+        .unwrap();
+    assert_eq!(
+        out[1].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        &[-0.0; 16]
+    );
 }

@@ -121,6 +121,13 @@ pub trait Executable: Send + Sync {
         let _ = inputs;
         Err(RunError::CannotProfile(self.target_name().to_string()))
     }
+
+    /// The bytes of the arena the last finished run laid its intermediate tensors out in (for a graph with
+    /// symbolic dims, planned for that run's binding of them); `None` for a target without an arena or before the
+    /// first run.
+    fn last_run_arena_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One named, typed input or output of a graph.
@@ -288,6 +295,11 @@ impl Session {
         let outputs = self.exec.run_observed(inputs, observer)?;
         self.check_outputs(&outputs, &bindings)?;
         Ok(outputs)
+    }
+
+    /// See [`Executable::last_run_arena_bytes`].
+    pub fn last_run_arena_bytes(&self) -> Option<usize> {
+        self.exec.last_run_arena_bytes()
     }
 
     /// Runs like [`Session::run`] and times every step of the executable (see [`Executable::run_profiled`]);

@@ -156,3 +156,95 @@ model_tests! {
     llama_layer => "llama_layer",
     dynamic_batch_mlp => "dynamic_batch_mlp",
 }
+
+/// The dynamic-batch MLP on the CPU target at batch 1, 3, 7 and back to 1, in one executable (each batch gets the
+/// arena planned for its binding, the last from the cache): every output matches the reference target's, 1 and 2
+/// threads bit for bit; an input of the wrong shape is refused with a clear error and the next run still works.
+#[test]
+fn dynamic_batch_mlp_across_batches() {
+    let models = generated("JIUZHOU_MODELS", "models", "gen_models.py");
+    let name = "dynamic_batch_mlp";
+    let mut model = onnx::load_model(&models.join(name).join("model.onnx"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (optimized, _) =
+        jiuzhou_compiler::optimize_graph(&model.graph, Target::Cpu, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: cannot optimize: {e}"));
+    model.graph = optimized;
+    let compile = |target: Target, threads: usize| {
+        jiuzhou_compiler::compile_graph_with(
+            model.graph.clone(),
+            model.opset,
+            target,
+            &CompileOptions {
+                threads,
+                ..CompileOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name} on {target}: {e}"))
+        .session
+    };
+    let reference = compile(Target::Reference, 1);
+    let cpus = [compile(Target::Cpu, 1), compile(Target::Cpu, 2)];
+    let input = |batch: usize, seed: u64| {
+        // A small deterministic generator (splitmix64), uniform in [-1, 1).
+        let mut s = seed;
+        let data: Vec<f32> = (0..batch * 64)
+            .map(|_| {
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        let t = jiuzhou_ir::Tensor::from_vec(vec![batch, 1, 8, 8], data).unwrap();
+        jiuzhou_ir::Value::Tensor(std::sync::Arc::new(t))
+    };
+    let mut arena = Vec::new();
+    for (i, batch) in [1usize, 3, 7, 1].into_iter().enumerate() {
+        let x = input(batch, 100 + i as u64);
+        let want = reference.run(vec![x.clone()]).unwrap();
+        let mut first: Option<Vec<Option<Vec<u8>>>> = None;
+        for (cpu, threads) in cpus.iter().zip([1, 2]) {
+            let got = cpu
+                .run(vec![x.clone()])
+                .unwrap_or_else(|e| panic!("{name} at batch {batch}: {e}"));
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.as_tensor().unwrap().shape()[0],
+                    batch,
+                    "output {k} at batch {batch}"
+                );
+                if let Err(m) = compare_values(g, w, Tolerance::MODEL) {
+                    panic!("{name} at batch {batch} ({threads} threads) output {k}: {m}");
+                }
+            }
+            let bits: Vec<_> = got
+                .iter()
+                .map(|v| v.as_tensor().and_then(|t| t.to_le_bytes()))
+                .collect();
+            match &first {
+                None => first = Some(bits),
+                Some(b) => assert!(
+                    *b == bits,
+                    "{name} at batch {batch}: 1 and 2 threads differ"
+                ),
+            }
+        }
+        arena.push(cpus[0].last_run_arena_bytes().unwrap());
+    }
+    // Each batch ran in the arena planned for it.
+    assert!(
+        arena[0] < arena[1] && arena[1] < arena[2] && arena[3] == arena[0],
+        "{arena:?}"
+    );
+    let wrong = jiuzhou_ir::Value::Tensor(std::sync::Arc::new(
+        jiuzhou_ir::Tensor::from_vec(vec![2, 1, 8, 7], vec![0.0f32; 112]).unwrap(),
+    ));
+    let err = match cpus[0].run(vec![wrong]) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{name}: an input of shape [2,1,8,7] ran"),
+    };
+    assert!(err.contains("[2,1,8,7]"), "{err}");
+    assert!(cpus[0].run(vec![input(5, 1)]).is_ok());
+}

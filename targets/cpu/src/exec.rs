@@ -1,7 +1,14 @@
 //! The compiled executable: a launch plan of kernels over an arena, with explicit reference fallbacks.
+//!
+//! The arena's layout is a [`MemPlan`]. A graph whose planned intermediates all have static shapes gets one plan
+//! at compile time. A graph with values whose shapes depend on symbolic dims bound by its inputs
+//! (`x: f32[N,64]`, then `h: f32[N,128]`) gets one per *binding* of those dims: a run reads the binding off its
+//! inputs and computes the plan from the same liveness intervals (or finds it among the last
+//! [`BOUND_PLANS`] bindings), then runs exactly as a static graph does. Values whose shapes depend on data
+//! (symbols that no input binds, such as NonZero's count) stay on the heap.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use jiuzhou_ir::ops::Activation;
 use jiuzhou_ir::{DType, Dim, Graph, Node, Op, Tensor, Value, ValueId, ValueType};
@@ -155,8 +162,9 @@ struct Step {
     reads: Vec<ValueId>,
     /// Values whose last reader is this step: freed after it.
     frees: Vec<ValueId>,
-    /// How the step's output shares memory with its inputs ([`place_values`]).
-    place: StepPlace,
+    /// Whether the kernel has enough work to gain from threads, decided at compile time when every shape it
+    /// depends on is static ([`wants_threads`]); `None`: decided per run from the shapes of the run.
+    threads: Option<bool>,
 }
 
 /// How a step's output shares arena memory with its inputs.
@@ -173,16 +181,85 @@ enum StepPlace {
     Concat(Vec<(ValueId, usize, usize, bool)>),
 }
 
+/// Where a planned value lives in the arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placed {
+    /// Offset in f32 elements.
+    off: usize,
+    /// The shape the plan reserved room for.
+    shape: Vec<usize>,
+    /// The shape was derived from a binding of symbolic dims. Inference can be coarser about symbolic dims than
+    /// the data (two symbols broadcast to the first), so a run whose value comes out with another shape computes
+    /// it on the heap; a static shape that does not hold is an error.
+    derived: bool,
+}
+
+/// A memory plan: where each planned value lives, the arena size and how steps share memory.
+#[derive(Debug, PartialEq, Eq)]
+struct MemPlan {
+    slots: HashMap<ValueId, Placed>,
+    /// In f32 elements.
+    arena_len: usize,
+    /// How each step's output shares memory with its inputs ([`place_values`]), by step.
+    places: Vec<StepPlace>,
+}
+
+/// What a memory plan is computed from: the values the arena may hold and their lifetimes.
+struct PlanSource {
+    /// `(value, declared shape, defining step)`: f32 outputs of kernel steps, not graph outputs, whose dims are
+    /// known or bound by the graph's inputs.
+    candidates: Vec<(ValueId, Vec<Dim>, usize)>,
+    /// The last step that reads each value.
+    last: HashMap<ValueId, usize>,
+}
+
+/// How many bindings of the symbolic dims keep their memory plan ([`Bound`]).
+pub const BOUND_PLANS: usize = 4;
+
+/// The symbolic dims that size planned values, and the plans of the last bindings.
+struct Bound {
+    /// The symbols, in key order.
+    syms: Vec<String>,
+    /// Where each is read: `(input position, axis, symbol index)`.
+    sources: Vec<(usize, usize, usize)>,
+    /// Every input that binds a symbol: `(input position, declared rank, declared type)`.
+    declared: Vec<(usize, usize, String)>,
+    /// The plans of the last [`BOUND_PLANS`] bindings (each the symbols' sizes in `syms` order), latest first.
+    cache: Mutex<VecDeque<(Vec<usize>, Arc<MemPlan>)>>,
+}
+
+/// How the arena served a run ([`CpuExecutable::last_run_arena`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaUse {
+    /// The bytes the run's plan laid out (for a graph with symbolic dims, that of the run's binding).
+    pub arena_bytes: usize,
+    /// Values the run computed in the arena (views and in-place Concat inputs included).
+    pub in_arena: usize,
+    /// f32 values kernels computed on the heap: graph outputs, values without a plannable shape, and planned
+    /// values whose shape came out other than the plan derived from the binding.
+    pub on_heap: usize,
+}
+
+/// The arena kept between runs, and how the last run used it.
+#[derive(Default)]
+struct ArenaCache {
+    arena: Vec<f32>,
+    last: Option<ArenaUse>,
+}
+
 /// A graph compiled for the CPU.
 pub struct CpuExecutable {
     graph: Arc<Graph>,
     steps: Vec<Step>,
     fallback_ops: Vec<FallbackOp>,
-    /// Arena offset (in f32 elements) and static shape of every planned value.
-    slots: HashMap<ValueId, (usize, Vec<usize>)>,
-    arena_len: usize,
+    /// The plan of the values with static shapes: the plan of every run when nothing planned has a symbolic
+    /// dim (`bound` is `None`).
+    static_plan: Arc<MemPlan>,
+    plan_source: PlanSource,
+    /// The symbolic dims that size planned values, when there are any: each run plans for its binding.
+    bound: Option<Bound>,
     /// The arena of the last finished run, reused by the next one (no allocation, zeroing or page faults per run).
-    arena_cache: std::sync::Mutex<Vec<f32>>,
+    arena_cache: Mutex<ArenaCache>,
     interp: Interpreter,
     parallel: Parallel,
     /// Steps whose outputs are perturbed on purpose (test-only fault injection, [`crate::fault`]).
@@ -207,6 +284,26 @@ fn static_f32_shape(graph: &Graph, id: ValueId) -> Option<Vec<usize>> {
             .map(|d| match d {
                 Dim::Known(n) => Some(*n),
                 Dim::Sym(_) => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// The shape of an f32 value with every dim known or bound in `binding`.
+fn bound_f32_shape(
+    graph: &Graph,
+    id: ValueId,
+    binding: &HashMap<&str, usize>,
+) -> Option<Vec<usize>> {
+    match &graph.value(id).ty {
+        ValueType::Tensor(t) if t.dtype == DType::F32 => t
+            .shape
+            .as_ref()?
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => Some(*n),
+                Dim::Sym(s) => binding.get(s.as_str()).copied(),
             })
             .collect(),
         _ => None,
@@ -537,8 +634,9 @@ fn lines_up(graph: &Graph, v: ValueId, out: ValueId, residual: bool) -> bool {
     }
 }
 
-/// The arena slots `(offset, shape)` of the `planned` values `(value, static shape, defining step)` and the arena
-/// size, in f32 elements; `last` is each value's last reading step.
+/// The arena offsets of the `planned` values `(value, shape, defining step)`, the arena size, in f32 elements, and
+/// how each step shares memory; `last` is each value's last reading step, `shape_of` the f32 shape of any value
+/// (planned or not) when it is known. `None` when the arena would not fit in `usize`.
 ///
 /// Values may share memory. A view step (Reshape, Flatten, Squeeze, Unsqueeze, Identity: [`Placement::View`])
 /// makes its output the input's memory; a Concat along an axis with one position before it
@@ -549,12 +647,13 @@ fn lines_up(graph: &Graph, v: ValueId, out: ValueId, residual: bool) -> bool {
 /// record it in [`Step::place`] and skip their copies (an input that turns out not to be in the arena at run time,
 /// such as a fault-injected one, is copied as before).
 fn place_values(
-    g: &Graph,
-    steps: &mut [Step],
+    steps: &[Step],
     planned: &[(ValueId, Vec<usize>, usize)],
     last: &HashMap<ValueId, usize>,
     fault_steps: &HashSet<usize>,
-) -> (HashMap<ValueId, (usize, Vec<usize>)>, usize) {
+    shape_of: &dyn Fn(ValueId) -> Option<Vec<usize>>,
+) -> Option<(HashMap<ValueId, usize>, usize, Vec<StepPlace>)> {
+    let mut places = vec![StepPlace::Own; steps.len()];
     let index: HashMap<ValueId, usize> =
         planned.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
     // The value each planned value lives inside, and its offset there.
@@ -565,7 +664,7 @@ fn place_values(
         }
         v
     };
-    for (si, step) in steps.iter_mut().enumerate() {
+    for (si, step) in steps.iter().enumerate() {
         let StepKind::Kernel(Kernel::Native(n)) = &step.kind else {
             continue;
         };
@@ -579,11 +678,11 @@ fn place_values(
                 if let [x] = n.inputs[..]
                     && index.contains_key(&x)
                     && root_of(&parent, x) != out
-                    && static_f32_shape(g, x).map(|s| s.iter().product::<usize>())
+                    && shape_of(x).map(|s| s.iter().product::<usize>())
                         == Some(planned[index[&out]].1.iter().product())
                 {
                     parent.insert(out, (x, 0));
-                    step.place = StepPlace::View(x);
+                    places[si] = StepPlace::View(x);
                 }
             }
             Placement::Concat(axis) => {
@@ -600,8 +699,7 @@ fn place_values(
                 let mut moved: Vec<(ValueId, usize)> = Vec::new();
                 let mut at = 0;
                 for &x in &n.inputs {
-                    let Some(len) = static_f32_shape(g, x).map(|s| s.iter().product::<usize>())
-                    else {
+                    let Some(len) = shape_of(x).map(|s| s.iter().product::<usize>()) else {
                         break;
                     };
                     let r = root_of(&parent, x);
@@ -614,7 +712,10 @@ fn place_values(
                         moved.push((r, at));
                     }
                     parts.push((x, at, len, in_place));
-                    at += len;
+                    let Some(next) = at.checked_add(len) else {
+                        break;
+                    };
+                    at = next;
                 }
                 if parts.len() != n.inputs.len() || at != shape.iter().product::<usize>() {
                     continue;
@@ -622,7 +723,7 @@ fn place_values(
                 for (r, at) in moved {
                     parent.insert(r, (out, at));
                 }
-                step.place = StepPlace::Concat(parts);
+                places[si] = StepPlace::Concat(parts);
             }
         }
     }
@@ -645,19 +746,90 @@ fn place_values(
         intervals[i].first = intervals[i].first.min(span.0);
         intervals[i].last = intervals[i].last.max(span.1);
     }
-    let (offsets, arena_len) = plan::plan(&intervals);
+    let (offsets, arena_len) = plan::plan(&intervals)?;
     let slots = planned
         .iter()
-        .map(|(v, shape, _)| {
+        .map(|(v, _, _)| {
+            // Inside its root's slot: below the arena's (checked) size.
             let (mut at, mut u) = (0, *v);
             while let Some(&(p, off)) = parent.get(&u) {
                 at += off;
                 u = p;
             }
-            (*v, (offsets[tree[&u]] + at, shape.clone()))
+            (*v, offsets[tree[&u]] + at)
         })
         .collect();
-    (slots, arena_len)
+    Some((slots, arena_len, places))
+}
+
+/// The memory plan for `binding` (symbol → size; empty for the static plan) of the candidates of `source` whose
+/// shapes it determines. Errors when a size overflows.
+fn mem_plan(
+    g: &Graph,
+    steps: &[Step],
+    source: &PlanSource,
+    fault_steps: &HashSet<usize>,
+    binding: &HashMap<&str, usize>,
+) -> Result<MemPlan, ExecError> {
+    let describe = || {
+        let mut b: Vec<String> = binding.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        b.sort();
+        b.join(", ")
+    };
+    let mut planned: Vec<(ValueId, Vec<usize>, usize)> = Vec::new();
+    let mut derived: HashSet<ValueId> = HashSet::new();
+    for (v, dims, si) in &source.candidates {
+        let Some(shape) = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => Some(*n),
+                Dim::Sym(s) => binding.get(s.as_str()).copied(),
+            })
+            .collect::<Option<Vec<usize>>>()
+        else {
+            continue;
+        };
+        let len = jiuzhou_ir::tensor::checked_numel(&shape, DType::F32).map_err(|e| {
+            ExecError::new(format!(
+                "`{}` would have shape {shape:?} for {}: {e}",
+                g.value(*v).name,
+                describe()
+            ))
+        })?;
+        if len == 0 {
+            continue;
+        }
+        if dims.iter().any(|d| matches!(d, Dim::Sym(_))) {
+            derived.insert(*v);
+        }
+        planned.push((*v, shape, *si));
+    }
+    let shape_of = |v: ValueId| bound_f32_shape(g, v, binding);
+    let (offsets, arena_len, places) =
+        place_values(steps, &planned, &source.last, fault_steps, &shape_of)
+            .filter(|(_, len, _)| len.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| {
+                ExecError::new(format!(
+                    "the intermediate tensors for {} do not fit in memory",
+                    describe()
+                ))
+            })?;
+    let slots = planned
+        .into_iter()
+        .map(|(v, shape, _)| {
+            let placed = Placed {
+                off: offsets[&v],
+                shape,
+                derived: derived.contains(&v),
+            };
+            (v, placed)
+        })
+        .collect();
+    Ok(MemPlan {
+        slots,
+        arena_len,
+        places,
+    })
 }
 
 unsafe extern "C" fn placeholder_unary(_: *const f32, _: *mut f32, _: usize) {}
@@ -851,7 +1023,7 @@ impl CpuExecutable {
                         label: node.op.name().to_string(),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
-                        place: StepPlace::Own,
+                        threads: None,
                     });
                 }
                 None => {
@@ -867,7 +1039,7 @@ impl CpuExecutable {
                         label: format!("{} (reference)", node.op.name()),
                         outputs: node.outputs.clone(),
                         frees: Vec::new(),
-                        place: StepPlace::Own,
+                        threads: None,
                     });
                 }
             }
@@ -927,8 +1099,29 @@ impl CpuExecutable {
                 steps[si].frees.push(v);
             }
         }
-        // The arena holds the f32 outputs of kernel steps with static shapes that are not graph outputs.
-        let mut planned: Vec<(ValueId, Vec<usize>, usize)> = Vec::new();
+        // The arena holds the f32 outputs of kernel steps that are not graph outputs, with shapes known at
+        // compile time or determined by the symbolic dims of the graph's inputs.
+        let mut input_syms: Vec<String> = Vec::new();
+        let mut sources: Vec<(usize, usize, String)> = Vec::new();
+        let mut declared: Vec<(usize, usize, String)> = Vec::new();
+        for (i, &v) in g.inputs.iter().enumerate() {
+            if let ValueType::Tensor(t) = &g.value(v).ty
+                && let Some(dims) = &t.shape
+            {
+                for (axis, d) in dims.iter().enumerate() {
+                    if let Dim::Sym(s) = d {
+                        sources.push((i, axis, s.clone()));
+                        if !input_syms.contains(s) {
+                            input_syms.push(s.clone());
+                        }
+                    }
+                }
+                if dims.iter().any(|d| matches!(d, Dim::Sym(_))) {
+                    declared.push((i, dims.len(), g.value(v).ty.to_string()));
+                }
+            }
+        }
+        let mut candidates: Vec<(ValueId, Vec<Dim>, usize)> = Vec::new();
         for (si, s) in steps.iter().enumerate() {
             if !matches!(s.kind, StepKind::Kernel(_))
                 || matches!(s.kind, StepKind::Kernel(Kernel::Tensor(_)))
@@ -939,17 +1132,76 @@ impl CpuExecutable {
                 if outputs.contains(&o) || has_subgraphs {
                     continue;
                 }
-                if let Some(shape) = static_f32_shape(g, o) {
-                    let len = jiuzhou_ir::tensor::checked_numel(&shape, DType::F32)
-                        .map_err(|e| ExecError::new(e.to_string()))?;
-                    if len == 0 {
-                        continue;
-                    }
-                    planned.push((o, shape, si));
+                if let ValueType::Tensor(t) = &g.value(o).ty
+                    && t.dtype == DType::F32
+                    && let Some(dims) = &t.shape
+                    && dims.iter().all(|d| match d {
+                        Dim::Known(_) => true,
+                        Dim::Sym(s) => input_syms.contains(s),
+                    })
+                {
+                    candidates.push((o, dims.clone(), si));
                 }
             }
         }
-        let (slots, arena_len) = place_values(g, &mut steps, &planned, &last, &fault_steps);
+        let plan_source = PlanSource { candidates, last };
+        let static_plan = Arc::new(mem_plan(
+            g,
+            &steps,
+            &plan_source,
+            &fault_steps,
+            &HashMap::new(),
+        )?);
+        let mut syms: Vec<String> = plan_source
+            .candidates
+            .iter()
+            .flat_map(|(_, dims, _)| dims.iter())
+            .filter_map(|d| match d {
+                Dim::Sym(s) => Some(s.clone()),
+                Dim::Known(_) => None,
+            })
+            .collect();
+        syms.sort();
+        syms.dedup();
+        let symbolic_values = plan_source
+            .candidates
+            .iter()
+            .filter(|(_, dims, _)| dims.iter().any(|d| matches!(d, Dim::Sym(_))))
+            .count();
+        let bound = (!syms.is_empty()).then(|| Bound {
+            sources: sources
+                .iter()
+                .filter_map(|(i, axis, s)| {
+                    let k = syms.iter().position(|x| x == s)?;
+                    Some((*i, *axis, k))
+                })
+                .collect(),
+            syms,
+            declared,
+            cache: Mutex::new(VecDeque::new()),
+        });
+        // The thread decision of every step whose shapes are all static.
+        let static_info = |v: ValueId| -> Option<(Vec<usize>, usize)> {
+            match &g.value(v).ty {
+                ValueType::Tensor(t) => {
+                    let s = t
+                        .shape
+                        .as_ref()?
+                        .iter()
+                        .map(Dim::known)
+                        .collect::<Option<Vec<usize>>>()?;
+                    let n = s.iter().product();
+                    Some((s, n))
+                }
+                _ => Some((Vec::new(), 0)),
+            }
+        };
+        for step in &mut steps {
+            step.threads = match &step.kind {
+                StepKind::Kernel(k) => wants_threads(k, &step.reads, &static_info),
+                StepKind::Fallback(..) => Some(false),
+            };
+        }
         if !fallback_ops.is_empty() {
             let list: Vec<String> = fallback_ops
                 .iter()
@@ -965,8 +1217,9 @@ impl CpuExecutable {
             graph,
             steps,
             fallback_ops,
-            slots,
-            arena_len,
+            static_plan,
+            plan_source,
+            bound,
             arena_cache: Default::default(),
             interp: Interpreter::default(),
             parallel,
@@ -977,7 +1230,8 @@ impl CpuExecutable {
             steps = exec.steps.len(),
             views = exec.views(),
             concat_inputs_in_place = exec.concat_inputs_in_place(),
-            peak_arena_bytes = exec.arena_len * 4,
+            peak_arena_bytes = exec.peak_arena_bytes(),
+            symbolic_values,
             threads = exec.parallel.threads(),
             "cpu target: compiled"
         );
@@ -989,9 +1243,57 @@ impl CpuExecutable {
         &self.fallback_ops
     }
 
-    /// The size of the arena holding the planned intermediate tensors, in bytes.
+    /// The size of the arena holding the planned intermediate tensors, in bytes, as laid out at compile time.
+    ///
+    /// For a graph whose intermediates have symbolic dims ([`CpuExecutable::is_planned_per_binding`]) this is the
+    /// *static part*: the arena of the intermediates whose shapes are static, planned on their own. A run plans
+    /// the arena again for the sizes its inputs bind, with the symbolic intermediates too, so the arena of a run
+    /// may be larger or smaller than this: [`CpuExecutable::arena_bytes_for`] gives it for a binding,
+    /// [`CpuExecutable::last_run_arena`] for the last run.
     pub fn peak_arena_bytes(&self) -> usize {
-        self.arena_len * 4
+        self.static_plan.arena_len * 4
+    }
+
+    /// Whether planned intermediates have symbolic dims, so that each run plans the arena for its binding of them.
+    pub fn is_planned_per_binding(&self) -> bool {
+        self.bound.is_some()
+    }
+
+    /// The symbolic dims that size planned intermediates, sorted (empty for a static plan).
+    pub fn plan_symbols(&self) -> &[String] {
+        self.bound.as_ref().map_or(&[], |b| &b.syms[..])
+    }
+
+    /// The arena size in bytes of a run whose inputs bind the symbolic dims to `dims` (`(symbol, size)`; every
+    /// symbol of [`CpuExecutable::plan_symbols`] must be given). Errors when a symbol is missing or the arena
+    /// overflows.
+    pub fn arena_bytes_for(&self, dims: &[(&str, usize)]) -> Result<usize, ExecError> {
+        let Some(bound) = &self.bound else {
+            return Ok(self.peak_arena_bytes());
+        };
+        let binding: HashMap<&str, usize> = dims.iter().copied().collect();
+        if let Some(s) = bound
+            .syms
+            .iter()
+            .find(|s| !binding.contains_key(s.as_str()))
+        {
+            return Err(ExecError::new(format!(
+                "no size given for symbolic dim `{s}`"
+            )));
+        }
+        let plan = mem_plan(
+            &self.graph,
+            &self.steps,
+            &self.plan_source,
+            &self.fault_steps,
+            &binding,
+        )?;
+        Ok(plan.arena_len * 4)
+    }
+
+    /// How the last finished run used the arena (`None` before the first).
+    pub fn last_run_arena(&self) -> Option<ArenaUse> {
+        self.arena_cache.lock().ok()?.last
     }
 
     /// The number of threads kernels run on (1: the caller's thread only).
@@ -999,19 +1301,23 @@ impl CpuExecutable {
         self.parallel.threads()
     }
 
-    /// The number of view steps (reshapes) whose output is their input's memory, copying nothing.
+    /// The number of view steps (reshapes) whose output is their input's memory, copying nothing (in the plan
+    /// laid out at compile time: for a graph planned per binding, that of its static part).
     pub fn views(&self) -> usize {
-        self.steps
+        self.static_plan
+            .places
             .iter()
-            .filter(|s| matches!(s.place, StepPlace::View(_)))
+            .filter(|p| matches!(p, StepPlace::View(_)))
             .count()
     }
 
-    /// The number of Concat inputs computed straight into their slice of the Concat's output.
+    /// The number of Concat inputs computed straight into their slice of the Concat's output (in the plan laid
+    /// out at compile time).
     pub fn concat_inputs_in_place(&self) -> usize {
-        self.steps
+        self.static_plan
+            .places
             .iter()
-            .map(|s| match &s.place {
+            .map(|p| match p {
                 StepPlace::Concat(parts) => parts.iter().filter(|p| p.3).count(),
                 _ => 0,
             })
@@ -1037,6 +1343,7 @@ impl CpuExecutable {
                 inputs.len()
             )));
         }
+        let plan = self.plan_for(&inputs)?;
         let mut env: Vec<Slot> = vec![Slot::Empty; g.values.len()];
         for (id, v) in g.inputs.iter().zip(inputs) {
             env[id.index()] = Slot::Heap(v);
@@ -1049,26 +1356,34 @@ impl CpuExecutable {
         // Kernels write every element of their outputs before anything reads them (slots are shared by values
         // that are never live together anyway), so the last run's arena serves as it is. A run concurrent with
         // another finds the cache empty and allocates its own.
+        // An arena larger than the plan needs serves too (runs alternating between bindings keep the largest),
+        // unless it is more than four times as large.
         let mut arena = self
             .arena_cache
             .lock()
-            .map(|mut a| std::mem::take(&mut *a))
+            .map(|mut a| std::mem::take(&mut a.arena))
             .unwrap_or_default();
-        if arena.len() != self.arena_len {
-            arena = vec![0.0f32; self.arena_len];
+        if arena.len() < plan.arena_len || arena.len() / 4 > plan.arena_len {
+            drop(arena);
+            arena = alloc_zeroed(plan.arena_len)
+                .map_err(|e| ExecError::new(format!("the arena: {e}")))?;
         }
         let mut rt = Runtime {
             exec: self,
+            plan: &plan,
             env,
             base: arena.as_mut_ptr(),
             threaded: false,
+            off_plan: false,
+            in_arena: 0,
+            on_heap: 0,
         };
         // The run starts on the caller's thread, every kernel single-threaded. At the first step big enough to
         // gain from threads it moves into the pool (one hand-over per run) and stays there: small graphs (a
         // transformer layer of a few-microsecond kernels) never pay for waking a worker.
         let mut si = 0;
         while si < self.steps.len() {
-            if self.parallel.is_parallel() && rt.wants_threads(&self.steps[si]) {
+            if self.parallel.is_parallel() && rt.wants_threads(si) {
                 if observer.is_none() {
                     let mut rest = SendRun {
                         rt: &mut rt,
@@ -1082,7 +1397,7 @@ impl CpuExecutable {
                         }
                         self.finish_run(rest.rt)
                     });
-                    self.keep_arena(arena);
+                    self.keep_arena(arena, rt.arena_use());
                     return out;
                 }
                 // An observed run (not `Send`) hands over one step at a time.
@@ -1104,8 +1419,92 @@ impl CpuExecutable {
             si += 1;
         }
         let out = self.finish_run(&rt);
-        self.keep_arena(arena);
+        self.keep_arena(arena, rt.arena_use());
         out
+    }
+
+    /// The memory plan of a run with `inputs`: the static plan, or the plan of the binding of the symbolic dims
+    /// the inputs make (from the cache of the last [`BOUND_PLANS`] bindings, else computed and cached).
+    fn plan_for(&self, inputs: &[Value]) -> Result<Arc<MemPlan>, ExecError> {
+        let Some(bound) = &self.bound else {
+            return Ok(self.static_plan.clone());
+        };
+        let g = &*self.graph;
+        for &(i, rank, ref declared) in &bound.declared {
+            let ok = matches!(&inputs[i], Value::Tensor(t) if t.rank() == rank);
+            if !ok {
+                return Err(ExecError::new(format!(
+                    "input `{}` is {}, but the graph declares {declared}",
+                    g.value(g.inputs[i]).name,
+                    jiuzhou_runtime::describe(&inputs[i])
+                )));
+            }
+        }
+        let mut key: Vec<Option<(usize, usize)>> = vec![None; bound.syms.len()];
+        for &(i, axis, k) in &bound.sources {
+            let Value::Tensor(t) = &inputs[i] else {
+                unreachable!("checked above")
+            };
+            let n = t.shape()[axis];
+            match key[k] {
+                Some((m, first)) if m != n => {
+                    return Err(ExecError::new(format!(
+                        "symbolic dim `{}` is {m} in input `{}` but {n} in input `{}`",
+                        bound.syms[k],
+                        g.value(g.inputs[first]).name,
+                        g.value(g.inputs[i]).name
+                    )));
+                }
+                Some(_) => {}
+                None => key[k] = Some((n, i)),
+            }
+        }
+        let key: Vec<usize> = key
+            .into_iter()
+            .map(|k| k.map(|(n, _)| n))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ExecError::new("internal error: a planned symbolic dim has no input"))?;
+        if let Ok(mut cache) = bound.cache.lock()
+            && let Some(pos) = cache.iter().position(|(k, _)| *k == key)
+        {
+            let hit = cache.remove(pos).expect("found above");
+            let plan = hit.1.clone();
+            cache.push_front(hit);
+            return Ok(plan);
+        }
+        let binding: HashMap<&str, usize> = bound
+            .syms
+            .iter()
+            .map(String::as_str)
+            .zip(key.iter().copied())
+            .collect();
+        let started = std::time::Instant::now();
+        let plan = Arc::new(mem_plan(
+            g,
+            &self.steps,
+            &self.plan_source,
+            &self.fault_steps,
+            &binding,
+        )?);
+        let plan_us = started.elapsed().as_micros();
+        let described: Vec<String> = bound
+            .syms
+            .iter()
+            .zip(&key)
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        tracing::debug!(
+            binding = %described.join(", "),
+            arena_bytes = plan.arena_len * 4,
+            planned_values = plan.slots.len(),
+            plan_us,
+            "cpu target: planned the arena for a binding of the symbolic dims"
+        );
+        if let Ok(mut cache) = bound.cache.lock() {
+            cache.push_front((key, plan.clone()));
+            cache.truncate(BOUND_PLANS);
+        }
+        Ok(plan)
     }
 
     /// Runs step `si` (its kernel or fallback, profiled when asked, perturbed when faulty), reports its outputs
@@ -1131,12 +1530,25 @@ impl CpuExecutable {
         let step = &self.steps[si];
         // Only a profiled run reads the clock.
         let started = profile.is_some().then(std::time::Instant::now);
-        match (&step.kind, &step.place) {
+        let plan = rt.plan;
+        match (&step.kind, &plan.places[si]) {
             // The output is the input's memory: nothing to compute.
-            (_, StepPlace::View(x)) if matches!(rt.env[x.index()], Slot::Arena) => {
+            (StepKind::Kernel(k), StepPlace::View(x))
+                if matches!(rt.env[x.index()], Slot::Arena)
+                    && rt.view_holds(k, *x, step.outputs[0]) =>
+            {
                 rt.env[step.outputs[0].index()] = Slot::Arena;
+                rt.in_arena += 1;
             }
-            (_, StepPlace::Concat(parts)) => rt.concat_in_place(step.outputs[0], parts)?,
+            (StepKind::Kernel(k), StepPlace::Concat(parts)) => {
+                if !rt.concat_in_place(k, step.outputs[0], parts)? {
+                    // The shapes derived from the binding do not hold: the kernel computes the output on the heap.
+                    rt.off_plan = true;
+                    let r = rt.kernel(k, step.outputs[0]);
+                    rt.off_plan = false;
+                    r?;
+                }
+            }
             (StepKind::Kernel(k), _) => rt.kernel(k, step.outputs[0])?,
             (StepKind::Fallback(wrapped, outer), _) => {
                 let vals = outer
@@ -1195,11 +1607,89 @@ impl CpuExecutable {
     }
 
     /// Keeps a finished run's arena for the next run.
-    fn keep_arena(&self, arena: Vec<f32>) {
+    fn keep_arena(&self, arena: Vec<f32>, used: ArenaUse) {
         if let Ok(mut cache) = self.arena_cache.lock() {
-            *cache = arena;
+            cache.arena = arena;
+            cache.last = Some(used);
         }
     }
+}
+
+/// `len` zeroed f32s (as `vec![0.0; len]`: fresh pages from the OS are not written twice); an error, not an
+/// abort, when the allocation fails.
+fn alloc_zeroed(len: usize) -> Result<Vec<f32>, ExecError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let fail = || ExecError::new(format!("cannot allocate {len} f32 elements"));
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| fail())?;
+    // SAFETY: the layout's size is not zero.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(fail());
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `len` f32s (what `Vec` deallocates
+    // with), and all-zero bytes are a valid f32.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Whether `kernel` of a step reading `reads` has enough work to gain from threads: a matrix product or
+/// convolution of at least the `gemm` crate's own threading threshold of multiply-adds, any other kernel reading
+/// at least [`THREADED_ELEMS`] elements; tensor kernels run single-threaded. `info` gives a value's shape and
+/// element count (0 for a non-tensor); `None` when one that the answer needs is unknown.
+fn wants_threads(
+    kernel: &Kernel,
+    reads: &[ValueId],
+    info: &dyn Fn(ValueId) -> Option<(Vec<usize>, usize)>,
+) -> Option<bool> {
+    let shape = |v: ValueId| info(v).map(|i| i.0);
+    let k = match kernel {
+        Kernel::Fused { inner, .. } => &**inner,
+        Kernel::Tensor(_) => return Some(false),
+        k => k,
+    };
+    let macs: Option<usize> = match k {
+        Kernel::MatMul { a, b } => {
+            let (ash, bsh) = (shape(*a)?, shape(*b)?);
+            linalg::matmul_shape(&ash, &bsh)
+                .ok()
+                .map(|out| out.iter().product::<usize>() * ash.last().copied().unwrap_or(0))
+        }
+        // `m·k` elements of A times the `n` columns of op(B).
+        Kernel::Gemm { a, b, .. } => {
+            let n = match b {
+                GemmB::Packed(_, [_, n]) => Some(*n),
+                GemmB::Value(v, trans_b) => {
+                    let s = shape(*v)?;
+                    if *trans_b { s.first() } else { s.get(1) }.copied()
+                }
+            };
+            match n {
+                Some(n) => Some(info(*a)?.1 * n),
+                None => None,
+            }
+        }
+        Kernel::Conv { x, w, attrs, .. } => {
+            let ws = match w {
+                Param::Const(_, s) => s.clone(),
+                Param::Value(v) => shape(*v)?,
+            };
+            ConvGeom::new(&shape(*x)?, &ws, attrs).ok().map(|geom| {
+                geom.out_shape.iter().product::<usize>() * ws.iter().skip(1).product::<usize>()
+            })
+        }
+        _ => None,
+    };
+    Some(match macs {
+        Some(m) => m >= gemm::get_threading_threshold(),
+        None => {
+            let mut elems = 0usize;
+            for &v in reads {
+                elems += info(v)?.1;
+            }
+            elems >= THREADED_ELEMS
+        }
+    })
 }
 
 /// The state a run hands to the pool: its runtime and profile.
@@ -1219,12 +1709,20 @@ const THREADED_ELEMS: usize = 2 * MIN_CHUNK;
 /// The state of one run.
 struct Runtime<'a> {
     exec: &'a CpuExecutable,
+    /// The run's memory plan.
+    plan: &'a MemPlan,
     env: Vec<Slot>,
     /// The arena's first element. Planned values are disjoint while live, so slices of different live values
     /// never alias.
     base: *mut f32,
     /// Whether the run is inside the pool: kernels then split their work over its threads.
     threaded: bool,
+    /// Set while a step computes its output on the heap although it is planned ([`Runtime::write`]).
+    off_plan: bool,
+    /// Values computed in the arena so far.
+    in_arena: usize,
+    /// f32 values kernels computed on the heap so far.
+    on_heap: usize,
 }
 
 /// How a kernel runs outside the pool: inline, on the caller's thread.
@@ -1243,58 +1741,53 @@ impl Runtime<'_> {
     /// The f32 element count of a computed value (0 when it is none).
     fn numel(&self, v: ValueId) -> usize {
         match &self.env[v.index()] {
-            Slot::Arena => self.exec.slots[&v].1.iter().product(),
+            Slot::Arena => self.plan.slots[&v].shape.iter().product(),
             Slot::Heap(Value::Tensor(t)) => t.shape().iter().product(),
             _ => 0,
         }
     }
 
-    /// Whether `step` has enough work to gain from threads (read from the shapes of this run): a matrix product
-    /// or convolution of at least the `gemm` crate's own threading threshold of multiply-adds, any other kernel
-    /// reading at least [`THREADED_ELEMS`] elements. Reference fallbacks and tensor kernels run single-threaded.
-    fn wants_threads(&self, step: &Step) -> bool {
-        let macs = |k: &Kernel| -> Option<usize> {
-            match k {
-                Kernel::MatMul { a, b } => {
-                    let (ash, bsh) = (self.shape_of(*a), self.shape_of(*b));
-                    let out: usize = linalg::matmul_shape(&ash, &bsh).ok()?.iter().product();
-                    Some(out * ash.last().copied().unwrap_or(0))
-                }
-                // `m·k` elements of A times the `n` columns of op(B).
-                Kernel::Gemm { a, b, .. } => {
-                    let n = match b {
-                        GemmB::Packed(_, [_, n]) => *n,
-                        GemmB::Value(v, trans_b) => {
-                            let s = self.shape_of(*v);
-                            *if *trans_b { s.first() } else { s.get(1) }?
-                        }
-                    };
-                    Some(self.numel(*a) * n)
-                }
-                Kernel::Conv { x, w, attrs, .. } => {
-                    let ws = match w {
-                        Param::Const(_, s) => s.clone(),
-                        Param::Value(v) => self.shape_of(*v),
-                    };
-                    let geom = ConvGeom::new(&self.shape_of(*x), &ws, attrs).ok()?;
-                    let out: usize = geom.out_shape.iter().product();
-                    Some(out * ws.iter().skip(1).product::<usize>())
-                }
-                _ => None,
+    /// Whether step `si` has enough work to gain from threads ([`wants_threads`]): decided at compile time when
+    /// its shapes are static, else from the shapes of this run. Steps that share their input's memory (views,
+    /// in-place Concats) and reference fallbacks run on the caller's thread.
+    fn wants_threads(&self, si: usize) -> bool {
+        let step = &self.exec.steps[si];
+        if self.plan.places[si] != StepPlace::Own {
+            return false;
+        }
+        match (step.threads, &step.kind) {
+            (Some(decided), _) => decided,
+            (None, StepKind::Kernel(k)) => {
+                wants_threads(k, &step.reads, &|v| Some((self.shape_of(v), self.numel(v))))
+                    .unwrap_or(false)
             }
-        };
-        let (StepKind::Kernel(k), StepPlace::Own) = (&step.kind, &step.place) else {
+            (None, StepKind::Fallback(..)) => false,
+        }
+    }
+
+    /// How the run used the arena so far.
+    fn arena_use(&self) -> ArenaUse {
+        ArenaUse {
+            arena_bytes: self.plan.arena_len * 4,
+            in_arena: self.in_arena,
+            on_heap: self.on_heap,
+        }
+    }
+
+    /// Whether the view step of kernel `k` from `x` (in the arena) to `out` may take `x`'s memory as planned: a
+    /// shape derived from a binding is checked against what the kernel computes from `x`'s shape.
+    fn view_holds(&self, k: &Kernel, x: ValueId, out: ValueId) -> bool {
+        let Some(p) = self.plan.slots.get(&out) else {
             return false;
         };
-        let k = match k {
-            Kernel::Fused { inner, .. } => &**inner,
-            Kernel::Tensor(_) => return false,
-            k => k,
-        };
-        match macs(k) {
-            Some(m) => m >= gemm::get_threading_threshold(),
-            None => step.reads.iter().map(|&v| self.numel(v)).sum::<usize>() >= THREADED_ELEMS,
+        if !p.derived {
+            return true;
         }
+        let Kernel::Native(n) = k else {
+            return false;
+        };
+        let xs = &self.plan.slots[&x].shape;
+        n.kernel.out_shape(&[&xs[..]]).is_ok_and(|s| s == p.shape)
     }
 
     fn name(&self, v: ValueId) -> &str {
@@ -1304,7 +1797,7 @@ impl Runtime<'_> {
     /// The shape of a computed tensor value (empty when it is not one).
     fn shape_of(&self, v: ValueId) -> Vec<usize> {
         match &self.env[v.index()] {
-            Slot::Arena => self.exec.slots[&v].1.clone(),
+            Slot::Arena => self.plan.slots[&v].shape.clone(),
             Slot::Heap(Value::Tensor(t)) => t.shape().to_vec(),
             _ => Vec::new(),
         }
@@ -1364,12 +1857,12 @@ impl Runtime<'_> {
                 Ok((s, t.shape().to_vec()))
             }
             Slot::Arena => {
-                let (off, shape) = &self.exec.slots[&v];
-                let len = shape.iter().product();
+                let p = &self.plan.slots[&v];
+                let len = p.shape.iter().product();
                 // SAFETY: the plan gives every live value its own `len` elements inside the arena.
                 Ok((
-                    unsafe { std::slice::from_raw_parts(self.base.add(*off), len) },
-                    shape.clone(),
+                    unsafe { std::slice::from_raw_parts(self.base.add(p.off), len) },
+                    p.shape.clone(),
                 ))
             }
             Slot::Heap(_) => Err(ExecError::new(format!(
@@ -1409,23 +1902,44 @@ impl Runtime<'_> {
     ) -> Result<(), ExecError> {
         let len = jiuzhou_ir::tensor::checked_numel(&shape, DType::F32)
             .map_err(|e| ExecError::new(e.to_string()))?;
-        if let Some((off, planned)) = self.exec.slots.get(&out) {
-            if *planned != shape {
-                return Err(ExecError::new(format!(
-                    "`{}` has shape {shape:?}, but {planned:?} was planned",
-                    self.name(out)
-                )));
+        let slot = match self.plan.slots.get(&out) {
+            Some(_) if self.off_plan => {
+                tracing::trace!(value = self.name(out), "computed on the heap, off the plan");
+                None
             }
+            Some(p) if p.shape != shape => {
+                if !p.derived {
+                    return Err(ExecError::new(format!(
+                        "`{}` has shape {shape:?}, but {:?} was planned",
+                        self.name(out),
+                        p.shape
+                    )));
+                }
+                tracing::debug!(
+                    value = self.name(out),
+                    ?shape,
+                    planned = ?p.shape,
+                    "cpu target: a value's shape differs from the one its binding implies; computed on the heap"
+                );
+                None
+            }
+            slot => slot,
+        };
+        if let Some(p) = slot {
             // SAFETY: the plan reserves `len` elements at `off` for `out`, disjoint from every value live now
             // (the inputs of this step included).
-            let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(*off), len) };
+            let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(p.off), len) };
             f(self, buf)?;
             self.env[out.index()] = Slot::Arena;
+            self.in_arena += 1;
         } else {
-            let mut buf = vec![0.0f32; len];
+            let mut buf = alloc_zeroed(len).map_err(|e| {
+                ExecError::new(format!("`{}` (shape {shape:?}): {e}", self.name(out)))
+            })?;
             f(self, &mut buf)?;
             let t = Tensor::from_vec(shape, buf).map_err(|e| ExecError::new(e.to_string()))?;
             self.env[out.index()] = Slot::Heap(Value::Tensor(Arc::new(t)));
+            self.on_heap += 1;
         }
         Ok(())
     }
@@ -1439,12 +1953,11 @@ impl Runtime<'_> {
         match std::mem::replace(&mut self.env[out.index()], Slot::Empty) {
             Slot::Arena => {
                 self.env[out.index()] = Slot::Arena;
-                let exec = self.exec;
-                let (off, shape) = &exec.slots[&out];
-                let len = shape.iter().product();
+                let p = &self.plan.slots[&out];
+                let len = p.shape.iter().product();
                 // SAFETY: the plan reserves `len` elements at `off` for `out`, disjoint from every other live value.
-                let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(*off), len) };
-                f(&*self, buf, shape)
+                let buf = unsafe { std::slice::from_raw_parts_mut(self.base.add(p.off), len) };
+                f(&*self, buf, &p.shape)
             }
             Slot::Heap(Value::Tensor(t)) => {
                 let mut t = Arc::unwrap_or_clone(t);
@@ -1464,16 +1977,37 @@ impl Runtime<'_> {
     }
 
     /// A Concat whose output is planned with its in-place inputs inside it ([`StepPlace::Concat`]): copies the
-    /// other inputs (and any in-place one that is not in the arena after all) into their slices.
+    /// other inputs (and any in-place one that is not in the arena after all) into their slices. Returns `false`,
+    /// having done nothing, when the output's shape was derived from a binding and the inputs do not make it (the
+    /// caller then runs kernel `k` off the plan).
     fn concat_in_place(
         &mut self,
+        k: &Kernel,
         out: ValueId,
         parts: &[(ValueId, usize, usize, bool)],
-    ) -> Result<(), ExecError> {
-        let exec = self.exec;
-        let (off, shape) = exec.slots.get(&out).ok_or_else(|| {
+    ) -> Result<bool, ExecError> {
+        let plan = self.plan;
+        let p = plan.slots.get(&out).ok_or_else(|| {
             ExecError::new("internal error: an in-place Concat output is not planned")
         })?;
+        let (off, shape) = (p.off, &p.shape);
+        if p.derived {
+            let Kernel::Native(n) = k else {
+                return Ok(false);
+            };
+            let mut shapes = Vec::with_capacity(parts.len());
+            for &(x, _, len, _) in parts {
+                let s = self.f32_in(x)?.1;
+                if s.iter().product::<usize>() != len {
+                    return Ok(false);
+                }
+                shapes.push(s);
+            }
+            let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+            if n.kernel.out_shape(&refs).ok().as_ref() != Some(shape) {
+                return Ok(false);
+            }
+        }
         let total: usize = shape.iter().product();
         for &(x, at, len, in_place) in parts {
             if in_place && matches!(self.env[x.index()], Slot::Arena) {
@@ -1493,7 +2027,8 @@ impl Runtime<'_> {
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off + at), len) };
         }
         self.env[out.index()] = Slot::Arena;
-        Ok(())
+        self.in_arena += 1;
+        Ok(true)
     }
 
     fn kernel(&mut self, k: &Kernel, out: ValueId) -> Result<(), ExecError> {
@@ -1754,6 +2289,10 @@ impl Executable for CpuExecutable {
         "cpu"
     }
 
+    fn last_run_arena_bytes(&self) -> Option<usize> {
+        self.last_run_arena().map(|u| u.arena_bytes)
+    }
+
     fn run_observed(
         &self,
         inputs: Vec<Value>,
@@ -1761,5 +2300,106 @@ impl Executable for CpuExecutable {
     ) -> Result<Vec<Value>, RunError> {
         self.run_impl(inputs, Some(observer), None)
             .map_err(|e| RunError::Exec(e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiuzhou_ir::GraphBuilder;
+    use jiuzhou_ir::TensorType;
+    use jiuzhou_ir::ops;
+
+    fn filled(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect();
+        Tensor::from_vec(shape.to_vec(), data).unwrap()
+    }
+
+    /// A graph with big and small GEMMs, a conv, and elementwise ops over big and small tensors; `batch` is the
+    /// first dim of its input (a symbol when `None`).
+    fn graph(batch: Option<usize>) -> Graph {
+        let mut b = GraphBuilder::new("threads");
+        let n = batch.map_or(Dim::from("N"), Dim::Known);
+        let x = b.input("x", TensorType::new(DType::F32, [n, 256.into()]));
+        let w = b.constant("w", filled(&[256, 512], 1));
+        let h = b.node1(ops::MatMul::default(), &[x, w]).unwrap();
+        let r = b.node1(ops::Relu::default(), &[h]).unwrap();
+        let small = b.constant("small", filled(&[3, 4], 2));
+        let s = b.node1(ops::Neg::default(), &[small]).unwrap();
+        let img = b.input("img", TensorType::known(DType::F32, &[1, 16, 40, 40]));
+        let k = b.constant("k", filled(&[32, 16, 3, 3], 3));
+        let conv = ops::Conv {
+            kernel_shape: Some(vec![3, 3]),
+            ..Default::default()
+        };
+        let c = b.node1(conv, &[img, k]).unwrap();
+        let e = b.node1(ops::Abs::default(), &[c]).unwrap();
+        for v in [r, s, e] {
+            b.output(v);
+        }
+        b.finish().unwrap()
+    }
+
+    /// The thread decisions made at compile time for static shapes are the ones the shapes of a run give, there
+    /// are both kinds among them, and steps whose shapes are symbolic are left to the run.
+    #[test]
+    fn thread_decisions_made_at_compile_time_match_the_run() {
+        for batch in [Some(64), None] {
+            let g = Arc::new(graph(batch));
+            let exec = CpuExecutable::compile_with(g.clone(), &CpuOptions { threads: 2 }).unwrap();
+            let inputs = vec![
+                Value::Tensor(Arc::new(filled(&[64, 256], 4))),
+                Value::Tensor(Arc::new(filled(&[1, 16, 40, 40], 5))),
+            ];
+            // The shape of every value of the run: inputs, constants and each step's outputs.
+            let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+            for (id, v) in g.inputs.iter().zip(&inputs) {
+                shapes.insert(
+                    g.value(*id).name.clone(),
+                    v.as_tensor().unwrap().shape().to_vec(),
+                );
+            }
+            for v in &g.values {
+                if let Some(c) = &v.constant {
+                    shapes.insert(v.name.clone(), c.shape().to_vec());
+                }
+            }
+            exec.run_observed(inputs, &mut |name: &str, v: &Value| {
+                shapes.insert(name.to_string(), v.as_tensor().unwrap().shape().to_vec());
+            })
+            .unwrap();
+            let info = |v: ValueId| {
+                let s = shapes[&g.value(v).name].clone();
+                let n = s.iter().product();
+                Some((s, n))
+            };
+            let mut decided = Vec::new();
+            for step in &exec.steps {
+                let StepKind::Kernel(k) = &step.kind else {
+                    continue;
+                };
+                let at_run = wants_threads(k, &step.reads, &info).unwrap();
+                match step.threads {
+                    Some(d) => {
+                        assert_eq!(d, at_run, "step {} ({})", step.node, step.label);
+                        decided.push(d);
+                    }
+                    None => assert!(batch.is_none(), "step {} was left to the run", step.node),
+                }
+            }
+            // MatMul and Relu over [64,512], the conv: threads; Neg over 12 elements and (static) nothing else.
+            let want: &[bool] = if batch.is_some() {
+                &[true, true, false, true, true]
+            } else {
+                &[false, true, true]
+            };
+            assert_eq!(decided, want, "batch {batch:?}");
+        }
     }
 }

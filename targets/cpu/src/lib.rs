@@ -7,8 +7,9 @@
 //! ([`reduce`]), softmax and normalizations ([`norm`]), data movement ([`movement`]) and float activations run
 //! native kernels chosen by [`native::select`]; every other node (and every dtype these kernels do not cover) runs
 //! the reference implementation, explicitly: the executable lists those nodes in [`CpuExecutable::fallback_ops`]
-//! and compilation logs them. Intermediate f32 tensors with static shapes live in one arena laid out at compile
-//! time from liveness ([`plan`]). Kernels split their work over threads ([`parallel`], [`CpuOptions::threads`]) only
+//! and compilation logs them. Intermediate f32 tensors live in one arena laid out from liveness ([`plan`]): at
+//! compile time when their shapes are static, per binding of the symbolic dims the inputs bind otherwise (shapes
+//! that depend on data stay on the heap). Kernels split their work over threads ([`parallel`], [`CpuOptions::threads`]) only
 //! along independent output elements, so results are bit-identical for every thread count. Runs can report every
 //! step's outputs (`run_observed`, for `jiuzhou compare`); [`fault`] is a test-only switch that makes chosen nodes
 //! compute wrong results on purpose.
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+pub mod direct_conv;
 pub mod elementwise;
 mod exec;
 pub mod fault;
@@ -35,7 +37,7 @@ pub mod pool;
 pub mod reduce;
 pub mod tensor_ops;
 
-pub use exec::{CpuExecutable, CpuOptions, FallbackOp};
+pub use exec::{ArenaUse, BOUND_PLANS, CpuExecutable, CpuOptions, FallbackOp};
 pub use parallel::Parallel;
 
 /// The CPU features the code of this target requires of the machine that runs it, as `std::arch` names them.

@@ -364,16 +364,16 @@ pub fn gemm(
 /// The resolved geometry of a convolution, spatial dims padded to three.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvGeom {
-    batch: usize,
-    in_channels: usize,
-    out_channels: usize,
-    group: usize,
-    input: [usize; 3],
-    output: [usize; 3],
-    kernel: [usize; 3],
-    strides: [usize; 3],
-    dilations: [usize; 3],
-    pad_begin: [usize; 3],
+    pub(crate) batch: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) group: usize,
+    pub(crate) input: [usize; 3],
+    pub(crate) output: [usize; 3],
+    pub(crate) kernel: [usize; 3],
+    pub(crate) strides: [usize; 3],
+    pub(crate) dilations: [usize; 3],
+    pub(crate) pad_begin: [usize; 3],
     /// The output shape.
     pub out_shape: Vec<usize>,
 }
@@ -475,15 +475,15 @@ impl ConvGeom {
         })
     }
 
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.input.iter().product()
     }
 
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.output.iter().product()
     }
 
-    fn taps(&self) -> usize {
+    pub(crate) fn taps(&self) -> usize {
         self.kernel.iter().product()
     }
 
@@ -758,6 +758,8 @@ impl PackB for Im2colB<'_> {
 pub struct PackedConv {
     group: usize,
     mats: Vec<PackedA>,
+    /// The weights packed for the direct kernel instead ([`crate::direct_conv`]; `mats` is then empty).
+    direct: Option<crate::direct_conv::DirectConv>,
 }
 
 impl PackedConv {
@@ -773,15 +775,31 @@ impl PackedConv {
         if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
             return None;
         }
+        // Convolutions with a spatial kernel run the direct kernel where it applies (no im2col packing); 1×1
+        // convolutions stay on the GEMM, whose packed operands measured faster for them (their B packing is a copy).
+        if wsh[2..].iter().product::<usize>() > 1
+            && let Some(d) = crate::direct_conv::DirectConv::new(w, wsh, group, false)
+        {
+            return Some(PackedConv {
+                group,
+                mats: Vec::new(),
+                direct: Some(d),
+            });
+        }
         let mats = (0..group)
             .map(|gi| PackedA::new(&w[gi * mg * kdim..][..mg * kdim], mg, kdim, kdim, 1))
             .collect();
-        Some(PackedConv { group, mats })
+        Some(PackedConv {
+            group,
+            mats,
+            direct: None,
+        })
     }
 
     /// Whether it holds the weights of a convolution with these groups and per-group sizes.
     fn fits(&self, group: usize, mg: usize, kdim: usize) -> bool {
-        self.group == group
+        self.direct.is_none()
+            && self.group == group
             && self
                 .mats
                 .iter()
@@ -841,9 +859,12 @@ pub fn conv(
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
     let (il, ol, taps) = (g.in_len(), g.out_len(), g.taps());
     // Packed weights replace `w` (which may then be empty).
+    let direct = packed
+        .and_then(|p| p.direct.as_ref())
+        .filter(|d| !g.is_depthwise() && d.fits(g));
     let packed = packed.filter(|p| !g.is_depthwise() && p.fits(g.group, mg, cg * taps));
     if x.len() != numel(&[g.batch, g.in_channels, il])?
-        || (packed.is_none() && w.len() != numel(&[g.out_channels, cg, taps])?)
+        || (packed.is_none() && direct.is_none() && w.len() != numel(&[g.out_channels, cg, taps])?)
         || out.len() != numel(&[g.batch, g.out_channels, ol])?
         || bias.is_some_and(|b| b.len() != g.out_channels)
         || residual.is_some_and(|r| r.len() != out.len())
@@ -874,6 +895,10 @@ pub fn conv(
                 finish_row(plane, 0.0, res, epi.relu);
             }
         });
+        return Ok(());
+    }
+    if let Some(d) = direct {
+        d.run(g, x, bias, residual, epi.relu, out, par);
         return Ok(());
     }
     let kdim = cg * taps;
@@ -1329,6 +1354,172 @@ mod tests {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "case {ci}: {threads} threads differ from one"
                 );
+            }
+        }
+    }
+
+    /// The direct kernel ([`crate::direct_conv`]) agrees with the `gemm`-crate path on every geometry it takes
+    /// (padding on either side, strides 1 and 2, dilation, groups, a batch, rows shorter than a tile and tiles
+    /// across rows, output channels not a multiple of 16, reductions of several k blocks, both reduction orders,
+    /// 1-D), bit for bit with itself at 1, 2 and 3 threads; stride 3 is refused.
+    #[test]
+    fn direct_conv_matches_the_gemm_crate_path() {
+        if !packed_gemm::available() {
+            return;
+        }
+        /// Input, weight, pads, strides, dilations, group.
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            &'static [i64],
+            &'static [i64],
+            &'static [i64],
+            i64,
+        );
+        let cases: [Case; 12] = [
+            (
+                &[1, 64, 14, 14],
+                &[40, 64, 3, 3],
+                &[1, 1, 1, 1],
+                &[1, 1],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 32, 7, 7],
+                &[512, 32, 3, 3],
+                &[1, 1, 1, 1],
+                &[1, 1],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[2, 20, 9, 11],
+                &[17, 20, 3, 3],
+                &[0, 2, 1, 0],
+                &[2, 2],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 300, 5, 4],
+                &[33, 300, 3, 3],
+                &[1, 1, 1, 1],
+                &[1, 1],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 16, 12, 13],
+                &[16, 16, 3, 3],
+                &[2, 2, 2, 2],
+                &[1, 1],
+                &[2, 2],
+                1,
+            ),
+            (
+                &[1, 32, 10, 10],
+                &[24, 16, 3, 3],
+                &[1, 1, 1, 1],
+                &[1, 2],
+                &[1, 1],
+                2,
+            ),
+            (
+                &[1, 24, 8, 8],
+                &[16, 24, 3, 3],
+                &[0, 0, 0, 0],
+                &[1, 1],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 3, 31, 29],
+                &[9, 3, 7, 7],
+                &[3, 3, 3, 3],
+                &[2, 2],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 4, 9, 70],
+                &[5, 4, 3, 3],
+                &[1, 1, 1, 1],
+                &[2, 2],
+                &[1, 1],
+                1,
+            ),
+            (&[1, 18, 50], &[20, 18, 5], &[2, 2], &[1], &[1], 1),
+            (
+                &[1, 16, 3, 3],
+                &[8, 16, 1, 1],
+                &[0, 0, 0, 0],
+                &[2, 2],
+                &[1, 1],
+                1,
+            ),
+            (
+                &[1, 16, 9, 9],
+                &[8, 16, 3, 3],
+                &[1, 1, 1, 1],
+                &[3, 3],
+                &[1, 1],
+                1,
+            ),
+        ];
+        for (ci, (xs, ws, pads, strides, dilations, group)) in cases.into_iter().enumerate() {
+            let attrs = ConvAttrs {
+                auto_pad: "NOTSET".into(),
+                dilations: Some(dilations.to_vec()),
+                group,
+                kernel_shape: Some(ws[2..].iter().map(|&k| k as i64).collect()),
+                pads: Some(pads.to_vec()),
+                strides: Some(strides.to_vec()),
+            };
+            let g = ConvGeom::new(xs, ws, &attrs).unwrap();
+            let x = data(xs.iter().product(), 20 * ci as u64 + 1);
+            let w = data(ws.iter().product(), 20 * ci as u64 + 2);
+            let bias = data(ws[0], 20 * ci as u64 + 3);
+            let len: usize = g.out_shape.iter().product();
+            let res = data(len, 20 * ci as u64 + 4);
+            let direct = crate::direct_conv::DirectConv::new(&w, ws, group as usize, true).unwrap();
+            if strides[strides.len() - 1] > 2 {
+                assert!(!direct.fits(&g), "case {ci}: stride 3 is not the kernel's");
+                continue;
+            }
+            assert!(direct.fits(&g), "case {ci}");
+            let packed = PackedConv {
+                group: group as usize,
+                mats: Vec::new(),
+                direct: Some(direct),
+            };
+            for (use_bias, use_res, relu) in [(true, true, true), (false, false, false)] {
+                let run = |p: Option<&PackedConv>, threads: usize| {
+                    let par = Parallel::new(threads).unwrap();
+                    let mut out = vec![f32::NAN; len];
+                    let (b, r) = (use_bias.then_some(&bias[..]), use_res.then_some(&res[..]));
+                    par.install(|| conv(&g, &x, &w, p, b, r, &mut out, Epilogue { relu }, &par))
+                        .unwrap();
+                    out
+                };
+                let want = run(None, 1);
+                let got = run(Some(&packed), 1);
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * scale,
+                        "case {ci} at {i}: {g} vs {w}"
+                    );
+                }
+                for threads in [2, 3] {
+                    let other = run(Some(&packed), threads);
+                    assert!(
+                        got.iter()
+                            .zip(&other)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "case {ci}: {threads} threads differ from one"
+                    );
+                }
             }
         }
     }
