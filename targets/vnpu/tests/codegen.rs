@@ -791,22 +791,21 @@ fn grouped_conv_runs_as_a_dense_conv_and_depthwise_stays_on_the_host() {
     };
     let y = b.node1(conv, &[x, w]).unwrap();
     b.output(y);
-    let r = run(
-        b.finish().unwrap(),
-        "default",
-        vec![tensor(&[1, 32, 6, 6], 85)],
-        &[],
-    );
-    let n = &r.exec.placement().nodes[0];
-    assert!(!n.npu);
-    assert!(
-        n.reason
-            .as_deref()
-            .unwrap()
-            .starts_with("grouped Conv (group = 32"),
-        "{:?}",
-        n.reason
-    );
+    let g = b.finish().unwrap();
+    // The channels-last profile says the same: no layout would put it on the cube.
+    for profile in ["default", "channels_last"] {
+        let r = run(g.clone(), profile, vec![tensor(&[1, 32, 6, 6], 85)], &[]);
+        let n = &r.exec.placement().nodes[0];
+        assert!(!n.npu);
+        assert!(
+            n.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("grouped Conv (group = 32"),
+            "{profile}: {:?}",
+            n.reason
+        );
+    }
 }
 
 // ---- The channels-last profile: the graph's NHWC ops on the cube, layout changes as DMA kernels. ----

@@ -23,6 +23,9 @@
 //! forms (`MaxPoolNhwc`, `AveragePoolNhwc`) the same way, GlobalAveragePool a ReduceMean over the channels-last
 //! spatial axes, so that a pool between two convs need not break a
 //! channels-last chain, and a Transpose that only moves size-1 axes (after a global pool) becomes a Reshape.
+//! Transposes back to channels-first on all inputs of a Concat sink below it (the concat's axis permuted), so that
+//! a channel concat between channels-last convs (Inception, SqueezeNet) does not break the chain either; this rule
+//! runs with the channels-last family, where such Transposes appear.
 
 use std::sync::Arc;
 
@@ -200,7 +203,92 @@ pub fn channels_last_rules() -> Vec<Rule> {
         // Transpose(x, p) == Reshape(x, shape) when p keeps the axes of size above 1 in order (the elements do not
         // move): [1, 1, 1, C] to [1, C, 1, 1] after a global pool.
         rw!("transpose-unit-axes-to-reshape"; "(Transpose ?p ?x)"        => { UnitTransposeToReshape }),
+        // Concat(Transpose(x₁, p), …, Transpose(xₙ, p); axis a) == Transpose(Concat(x₁, …, xₙ; axis p[a]), p) for
+        // p = [0, r−1, 1, .., r−2] (back to channels-first): the channel concats of Inception and SqueezeNet between
+        // channels-last convs (2 to 4 inputs).
+        rw!("transpose-sink-concat2";     "(Concat ?a (Transpose ?p ?x0) (Transpose ?p ?x1))" => { SinkConcat(2) }),
+        rw!("transpose-sink-concat3";
+            "(Concat ?a (Transpose ?p ?x0) (Transpose ?p ?x1) (Transpose ?p ?x2))"             => { SinkConcat(3) }),
+        rw!("transpose-sink-concat4";
+            "(Concat ?a (Transpose ?p ?x0) (Transpose ?p ?x1) (Transpose ?p ?x2) (Transpose ?p ?x3))" => { SinkConcat(4) }),
     ]
+}
+
+/// Sinks the Transposes (one permutation) of all `n` inputs of a Concat below it.
+struct SinkConcat(usize);
+
+impl SinkConcat {
+    fn build(&self, eg: &mut IrEGraph, s: &Subst) -> Option<Id> {
+        let Op::Concat(c) = op_with(eg, s, "Concat", "?a")? else {
+            return None;
+        };
+        let xs: Vec<Id> = (0..self.0)
+            .map(|i| bound(eg, s, &format!("?x{i}")))
+            .collect();
+        let r = tensor_type(eg, xs[0])?.rank()?;
+        if xs
+            .iter()
+            .any(|&x| tensor_type(eg, x).and_then(|t| t.rank()) != Some(r))
+        {
+            return None;
+        }
+        let p = op_with(eg, s, "Transpose", "?p").and_then(|op| perm(&op, r))?;
+        // Only the layout change back to channels-first: sinking any permutation would let Concats multiply over
+        // every layout the Transposes around them compose (Inception-v2 then fills the e-graph).
+        let to_first: Vec<usize> = to_channels_first(r).iter().map(|&i| i as usize).collect();
+        if p != to_first {
+            return None;
+        }
+        let axis = if c.axis < 0 {
+            c.axis + r as i64
+        } else {
+            c.axis
+        };
+        let inner = *p.get(usize::try_from(axis).ok()?)?;
+        // An input's class may hold several channels-last forms that nothing has merged yet (a FusedConvNhwc with
+        // its Relu and one followed by a Relu): each `xᵢ` is `Transpose(input, to_last)` of the concat's own input
+        // (p = to_first is its inverse), so that node joins every `xᵢ` a match binds into one class and the concat
+        // gets a single channels-last form.
+        let t = op_with(eg, s, "Transpose", "?p")?;
+        let last = transpose_op(to_channels_last(r));
+        for &x in &xs {
+            let input = add_op(eg, &t, &[x]);
+            let back = add_op(eg, &last, &[input]);
+            eg.union(back, x);
+        }
+        let xs: Vec<Id> = xs.iter().map(|&x| eg.find(x)).collect();
+        let concat = Op::Concat(ops::Concat { axis: inner as i64 });
+        let y = add_op(eg, &concat, &xs);
+        Some(add_op(eg, &t, &[y]))
+    }
+}
+
+impl Applier<ENode, GraphAnalysis> for SinkConcat {
+    fn apply_one(
+        &self,
+        eg: &mut IrEGraph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        // Once per concat class: every match builds the same nodes (see `build`); this skips the repeats.
+        let key = vec![eg.find(eclass)];
+        if eg
+            .analysis
+            .applied
+            .contains(&(rule.to_string(), key.clone()))
+        {
+            return vec![];
+        }
+        match self.build(eg, s) {
+            Some(new) => {
+                first_application(eg, rule, key);
+                union_typed(eg, eclass, new)
+            }
+            None => vec![],
+        }
+    }
 }
 
 /// Adds the channels-last form of the matched MaxPool (`max`) or AveragePool.

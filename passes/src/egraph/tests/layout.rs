@@ -115,8 +115,40 @@ fn unit_transpose_case() -> Graph {
     finish(b, y)
 }
 
+/// `Concat(Transpose(x₀, perm), …; axis)` over inputs whose dims differ only along the concatenated one.
+fn concat_case(n: usize, perm: &[i64], axis: i64) -> Graph {
+    let mut b = GraphBuilder::new("case");
+    let r = perm.len();
+    let inner = perm[axis.rem_euclid(r as i64) as usize] as usize;
+    let ts: Vec<ValueId> = (0..n)
+        .map(|i| {
+            let mut dims: Vec<usize> = (0..r).map(|d| d + 2).collect();
+            dims[inner] = i + 1;
+            let x = b.input(&format!("x{i}"), TensorType::known(DType::F32, &dims));
+            un(&mut b, transpose(perm), x)
+        })
+        .collect();
+    let y = b.node1(ops::Concat { axis }, &ts).unwrap();
+    finish(b, y)
+}
+
 pub(super) fn cases() -> Vec<Case> {
     vec![
+        case(
+            "transpose-sink-concat2",
+            "Transpose",
+            concat_case(2, &[0, 3, 1, 2], 1),
+        ),
+        case(
+            "transpose-sink-concat3",
+            "Transpose",
+            concat_case(3, &[0, 4, 1, 2, 3], -3),
+        ),
+        case(
+            "transpose-sink-concat4",
+            "Transpose",
+            concat_case(4, &[0, 2, 1], 0),
+        ),
         case("maxpool-to-nhwc", "MaxPool", pool_case(true)),
         case("averagepool-to-nhwc", "AveragePool", pool_case(false)),
         case(

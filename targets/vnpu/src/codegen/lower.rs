@@ -366,6 +366,12 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
             let so = vec![sx[0], 1, 1, *so.last().unwrap_or(&0)];
             lower_mean(ctx, (x, nchw_of(&sx)?, nchw_of(&so)?), None, out)
         }
+        Op::Conv(c) if ctx.p.channels_last() && !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
+            Err(grouped_reason(c.group))
+        }
+        Op::FusedConv(c) if ctx.p.channels_last() && !(1..=MAX_DENSE_GROUPS).contains(&c.group) => {
+            Err(grouped_reason(c.group))
+        }
         Op::Conv(_)
         | Op::FusedConv(_)
         | Op::MaxPool(_)
