@@ -90,14 +90,7 @@ impl DirectConv {
     /// Packs the weights `w` (`[M, C/group, kh, kw]` row-major, of shape `wsh`) of a 2-D (or 1-D) convolution with
     /// `group` groups, or `None` where the direct kernel does not run (no AVX2+FMA, other ranks, a depthwise
     /// convolution, or [`crate::packed_gemm::available`] switched off).
-    ///
-    /// Convolutions with fewer than 16 input channels per group are refused unless `allow_few_channels` (tests).
-    pub fn new(
-        w: &[f32],
-        wsh: &[usize],
-        group: usize,
-        allow_few_channels: bool,
-    ) -> Option<DirectConv> {
+    pub fn new(w: &[f32], wsh: &[usize], group: usize) -> Option<DirectConv> {
         if !crate::packed_gemm::available() || !cpu_has_kernel() || group == 0 {
             return None;
         }
@@ -113,11 +106,6 @@ impl DirectConv {
         let taps = kernel[0] * kernel[1];
         let k = c * taps;
         if w.len() != m_all * k || k == 0 || m == 0 {
-            return None;
-        }
-        // With few input channels (the stem's 3) the runs of the reduction are a kernel row long and their
-        // overhead outweighs the packing saved (measured: the 7×7 stem 4 % slower than im2col).
-        if c < 16 && !allow_few_channels {
             return None;
         }
         let order = if c >= 16 {
