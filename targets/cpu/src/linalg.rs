@@ -824,7 +824,9 @@ fn direct_pays(wsh: &[usize], strides: Option<&[i64]>) -> bool {
     );
     let spatial = wsh.len() >= 3 && wsh[2..].iter().product::<usize>() > 1;
     let unit = strides.is_none_or(|s| s.iter().all(|&s| s == 1));
-    spatial && ((unit && c >= 16) || (c < 16 && kw >= 5))
+    // The kernel's tiles read output positions at most 2 input elements apart (`DirectConv::fits`).
+    let narrow = strides.is_none_or(|s| s.last().is_none_or(|&s| (1..=2).contains(&s)));
+    spatial && narrow && ((unit && c >= 16) || (c < 16 && kw >= 5))
 }
 
 /// Applies bias, residual and Relu to `len` outputs of channel `oc` starting at `row` (one pass, in cache).
@@ -1375,6 +1377,45 @@ mod tests {
                     "case {ci}: {threads} threads differ from one"
                 );
             }
+        }
+    }
+
+    /// Which convolutions take the direct kernel; every one it takes, the kernel fits (AlexNet's stride-4 11×11
+    /// stem once got packed for it and then refused at run time).
+    #[test]
+    fn direct_kernel_choice() {
+        assert!(direct_pays(&[64, 64, 3, 3], Some(&[1, 1])));
+        assert!(direct_pays(&[64, 64, 3, 3], None));
+        assert!(direct_pays(&[64, 3, 7, 7], Some(&[2, 2])));
+        assert!(!direct_pays(&[64, 64, 3, 3], Some(&[2, 2])));
+        assert!(!direct_pays(&[96, 3, 11, 11], Some(&[4, 4])));
+        assert!(!direct_pays(&[64, 64, 1, 1], None));
+        assert!(!direct_pays(&[8, 8, 3, 3], None));
+        if !packed_gemm::available() {
+            return;
+        }
+        for (xs, ws, strides) in [
+            (&[1, 3, 227, 227][..], &[96, 3, 11, 11][..], [4i64, 4]),
+            (&[1, 3, 224, 224], &[64, 3, 7, 7], [2, 2]),
+            (&[1, 64, 56, 56], &[64, 64, 3, 3], [1, 1]),
+        ] {
+            let w = vec![0.5f32; ws.iter().product()];
+            let attrs = ConvAttrs {
+                auto_pad: "NOTSET".into(),
+                dilations: None,
+                group: 1,
+                kernel_shape: None,
+                pads: None,
+                strides: Some(strides.to_vec()),
+            };
+            let g = ConvGeom::new(xs, ws, &attrs).unwrap();
+            let p = PackedConv::new(&w, ws, 1, Some(&strides)).unwrap();
+            assert!(
+                p.direct
+                    .as_ref()
+                    .map_or(p.fits(1, ws[0], w.len() / ws[0]), |d| d.fits(&g)),
+                "{ws:?} at strides {strides:?}: packed for a kernel that does not take it"
+            );
         }
     }
 
