@@ -1245,6 +1245,33 @@ mod tests {
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
     }
 
+    /// Checks `run(Some(packed), 1)` (a convolution with pre-packed weights at one thread) against the `gemm`-crate
+    /// path `run(None, 1)` within `1e-5·max|want|`, and that 2 and 3 threads give its bits.
+    fn check_packed(
+        ci: usize,
+        packed: &PackedConv,
+        run: impl Fn(Option<&PackedConv>, usize) -> Vec<f32>,
+    ) {
+        let want = run(None, 1);
+        let got = run(Some(packed), 1);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * scale,
+                "case {ci} at {i}: {g} vs {w}"
+            );
+        }
+        for threads in [2, 3] {
+            let other = run(Some(packed), threads);
+            assert!(
+                got.iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {ci}: {threads} threads differ from one"
+            );
+        }
+    }
+
     /// Convolutions with pre-packed weights (im2col packed straight into strips, or a 1×1 input packed) agree with
     /// the `gemm`-crate path, and bit for bit with themselves at 1, 2 and 3 threads.
     #[test]
@@ -1352,31 +1379,13 @@ mod tests {
             let res = data(len, 10 * ci as u64 + 4);
             let epi = Epilogue { relu: true };
             let packed = PackedConv::new(&w, ws, group as usize, Some(&strides)).unwrap();
-            let run = |p: Option<&PackedConv>, threads: usize| {
+            check_packed(ci, &packed, |p, threads| {
                 let par = Parallel::new(threads).unwrap();
                 let mut out = vec![f32::NAN; len];
                 par.install(|| conv(&g, &x, &w, p, Some(&bias), Some(&res), &mut out, epi, &par))
                     .unwrap();
                 out
-            };
-            let want = run(None, 1);
-            let got = run(Some(&packed), 1);
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-5 * scale,
-                    "case {ci} at {i}: {g} vs {w}"
-                );
-            }
-            for threads in [2, 3] {
-                let other = run(Some(&packed), threads);
-                assert!(
-                    got.iter()
-                        .zip(&other)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "case {ci}: {threads} threads differ from one"
-                );
-            }
+            });
         }
     }
 
@@ -1555,32 +1564,14 @@ mod tests {
                 direct: Some(direct),
             };
             for (use_bias, use_res, relu) in [(true, true, true), (false, false, false)] {
-                let run = |p: Option<&PackedConv>, threads: usize| {
+                check_packed(ci, &packed, |p, threads| {
                     let par = Parallel::new(threads).unwrap();
                     let mut out = vec![f32::NAN; len];
                     let (b, r) = (use_bias.then_some(&bias[..]), use_res.then_some(&res[..]));
                     par.install(|| conv(&g, &x, &w, p, b, r, &mut out, Epilogue { relu }, &par))
                         .unwrap();
                     out
-                };
-                let want = run(None, 1);
-                let got = run(Some(&packed), 1);
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-5 * scale,
-                        "case {ci} at {i}: {g} vs {w}"
-                    );
-                }
-                for threads in [2, 3] {
-                    let other = run(Some(&packed), threads);
-                    assert!(
-                        got.iter()
-                            .zip(&other)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "case {ci}: {threads} threads differ from one"
-                    );
-                }
+                });
             }
         }
     }

@@ -9,22 +9,8 @@ use jiuzhou_runtime::Executable;
 use jiuzhou_target_cpu::{CpuExecutable, CpuOptions};
 use jiuzhou_target_reference::Interpreter;
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-    }
-
-    fn tensor(&mut self, shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::from_vec(shape.to_vec(), (0..n).map(|_| self.f32()).collect()).unwrap()
-    }
-}
+mod common;
+use common::Rng;
 
 /// The bits of every f32 output.
 fn bits(outs: &[Value]) -> Vec<Vec<u32>> {
