@@ -1,5 +1,6 @@
 //! Direct convolution on an AVX2+FMA microkernel: no im2col. The output is computed pixel-major — tiles of up to
-//! `MR` output positions of one output row by `NR` output channels — with the weights packed once, when the
+//! `MR` consecutive output positions (continuing on the next output row where one ends) by `NR` output channels —
+//! with the weights packed once, when the
 //! executable is built, as the right operand (`NR`-wide strips of output channels), and the input read **in
 //! place** as the left operand: the value a tile row needs at reduction step `(channel, tap)` is one input element,
 //! which the microkernel broadcasts straight from the (zero-padded) input plane. The im2col path packs
