@@ -90,14 +90,7 @@ impl DirectConv {
     /// Packs the weights `w` (`[M, C/group, kh, kw]` row-major, of shape `wsh`) of a 2-D (or 1-D) convolution with
     /// `group` groups, or `None` where the direct kernel does not run (no AVX2+FMA, other ranks, a depthwise
     /// convolution, or [`crate::packed_gemm::available`] switched off).
-    ///
-    /// Convolutions with fewer than 16 input channels per group are refused unless `allow_few_channels` (tests).
-    pub fn new(
-        w: &[f32],
-        wsh: &[usize],
-        group: usize,
-        allow_few_channels: bool,
-    ) -> Option<DirectConv> {
+    pub fn new(w: &[f32], wsh: &[usize], group: usize) -> Option<DirectConv> {
         if !crate::packed_gemm::available() || !cpu_has_kernel() || group == 0 {
             return None;
         }
@@ -113,11 +106,6 @@ impl DirectConv {
         let taps = kernel[0] * kernel[1];
         let k = c * taps;
         if w.len() != m_all * k || k == 0 || m == 0 {
-            return None;
-        }
-        // With few input channels (the stem's 3) the runs of the reduction are a kernel row long and their
-        // overhead outweighs the packing saved (measured: the 7×7 stem 4 % slower than im2col).
-        if c < 16 && !allow_few_channels {
             return None;
         }
         let order = if c >= 16 {
@@ -295,23 +283,28 @@ impl DirectConv {
         let kc = w.blocks.first().map_or(1, |b| b.1.max(1));
         let max_strips = (NC_FLOATS / (kc * NR)).max(1);
         let out = SharedMut(pixels.as_mut_ptr());
-        // The tiles: `MR` consecutive output positions each, across output rows where a row is at least `MR`
-        // long (a tile's first `q` rows read from one input offset, the rest from a second, each `sw` apart), so
-        // that only the image's last tile is short; shorter rows are tiled row by row.
+        // The tiles: up to `MR` consecutive output positions each, across output rows where a row is at least `MR`
+        // long (a tile's first `q` rows read from one input offset, the rest from a second, each `sw` apart), the
+        // positions spread evenly over `ol.div_ceil(MR)` tiles (49 positions: 4 tiles of 6 and 5 of 5 rather than
+        // 8 of 6 and one of 1, whose two FMA chains would wait on latency); shorter rows are tiled row by row.
         let ol = oh * ow;
         let at = |p: usize| (p / ow) * sh * ws + (p % ow) * sw;
         let panels: Vec<Panel> = if ow >= MR {
-            (0..ol)
-                .step_by(MR)
-                .map(|p| {
-                    let rows = MR.min(ol - p);
+            let n = ol.div_ceil(MR);
+            let (base, extra) = (ol / n, ol % n);
+            let mut p = 0;
+            (0..n)
+                .map(|i| {
+                    let rows = base + usize::from(i < extra);
                     let q = rows.min(ow - p % ow);
-                    Panel {
+                    let panel = Panel {
                         pix: p,
                         rows,
                         q,
-                        offs: [at(p), at(p + q)],
-                    }
+                        offs: [at(p), if q < rows { at(p + q) } else { at(p) }],
+                    };
+                    p += rows;
+                    panel
                 })
                 .collect()
         } else {
@@ -438,11 +431,19 @@ fn transpose_out(
 ) {
     let ol = src.len() / mpad;
     par.for_each_chunk(dst, ol, 64 * 1024, |start, rows| {
-        for (r, row) in rows.chunks_exact_mut(ol).enumerate() {
-            let oc = start / ol + r;
+        let (oc0, n) = (start / ol, rows.len() / ol);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if cpu_has_kernel() {
+            // SAFETY: the CPU has AVX2 and FMA; the block is inside `src`, `rows` and the residual.
+            done = unsafe { transpose_blocks_avx2(src, mpad, oc0, rows, ol, bias, residual, relu) };
+        }
+        for (r, row) in rows.chunks_exact_mut(ol).enumerate().take(n) {
+            let oc = oc0 + r;
             let b = bias.map(|b| b[oc]);
             let res = residual.map(|res| &res[oc * ol..(oc + 1) * ol]);
-            for (j, v) in row.iter_mut().enumerate() {
+            let from = if r < done { (ol / 8) * 8 } else { 0 };
+            for (j, v) in row.iter_mut().enumerate().skip(from) {
                 let mut x = src[j * mpad + oc];
                 if let Some(b) = b {
                     x += b;
@@ -457,6 +458,85 @@ fn transpose_out(
             }
         }
     });
+}
+
+/// The 8×8 blocks of [`transpose_out`] for the channels `oc0..` of `rows` (`[n, ol]`): returns how many leading
+/// channels are done up to the last multiple of 8 positions (the rest of each row, and the other channels, are
+/// left to the caller).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `src` is `[ol, mpad]` with `oc0 + rows.len() / ol ≤ mpad`; the bias and residual
+/// cover the channels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transpose_blocks_avx2(
+    src: &[f32],
+    mpad: usize,
+    oc0: usize,
+    rows: &mut [f32],
+    ol: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    relu: bool,
+) -> usize {
+    use std::arch::x86_64::*;
+    let n = rows.len() / ol;
+    let blocks = n / 8;
+    let zero = _mm256_setzero_ps();
+    for cb in 0..blocks {
+        let c = oc0 + cb * 8;
+        for j in (0..ol / 8 * 8).step_by(8) {
+            // SAFETY: positions j..j + 8, channels c..c + 8 of `src`, `rows` and the residual (caller's contract).
+            unsafe {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(src.as_ptr().add((j + i) * mpad + c)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u = [
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                    _mm256_shuffle_ps::<0x44>(t4, t6),
+                    _mm256_shuffle_ps::<0xEE>(t4, t6),
+                    _mm256_shuffle_ps::<0x44>(t5, t7),
+                    _mm256_shuffle_ps::<0xEE>(t5, t7),
+                ];
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+                    _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+                    _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+                    _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+                    _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+                    _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+                    _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+                    _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+                ];
+                for (i, mut x) in cols.into_iter().enumerate() {
+                    let oc = c + i;
+                    if let Some(b) = bias {
+                        x = _mm256_add_ps(x, _mm256_set1_ps(b[oc]));
+                    }
+                    if let Some(res) = residual {
+                        x = _mm256_add_ps(x, _mm256_loadu_ps(res.as_ptr().add(oc * ol + j)));
+                    }
+                    if relu {
+                        // `max(x, 0)` returns its second operand for NaN: 0, as `x.max(0.0)`.
+                        x = _mm256_max_ps(x, zero);
+                    }
+                    _mm256_storeu_ps(rows.as_mut_ptr().add((cb * 8 + i) * ol + j), x);
+                }
+            }
+        }
+    }
+    blocks * 8
 }
 
 /// A tile of `rows ≤ MR` consecutive output positions starting at `pix`: its first `q` read the input from

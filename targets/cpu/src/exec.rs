@@ -213,7 +213,8 @@ struct PlanSource {
     last: HashMap<ValueId, usize>,
 }
 
-/// How many bindings of the symbolic dims keep their memory plan ([`Bound`]).
+/// How many bindings of the symbolic dims keep their memory plan: a run with one of the last this many bindings
+/// reuses its plan, others compute one (microseconds: liveness intervals are kept from compile time).
 pub const BOUND_PLANS: usize = 4;
 
 /// The symbolic dims that size planned values, and the plans of the last bindings.
@@ -644,7 +645,7 @@ fn lines_up(graph: &Graph, v: ValueId, out: ValueId, residual: bool) -> bool {
 /// placed inside at most one other (cycles are refused), so the values form trees; a tree takes one slot of its
 /// root's size, live from the first definition to the last read of any of its values, and every value sits at
 /// its offset inside it. Values are never written after their step, so sharing is safe: the sharing steps
-/// record it in [`Step::place`] and skip their copies (an input that turns out not to be in the arena at run time,
+/// record it in [`MemPlan::places`] and skip their copies (an input that turns out not to be in the arena at run time,
 /// such as a fault-injected one, is copied as before).
 fn place_values(
     steps: &[Step],
@@ -1055,7 +1056,8 @@ impl CpuExecutable {
             }) = &mut step.kind
                 && let Ok(group) = usize::try_from(attrs.group)
             {
-                *packed = linalg::PackedConv::new(wd, ws, group).map(Arc::new);
+                *packed =
+                    linalg::PackedConv::new(wd, ws, group, attrs.strides.as_deref()).map(Arc::new);
                 if packed.is_some() {
                     *wd = Arc::new(Vec::new());
                 }

@@ -162,7 +162,8 @@ pub struct MatB<'a> {
 
 impl PackB for MatB<'_> {
     fn pack(&self, k0: usize, kb: usize, j0: usize, nc: usize, dst: &mut [f32]) {
-        // Strip by strip: the writes are sequential, the reads one cache line per row.
+        // Strip by strip: the writes are sequential, the reads one cache line per row (row by row, reading each
+        // row front to back, measured no faster).
         for (s, strip) in dst
             .chunks_mut(strip_len(kb))
             .take(nc.div_ceil(NR))
@@ -170,8 +171,16 @@ impl PackB for MatB<'_> {
         {
             let (j, w) = (j0 + s * NR, NR.min(nc - s * NR));
             for (p, d) in strip.chunks_exact_mut(NR).take(kb).enumerate() {
-                d[..w].copy_from_slice(&self.data[(k0 + p) * self.rs + j..][..w]);
-                d[w..].fill(0.0);
+                let src = &self.data[(k0 + p) * self.rs + j..];
+                if w == NR {
+                    // A whole strip row: a fixed-size copy, inlined (a `memmove` call per 64 bytes measured 4-8 %
+                    // of a 1×1 convolution).
+                    let d: &mut [f32; NR] = d.try_into().expect("a strip row");
+                    *d = src[..NR].try_into().expect("a strip row");
+                } else {
+                    d[..w].copy_from_slice(&src[..w]);
+                    d[w..].fill(0.0);
+                }
             }
         }
     }
