@@ -34,6 +34,7 @@ use jiuzhou_ir::{Graph, Tensor, TensorType, Value, ValueId, ValueType};
 use jiuzhou_runtime::{Executable, Observer, RunError};
 
 use crate::builder::ProgramBuilder;
+use crate::codegen::concat::{self, ConcatOp};
 use crate::codegen::eltwise::{self, EltB, EltKind, EltOp};
 use crate::codegen::gemm::{self, ASrc, BSrc, ConvGeom, GemmOp, GemmState};
 use crate::codegen::layout::Layout;
@@ -416,7 +417,10 @@ impl VnpuExecutable {
                     row.resize(ld as usize, 0.0);
                     kc.b = Some((blob(&mut alloc, DType::F32, row), ld));
                 }
-                Kernel::Softmax { .. } | Kernel::MaxPool { .. } | Kernel::Transpose { .. } => {}
+                Kernel::Softmax { .. }
+                | Kernel::MaxPool { .. }
+                | Kernel::Transpose { .. }
+                | Kernel::Concat { .. } => {}
             }
             kconst.insert(*idx, kc);
         }
@@ -1146,6 +1150,25 @@ fn emit_kernel(
                 cpitch: cpitch as u64,
             };
             transpose::emit(ctx, &op, &mut b)?;
+        }
+        Kernel::Concat {
+            xs,
+            widths,
+            rows,
+            out,
+        } => {
+            let inputs = xs
+                .iter()
+                .zip(widths)
+                .map(|(x, w)| Ok((at(*x)?, *w, lay(*x)?.pitch as u64)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let op = ConcatOp {
+                inputs,
+                rows: *rows,
+                out: at(*out)?,
+                out_pitch: lay(*out)?.pitch as u64,
+            };
+            concat::emit(ctx, &op, &mut b)?;
         }
         Kernel::Elt { op, a, b: arg, out } => {
             let la = lay(*a)?;

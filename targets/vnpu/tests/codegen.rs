@@ -1055,3 +1055,51 @@ fn each_profile_runs_only_its_own_layout_on_the_npu() {
         check_cube(&r, profile, 36, 1.0, "channels-last ops on the host");
     }
 }
+
+#[test]
+fn channels_last_concat_matches_the_reference_and_unaligned_ones_say_why() {
+    // (leading dims, widths): odd last widths, a 3-input one, one wider than a staging slot.
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[1, 5, 6], &[8, 16, 3]),
+        (&[2, 3, 7], &[32, 64]),
+        (&[1, 1, 2], &[8, 40_000]),
+        (&[9], &[24, 8, 8, 5]),
+    ];
+    for (i, (lead, widths)) in cases.iter().enumerate() {
+        let mut b = GraphBuilder::new("concat");
+        let mut inputs = Vec::new();
+        let xs: Vec<_> = widths
+            .iter()
+            .enumerate()
+            .map(|(j, w)| {
+                let mut shape = lead.to_vec();
+                shape.push(*w);
+                inputs.push(tensor(&shape, 170 + (10 * i + j) as u64));
+                b.input(&format!("x{j}"), TensorType::known(IrType::F32, &shape))
+            })
+            .collect();
+        let y = b.node1(ops::Concat { axis: -1 }, &xs).unwrap();
+        b.output(y);
+        let r = run(b.finish().unwrap(), CHANNELS_LAST, inputs, &["Concat"]);
+        check_exact(&r, CHANNELS_LAST, &format!("Concat {lead:?} {widths:?}"));
+    }
+    // The second input would start at column 5: not an aligned address.
+    let mut b = GraphBuilder::new("concat");
+    let x = f32_input(&mut b, "x", &[1, 4, 4, 5]);
+    let z = f32_input(&mut b, "z", &[1, 4, 4, 8]);
+    let y = b.node1(ops::Concat { axis: 3 }, &[x, z]).unwrap();
+    b.output(y);
+    let r = run(
+        b.finish().unwrap(),
+        CHANNELS_LAST,
+        vec![tensor(&[1, 4, 4, 5], 190), tensor(&[1, 4, 4, 8], 191)],
+        &[],
+    );
+    let n = &r.exec.placement().nodes[0];
+    assert!(!n.npu);
+    assert_eq!(
+        n.reason.as_deref(),
+        Some("Concat input at column 5, not a multiple of the alignment unit (8 elements)")
+    );
+    check_exact(&r, CHANNELS_LAST, "unaligned Concat on the host");
+}

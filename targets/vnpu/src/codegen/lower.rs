@@ -18,7 +18,8 @@
 //! exactly as the kernel gathers it, its HWIO weights are re-packed), MaxPoolNhwc and a global AveragePoolNhwc;
 //! a ReduceMean over the spatial axes of a channels-last rank-4 tensor (the channels-last GlobalAveragePool) is the
 //! cube's mean; Conv, FusedConv, MaxPool, AveragePool and GlobalAveragePool go to the host with that reason, and a
-//! Transpose NCHW ⇄ NHWC of a rank-4 tensor is a DMA kernel ([`super::transpose`]).
+//! Transpose NCHW ⇄ NHWC of a rank-4 tensor is a DMA kernel ([`super::transpose`]), as is a Concat along the last
+//! axis whose inputs start at aligned columns ([`super::concat`]).
 
 use std::sync::Arc;
 
@@ -148,6 +149,17 @@ pub enum Kernel {
         /// The result.
         out: ValueId,
     },
+    /// Concatenation along the last axis of row-major tensors (channels-last profiles).
+    Concat {
+        /// The inputs, in order.
+        xs: Vec<ValueId>,
+        /// Each input's last dim.
+        widths: Vec<u64>,
+        /// Rows (the product of the leading dims).
+        rows: u64,
+        /// The result.
+        out: ValueId,
+    },
     /// An elementwise op.
     Elt {
         /// The vector op.
@@ -171,6 +183,7 @@ impl Kernel {
             | Kernel::MaxPool { out, .. }
             | Kernel::Mean { out, .. }
             | Kernel::Transpose { out, .. }
+            | Kernel::Concat { out, .. }
             | Kernel::Elt { out, .. } => *out,
         }
     }
@@ -197,6 +210,7 @@ impl Kernel {
             | Kernel::Transpose { x, .. } => {
                 vec![*x]
             }
+            Kernel::Concat { xs, .. } => xs.clone(),
             Kernel::Elt { a, b, .. } => {
                 let mut v = vec![*a];
                 if let EltArg::Value(b) = b {
@@ -228,6 +242,7 @@ impl Kernel {
             Kernel::Softmax { .. }
             | Kernel::MaxPool { .. }
             | Kernel::Transpose { .. }
+            | Kernel::Concat { .. }
             | Kernel::Elt { .. } => 0.0,
         }
     }
@@ -343,6 +358,7 @@ pub fn lower(ctx: &Ctx, graph: &Graph, node: &Node) -> Result<Kernel, String> {
         Op::FusedMatMul(f) => lower_fused_matmul(ctx, graph, node, &f.activation, out),
         Op::Gemm(g) => lower_gemm(ctx, graph, node, g, out),
         Op::Transpose(t) if ctx.p.channels_last() => lower_transpose(ctx, graph, node, t, out),
+        Op::Concat(c) if ctx.p.channels_last() => lower_concat(ctx, graph, node, c.axis, out),
         Op::ReduceMean(_) if ctx.p.channels_last() => {
             let (x, sx, so) = computed_input(graph, node, out)?;
             let axes = node
@@ -509,6 +525,55 @@ fn lower_transpose(
         x,
         nchw: [u(nchw[0]), u(nchw[1]), u(nchw[2]), u(nchw[3])],
         to_last,
+        out,
+    })
+}
+
+/// A Concat along the last axis of computed row-major tensors (channels-last profiles), each input starting at an
+/// aligned column of the result.
+fn lower_concat(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: &Node,
+    axis: i64,
+    out: ValueId,
+) -> Result<Kernel, String> {
+    if ctx.stage.is_none() {
+        return Err("no staging buffer for the concatenation".into());
+    }
+    let so = f32_shape(graph, out)?;
+    let r = so.len() as i64;
+    if r == 0 || (axis != -1 && axis != r - 1) {
+        return Err("Concat along an inner axis (the NPU concatenates along the last one)".into());
+    }
+    let mut xs = Vec::new();
+    let mut widths = Vec::new();
+    for i in 0..node.inputs.len() {
+        let x = req(node, i)?;
+        if constant(graph, x).is_some() {
+            return Err("Concat of a constant".into());
+        }
+        let sx = f32_shape(graph, x)?;
+        if sx.len() != so.len() || sx[..sx.len() - 1] != so[..so.len() - 1] {
+            return Err(format!("Concat of {sx:?} into {so:?}"));
+        }
+        xs.push(x);
+        widths.push(*sx.last().unwrap_or(&0) as u64);
+    }
+    let gran = ctx.pitch_gran();
+    if let Some(off) = super::concat::offsets(&widths)
+        .into_iter()
+        .find(|o| o % gran != 0)
+    {
+        return Err(format!(
+            "Concat input at column {off}, not a multiple of the alignment unit ({gran} elements)"
+        ));
+    }
+    let rows = so[..so.len() - 1].iter().product::<usize>() as u64;
+    Ok(Kernel::Concat {
+        xs,
+        widths,
+        rows,
         out,
     })
 }

@@ -13,6 +13,7 @@
 //!   staging buffer;
 //! - [`rows`]: softmax along rows and max pooling on the vector unit;
 //! - [`transpose`]: the layout changes NCHW ⇄ NHWC of a channels-last profile, as DMA through the staging buffer;
+//! - [`concat`]: a channels-last profile's channel Concat (along the last axis), the same way;
 //! - [`lower`]: which IR node becomes which kernel (or why it cannot run on the NPU).
 //!
 //! # Synchronization
@@ -23,6 +24,7 @@
 //! Slots are chosen by a counter that runs over the whole program (never reset per block or per batch), so the
 //! n-th wait on an event always pairs with the n-th set of the same slot, whatever the edge tiles look like.
 
+pub mod concat;
 pub mod eltwise;
 pub mod gemm;
 pub mod layout;
