@@ -277,18 +277,7 @@ enum Slot {
 }
 
 fn static_f32_shape(graph: &Graph, id: ValueId) -> Option<Vec<usize>> {
-    match &graph.value(id).ty {
-        ValueType::Tensor(t) if t.dtype == DType::F32 => t
-            .shape
-            .as_ref()?
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => Some(*n),
-                Dim::Sym(_) => None,
-            })
-            .collect(),
-        _ => None,
-    }
+    bound_f32_shape(graph, id, &HashMap::new())
 }
 
 /// The shape of an f32 value with every dim known or bound in `binding`.

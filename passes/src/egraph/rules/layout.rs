@@ -274,20 +274,7 @@ impl Applier<ENode, GraphAnalysis> for SinkConcat {
     ) -> Vec<Id> {
         // Once per concat class: every match builds the same nodes (see `build`); this skips the repeats.
         let key = vec![eg.find(eclass)];
-        if eg
-            .analysis
-            .applied
-            .contains(&(rule.to_string(), key.clone()))
-        {
-            return vec![];
-        }
-        match self.build(eg, s) {
-            Some(new) => {
-                first_application(eg, rule, key);
-                union_typed(eg, eclass, new)
-            }
-            None => vec![],
-        }
+        apply_once(eg, eclass, rule, key, |eg| self.build(eg, s))
     }
 }
 
@@ -581,20 +568,7 @@ impl Applier<ENode, GraphAnalysis> for ToNhwc {
             .chain([eg.find(eclass)])
             .collect();
         // Once per match: a match the rule cannot apply to (yet) is tried again next iteration.
-        if eg
-            .analysis
-            .applied
-            .contains(&(rule.to_string(), key.clone()))
-        {
-            return vec![];
-        }
-        match self.build(eg, eclass, s) {
-            Some(new) => {
-                first_application(eg, rule, key);
-                union_typed(eg, eclass, new)
-            }
-            None => vec![],
-        }
+        apply_once(eg, eclass, rule, key, |eg| self.build(eg, eclass, s))
     }
 }
 
@@ -643,19 +617,32 @@ impl Applier<ENode, GraphAnalysis> for SinkBroadcast {
     ) -> Vec<Id> {
         let key = vec![eg.find(eclass), bound(eg, s, "?a"), bound(eg, s, "?c")];
         // Once per match: a match the rule cannot apply to (yet) is tried again next iteration.
-        if eg
-            .analysis
-            .applied
-            .contains(&(rule.to_string(), key.clone()))
-        {
-            return vec![];
+        apply_once(eg, eclass, rule, key, |eg| self.build(eg, s))
+    }
+}
+
+/// Unions a match's replacement into `eclass` at most once per rule and `key`: a key already applied is skipped,
+/// and one is recorded only when `build` succeeds (a match the rule cannot apply to yet is tried again next
+/// iteration).
+fn apply_once(
+    eg: &mut IrEGraph,
+    eclass: Id,
+    rule: Symbol,
+    key: Vec<Id>,
+    build: impl FnOnce(&mut IrEGraph) -> Option<Id>,
+) -> Vec<Id> {
+    if eg
+        .analysis
+        .applied
+        .contains(&(rule.to_string(), key.clone()))
+    {
+        return vec![];
+    }
+    match build(eg) {
+        Some(new) => {
+            first_application(eg, rule, key);
+            union_typed(eg, eclass, new)
         }
-        match self.build(eg, s) {
-            Some(new) => {
-                first_application(eg, rule, key);
-                union_typed(eg, eclass, new)
-            }
-            None => vec![],
-        }
+        None => vec![],
     }
 }
