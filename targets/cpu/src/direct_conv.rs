@@ -13,6 +13,10 @@
 //! the output tile (a store and reload of an f32 is exact), so results do not depend on blocking or on how tiles
 //! are spread over threads: bit-identical for every thread count.
 //!
+//! **Input frame.** The input is read in place where no padding is needed, else from a zero-padded copy; for
+//! stride 2 (both axes) over many channels, from a copy split into the four stride-2 phases of each plane
+//! ([`Frame`]), so that neighbouring output positions read neighbouring elements as at stride 1.
+//!
 //! **Output.** Tiles are written to a pixel-major scratch (`[positions, M]`, `M` rounded up to `NR` so that every
 //! strip is whole) and transposed into the NCHW output with the epilogue (bias, then residual, then Relu) in one
 //! pass, as [`crate::packed_gemm`]'s kernel applies it.
@@ -50,6 +54,34 @@ struct ASeg {
     off: usize,
     len: usize,
     stride: usize,
+}
+
+/// How the input planes a call reads are laid out: row stride `ws` and plane stride `plane` of the (padded) frame;
+/// with `phases`, each plane is split into its four stride-2 phases (even/odd rows × even/odd columns, `phases`
+/// elements each, `ws` wide), so that a stride-2 convolution reads neighbouring output positions one element apart.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    ws: usize,
+    plane: usize,
+    phases: Option<usize>,
+}
+
+impl Frame {
+    /// The offset of kernel tap `(a, b)` from an output position's first element, within a channel's planes.
+    fn tap(&self, g: &ConvGeom, a: usize, b: usize) -> usize {
+        match self.phases {
+            Some(pp) => ((a % 2) * 2 + b % 2) * pp + (a / 2) * self.ws + b / 2,
+            None => a * g.dilations[1] * self.ws + b * g.dilations[2],
+        }
+    }
+
+    /// The offset of output position `(y, x)`, and the distance between neighbouring positions of a row.
+    fn position(&self, g: &ConvGeom, y: usize, x: usize) -> (usize, usize) {
+        match self.phases {
+            Some(_) => (y * self.ws + x, 1),
+            None => (y * g.strides[1] * self.ws + x * g.strides[2], g.strides[2]),
+        }
+    }
 }
 
 /// The weights of one group packed as the right operand: k block by k block, each as `NR`-wide strips of output
@@ -166,17 +198,9 @@ impl DirectConv {
             && self.mats.len() == self.group
     }
 
-    /// The reduction runs of the k block `[k0, k0 + kb)`, for an input read at row stride `ws` and plane stride
-    /// `plane`.
-    fn segments(
-        &self,
-        g: &ConvGeom,
-        (k0, kb): (usize, usize),
-        ws: usize,
-        plane: usize,
-    ) -> Vec<ASeg> {
+    /// The reduction runs of the k block `[k0, k0 + kb)` over the input frame `f`.
+    fn segments(&self, g: &ConvGeom, (k0, kb): (usize, usize), f: Frame) -> Vec<ASeg> {
         let [_, kh, kw] = g.kernel;
-        let (dh, dw) = (g.dilations[1], g.dilations[2]);
         let taps = kh * kw;
         let mut segs = Vec::new();
         let mut p = k0;
@@ -184,15 +208,16 @@ impl DirectConv {
             let (c, t, len, stride) = match self.order {
                 Order::TapMajor => {
                     let (t, c) = (p / self.c, p % self.c);
-                    (c, t, (self.c - c).min(k0 + kb - p), plane)
+                    (c, t, (self.c - c).min(k0 + kb - p), f.plane)
                 }
                 Order::ChannelMajor => {
+                    // Runs along a kernel row (never on phase-split planes, whose columns alternate phases).
                     let (c, t) = (p / taps, p % taps);
-                    (c, t, (kw - t % kw).min(k0 + kb - p), dw)
+                    (c, t, (kw - t % kw).min(k0 + kb - p), g.dilations[2])
                 }
             };
             segs.push(ASeg {
-                off: c * plane + (t / kw) * dh * ws + (t % kw) * dw,
+                off: c * f.plane + f.tap(g, t / kw, t % kw),
                 len,
                 stride,
             });
@@ -234,8 +259,30 @@ impl DirectConv {
         // The rows and columns the tiles read, in the padded frame.
         let hp = (oh - 1) * sh + (kh - 1) * dh + 1;
         let wp = (ow - 1) * sw + (kw - 1) * dw + 1;
-        let in_place = pt == 0 && pl == 0 && hp <= ih && wp <= iw;
-        let (ws, plane) = if in_place { (iw, il) } else { (wp, hp * wp) };
+        // Stride 2 over many channels reads phase-split planes: a tile's broadcasts then stay within one or two
+        // cache lines as at stride 1 (at stride 2 in place they span twice as many).
+        let phased = sh == 2 && sw == 2 && dh == 1 && dw == 1 && self.order == Order::TapMajor;
+        let in_place = !phased && pt == 0 && pl == 0 && hp <= ih && wp <= iw;
+        let frame = if phased {
+            let (hh, ww) = (hp.div_ceil(2), wp.div_ceil(2));
+            Frame {
+                ws: ww,
+                plane: 4 * hh * ww,
+                phases: Some(hh * ww),
+            }
+        } else if in_place {
+            Frame {
+                ws: iw,
+                plane: il,
+                phases: None,
+            }
+        } else {
+            Frame {
+                ws: wp,
+                plane: hp * wp,
+                phases: None,
+            }
+        };
         let mpad = self.m.div_ceil(NR) * NR;
         for n in 0..g.batch {
             for (gi, w) in self.mats.iter().enumerate() {
@@ -244,16 +291,16 @@ impl DirectConv {
                 let dst = &mut out[base..base + self.m * ol];
                 let res = residual.map(|r| &r[base..base + self.m * ol]);
                 let bias = bias.map(|b| &b[gi * self.m..(gi + 1) * self.m]);
-                let padded_len = if in_place { 0 } else { self.c * plane };
+                let padded_len = if in_place { 0 } else { self.c * frame.plane };
                 with_scratch(&PADDED, padded_len, |padded| {
                     let src: &[f32] = if in_place {
                         xs
                     } else {
-                        pad_planes(xs, [ih, iw], [pt, pl], [hp, wp], padded, par);
+                        pad_planes(xs, [ih, iw], [pt, pl], frame, padded, par);
                         padded
                     };
                     with_scratch(&PIXELS, ol * mpad, |pixels| {
-                        self.tiles(g, w, src, (ws, plane), pixels, mpad, par);
+                        self.tiles(g, w, src, frame, pixels, mpad, par);
                         transpose_out(pixels, mpad, bias, res, relu, dst, par);
                     });
                 });
@@ -268,18 +315,17 @@ impl DirectConv {
         g: &ConvGeom,
         w: &PackedW,
         src: &[f32],
-        (ws, plane): (usize, usize),
+        frame: Frame,
         pixels: &mut [f32],
         mpad: usize,
         par: &Parallel,
     ) {
         let [_, oh, ow] = g.output;
-        let (sh, sw) = (g.strides[1], g.strides[2]);
         let strips = mpad / NR;
         let segs: Vec<Vec<ASeg>> = w
             .blocks
             .iter()
-            .map(|&(k0, kb, _)| self.segments(g, (k0, kb), ws, plane))
+            .map(|&(k0, kb, _)| self.segments(g, (k0, kb), frame))
             .collect();
         let kc = w.blocks.first().map_or(1, |b| b.1.max(1));
         let max_strips = (NC_FLOATS / (kc * NR)).max(1);
@@ -289,7 +335,8 @@ impl DirectConv {
         // positions spread evenly over `ol.div_ceil(MR)` tiles (49 positions: 4 tiles of 6 and 5 of 5 rather than
         // 8 of 6 and one of 1, whose two FMA chains would wait on latency); shorter rows are tiled row by row.
         let ol = oh * ow;
-        let at = |p: usize| (p / ow) * sh * ws + (p % ow) * sw;
+        let at = |p: usize| frame.position(g, p / ow, p % ow).0;
+        let sw = frame.position(g, 0, 0).1;
         let panels: Vec<Panel> = if ow >= MR {
             let n = ol.div_ceil(MR);
             let (base, extra) = (ol / n, ol % n);
@@ -395,25 +442,49 @@ impl DirectConv {
     }
 }
 
-/// Copies the `[C, h, w]` planes of `x` into `dst` (`[C, hp, wp]`) at row `pt`, column `pl`, zero elsewhere.
+/// Copies the `[C, h, w]` planes of `x` into `dst` laid out as `frame` (each plane at row `pt`, column `pl` of a
+/// zero frame, split into its stride-2 phases where the frame says so).
 fn pad_planes(
     x: &[f32],
     [h, w]: [usize; 2],
     [pt, pl]: [usize; 2],
-    [hp, wp]: [usize; 2],
+    frame: Frame,
     dst: &mut [f32],
     par: &Parallel,
 ) {
-    par.for_each_chunk(dst, hp * wp, 64 * 1024, |start, planes| {
-        for (i, pd) in planes.chunks_exact_mut(hp * wp).enumerate() {
-            let xc = &x[(start / (hp * wp) + i) * h * w..][..h * w];
+    let (ws, plane) = (frame.ws, frame.plane);
+    par.for_each_chunk(dst, plane, 64 * 1024, |start, planes| {
+        for (i, pd) in planes.chunks_exact_mut(plane).enumerate() {
+            let xc = &x[(start / plane + i) * h * w..][..h * w];
             pd.fill(0.0);
-            let cols = w.min(wp.saturating_sub(pl));
-            if cols == 0 {
-                continue;
-            }
-            for (y, row) in xc.chunks_exact(w).enumerate().take(hp.saturating_sub(pt)) {
-                pd[(y + pt) * wp + pl..][..cols].copy_from_slice(&row[..cols]);
+            match frame.phases {
+                None => {
+                    let (hp, wp) = (plane / ws, ws);
+                    let cols = w.min(wp.saturating_sub(pl));
+                    if cols == 0 {
+                        continue;
+                    }
+                    for (y, row) in xc.chunks_exact(w).enumerate().take(hp.saturating_sub(pt)) {
+                        pd[(y + pt) * wp + pl..][..cols].copy_from_slice(&row[..cols]);
+                    }
+                }
+                Some(pp) => {
+                    let hh = pp / ws;
+                    for (iy, row) in xc.chunks_exact(w).enumerate() {
+                        let y = iy + pt;
+                        if y >= 2 * hh {
+                            break;
+                        }
+                        let line = &mut pd[(y % 2) * 2 * pp + (y / 2) * ws..];
+                        for (ix, &v) in row.iter().enumerate() {
+                            let x = ix + pl;
+                            if x >= 2 * ws {
+                                break;
+                            }
+                            line[(x % 2) * pp + x / 2] = v;
+                        }
+                    }
+                }
             }
         }
     });

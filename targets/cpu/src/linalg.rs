@@ -812,21 +812,19 @@ impl PackedConv {
 }
 
 /// Whether a convolution with weights of shape `wsh` runs the direct kernel ([`crate::direct_conv`]) rather than
-/// the packed GEMM, as measured on ResNet-50's layers here: stride-1 spatial kernels over at least 16 input
-/// channels per group (`wsh[1]`; no im2col packing: 3×3 at 7×7 to 56×56 5–17 % faster), and kernels at least 5 wide over
-/// fewer channels (reduction runs along a kernel row: the 7×7 stride-2 stem 3.8 -> 3.0 ms). 1×1 convolutions (B
-/// packing is a copy) and stride-2 convolutions over many channels (a tile's broadcasts span twice the cache
-/// lines) measured faster on the GEMM.
+/// the packed GEMM, as measured on ResNet-50's layers here: spatial kernels over at least 16 input channels per
+/// group (`wsh[1]`; no im2col packing: stride-1 3×3 at 7×7 to 56×56 5–17 % faster, stride-2 3×3 on phase-split
+/// planes 0–8 %), and kernels at least 5 wide over fewer channels (reduction runs along a kernel row: the 7×7
+/// stride-2 stem 3.8 -> 3.0 ms). 1×1 convolutions (B packing is a copy) measured faster on the GEMM.
 fn direct_pays(wsh: &[usize], strides: Option<&[i64]>) -> bool {
     let (c, kw) = (
         wsh.get(1).copied().unwrap_or(0),
         wsh.last().copied().unwrap_or(0),
     );
     let spatial = wsh.len() >= 3 && wsh[2..].iter().product::<usize>() > 1;
-    let unit = strides.is_none_or(|s| s.iter().all(|&s| s == 1));
     // The kernel's tiles read output positions at most 2 input elements apart (`DirectConv::fits`).
     let narrow = strides.is_none_or(|s| s.last().is_none_or(|&s| (1..=2).contains(&s)));
-    spatial && narrow && ((unit && c >= 16) || (c < 16 && kw >= 5))
+    spatial && narrow && (c >= 16 || kw >= 5)
 }
 
 /// Applies bias, residual and Relu to `len` outputs of channel `oc` starting at `row` (one pass, in cache).
@@ -1396,7 +1394,7 @@ mod tests {
         assert!(direct_pays(&[64, 64, 3, 3], Some(&[1, 1])));
         assert!(direct_pays(&[64, 64, 3, 3], None));
         assert!(direct_pays(&[64, 3, 7, 7], Some(&[2, 2])));
-        assert!(!direct_pays(&[64, 64, 3, 3], Some(&[2, 2])));
+        assert!(direct_pays(&[64, 64, 3, 3], Some(&[2, 2])));
         assert!(!direct_pays(&[96, 3, 11, 11], Some(&[4, 4])));
         assert!(!direct_pays(&[64, 64, 1, 1], None));
         assert!(!direct_pays(&[8, 8, 3, 3], None));
