@@ -153,6 +153,20 @@ fn check_cube(r: &Run, profile: &str, k: usize, amax: f64, what: &str) {
     }
 }
 
+/// Checks every output `i` elementwise within `tol(i)` of the reference (lengths equal).
+fn check_within(r: &Run, what: &str, tol: impl Fn(usize) -> f64) {
+    for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
+        let tol = tol(i);
+        assert_eq!(got.len(), want.len(), "{what}: output {i}");
+        for (j, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(*g) - f64::from(*w)).abs() <= tol,
+                "{what}: output {i} element {j} = {g}, reference {w}"
+            );
+        }
+    }
+}
+
 fn check_exact(r: &Run, profile: &str, what: &str) {
     for (got, want) in r.outputs.iter().zip(&r.expected) {
         assert_eq!(got.len(), want.len(), "{what} on {profile}: lengths");
@@ -493,15 +507,9 @@ fn pools_softmax_and_views_match_the_reference() {
             );
             // MaxPool and the copies are exact; the averages go through the cube (inputs rounded once).
             let e = eps(profile);
-            for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
-                let tol = if i == 0 { 0.0 } else { 2.0 * e + 1e-6 };
-                for (j, (g, w)) in got.iter().zip(want).enumerate() {
-                    assert!(
-                        (f64::from(*g) - f64::from(*w)).abs() <= tol,
-                        "{what} on {profile}: output {i} element {j} = {g}, reference {w}"
-                    );
-                }
-            }
+            check_within(&r, &format!("{what} on {profile}"), |i| {
+                if i == 0 { 0.0 } else { 2.0 * e + 1e-6 }
+            });
         }
     }
 }
@@ -952,21 +960,14 @@ fn channels_last_pools_and_layout_changes_match_the_reference() {
             &["MaxPoolNhwc", "AveragePoolNhwc", "Transpose", "ReduceMean"],
         );
         let e = eps(CHANNELS_LAST);
-        for (i, (got, want)) in r.outputs.iter().zip(&r.expected).enumerate() {
-            // The averages go through the cube (inputs rounded once); the rest moves values exactly.
-            let tol = if matches!(i, 1 | 4 | 5) {
+        // The averages go through the cube (inputs rounded once); the rest moves values exactly.
+        check_within(&r, &what, |i| {
+            if matches!(i, 1 | 4 | 5) {
                 2.0 * e + 1e-6
             } else {
                 0.0
-            };
-            assert_eq!(got.len(), want.len(), "{what}: output {i}");
-            for (j, (g, w)) in got.iter().zip(want).enumerate() {
-                assert!(
-                    (f64::from(*g) - f64::from(*w)).abs() <= tol,
-                    "{what}: output {i} element {j} = {g}, reference {w}"
-                );
             }
-        }
+        });
     }
 }
 

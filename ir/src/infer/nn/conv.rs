@@ -444,33 +444,26 @@ fn pool_nhwc(
     Ok(vec![ValueType::Tensor(TensorType { dtype, shape })])
 }
 
-impl InferOp for AveragePoolNhwc {
-    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
-        pool_nhwc(
-            cx,
-            &self.auto_pad,
-            self.ceil_mode,
-            &self.kernel_shape,
-            self.strides.as_deref(),
-            self.dilations.as_deref(),
-            self.pads.as_deref(),
-        )
-    }
+/// The channels-last pools infer alike from their shared window attributes.
+macro_rules! pool_nhwc_infer {
+    ($($op:ty),*) => {$(
+        impl InferOp for $op {
+            fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
+                pool_nhwc(
+                    cx,
+                    &self.auto_pad,
+                    self.ceil_mode,
+                    &self.kernel_shape,
+                    self.strides.as_deref(),
+                    self.dilations.as_deref(),
+                    self.pads.as_deref(),
+                )
+            }
+        }
+    )*};
 }
 
-impl InferOp for MaxPoolNhwc {
-    fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
-        pool_nhwc(
-            cx,
-            &self.auto_pad,
-            self.ceil_mode,
-            &self.kernel_shape,
-            self.strides.as_deref(),
-            self.dilations.as_deref(),
-            self.pads.as_deref(),
-        )
-    }
-}
+pool_nhwc_infer!(AveragePoolNhwc, MaxPoolNhwc);
 
 impl InferOp for AveragePool {
     fn infer(&self, cx: &mut InferCx<'_>) -> Result<Vec<ValueType>, InferError> {
