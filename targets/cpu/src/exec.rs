@@ -1038,6 +1038,7 @@ impl CpuExecutable {
         // replaces them (only their shape is kept).
         for step in &mut steps {
             if let StepKind::Kernel(Kernel::Conv {
+                x,
                 w: Param::Const(wd, ws),
                 packed,
                 attrs,
@@ -1045,8 +1046,10 @@ impl CpuExecutable {
             }) = &mut step.kind
                 && let Ok(group) = usize::try_from(attrs.group)
             {
+                let winograd = linalg::winograd_pays(ws, attrs, static_f32_shape(g, *x).as_deref());
                 *packed =
-                    linalg::PackedConv::new(wd, ws, group, attrs.strides.as_deref()).map(Arc::new);
+                    linalg::PackedConv::new(wd, ws, group, attrs.strides.as_deref(), winograd)
+                        .map(Arc::new);
                 if packed.is_some() {
                     *wd = Arc::new(Vec::new());
                 }

@@ -36,6 +36,7 @@ pub mod plan;
 pub mod pool;
 pub mod reduce;
 pub mod tensor_ops;
+pub mod winograd;
 
 pub use exec::{ArenaUse, BOUND_PLANS, CpuExecutable, CpuOptions, FallbackOp};
 pub use parallel::Parallel;

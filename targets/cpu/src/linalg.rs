@@ -760,17 +760,21 @@ pub struct PackedConv {
     mats: Vec<PackedA>,
     /// The weights packed for the direct kernel instead ([`crate::direct_conv`]; `mats` is then empty).
     direct: Option<crate::direct_conv::DirectConv>,
+    /// The weights transformed for the Winograd kernel instead ([`crate::winograd`]; `mats` is then empty).
+    winograd: Option<crate::winograd::Winograd>,
 }
 
 impl PackedConv {
     /// Packs the weights `w` (`[M, C/group, k..]` row-major, of shape `wsh`) of a convolution with `group` groups
     /// and the given `strides`, or `None` where [`packed_gemm`] does not run (no AVX2+FMA, a depthwise
-    /// convolution, shapes that do not fit).
+    /// convolution, shapes that do not fit). With `winograd` (see [`winograd_pays`]) a 3×3 convolution's weights
+    /// are transformed for [`crate::winograd`] instead.
     pub fn new(
         w: &[f32],
         wsh: &[usize],
         group: usize,
         strides: Option<&[i64]>,
+        winograd: bool,
     ) -> Option<PackedConv> {
         if !packed_gemm::available() || wsh.len() < 3 || group == 0 || !wsh[0].is_multiple_of(group)
         {
@@ -781,6 +785,17 @@ impl PackedConv {
         if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
             return None;
         }
+        if winograd
+            && group == 1
+            && let Some(wg) = crate::winograd::Winograd::new(w, wsh)
+        {
+            return Some(PackedConv {
+                group,
+                mats: Vec::new(),
+                direct: None,
+                winograd: Some(wg),
+            });
+        }
         if direct_pays(wsh, strides)
             && let Some(d) = crate::direct_conv::DirectConv::new(w, wsh, group)
         {
@@ -788,6 +803,7 @@ impl PackedConv {
                 group,
                 mats: Vec::new(),
                 direct: Some(d),
+                winograd: None,
             });
         }
         let mats = (0..group)
@@ -797,12 +813,14 @@ impl PackedConv {
             group,
             mats,
             direct: None,
+            winograd: None,
         })
     }
 
     /// Whether it holds the weights of a convolution with these groups and per-group sizes.
     fn fits(&self, group: usize, mg: usize, kdim: usize) -> bool {
         self.direct.is_none()
+            && self.winograd.is_none()
             && self.group == group
             && self
                 .mats
@@ -825,6 +843,28 @@ fn direct_pays(wsh: &[usize], strides: Option<&[i64]>) -> bool {
     // The kernel's tiles read output positions at most 2 input elements apart (`DirectConv::fits`).
     let narrow = strides.is_none_or(|s| s.last().is_none_or(|&s| (1..=2).contains(&s)));
     spatial && narrow && (c >= 16 || kw >= 5)
+}
+
+/// Whether a convolution with weights of shape `wsh`, attributes `a` and input shape `x` (when known at compile
+/// time) runs the Winograd kernel ([`crate::winograd`]): 2-D 3×3, stride 1, no dilation, one group, at least 16
+/// input and output channels, and outputs of at least `8×8` (at 7×7 a quarter of the 4×4 tiles' outputs are
+/// padding and the transformed weights, four times the size, stream from memory for only four tiles).
+pub fn winograd_pays(wsh: &[usize], a: &ConvAttrs, x: Option<&[usize]>) -> bool {
+    let Some(x) = x else {
+        return false;
+    };
+    let Ok(g) = ConvGeom::new(x, wsh, a) else {
+        return false;
+    };
+    g.group == 1
+        && g.kernel == [1, 3, 3]
+        && g.strides == [1, 1, 1]
+        && g.dilations == [1, 1, 1]
+        && g.input[0] == 1
+        && g.in_channels >= 16
+        && g.out_channels >= 16
+        && g.output[1] >= 8
+        && g.output[2] >= 8
 }
 
 /// Applies bias, residual and Relu to `len` outputs of channel `oc` starting at `row` (one pass, in cache).
@@ -882,9 +922,15 @@ pub fn conv(
     let direct = packed
         .and_then(|p| p.direct.as_ref())
         .filter(|d| !g.is_depthwise() && d.fits(g));
+    let winograd = packed
+        .and_then(|p| p.winograd.as_ref())
+        .filter(|w| w.fits(g));
     let packed = packed.filter(|p| !g.is_depthwise() && p.fits(g.group, mg, cg * taps));
     if x.len() != numel(&[g.batch, g.in_channels, il])?
-        || (packed.is_none() && direct.is_none() && w.len() != numel(&[g.out_channels, cg, taps])?)
+        || (packed.is_none()
+            && direct.is_none()
+            && winograd.is_none()
+            && w.len() != numel(&[g.out_channels, cg, taps])?)
         || out.len() != numel(&[g.batch, g.out_channels, ol])?
         || bias.is_some_and(|b| b.len() != g.out_channels)
         || residual.is_some_and(|r| r.len() != out.len())
@@ -919,6 +965,10 @@ pub fn conv(
     }
     if let Some(d) = direct {
         d.run(g, x, bias, residual, epi.relu, out, par);
+        return Ok(());
+    }
+    if let Some(wg) = winograd {
+        wg.run(g, x, bias, residual, epi.relu, out, par);
         return Ok(());
     }
     let kdim = cg * taps;
@@ -1376,7 +1426,7 @@ mod tests {
             let len: usize = g.out_shape.iter().product();
             let res = data(len, 10 * ci as u64 + 4);
             let epi = Epilogue { relu: true };
-            let packed = PackedConv::new(&w, ws, group as usize, Some(&strides)).unwrap();
+            let packed = PackedConv::new(&w, ws, group as usize, Some(&strides), false).unwrap();
             check_packed(ci, &packed, |p, threads| {
                 let par = Parallel::new(threads).unwrap();
                 let mut out = vec![f32::NAN; len];
@@ -1385,6 +1435,123 @@ mod tests {
                 out
             });
         }
+    }
+
+    /// The Winograd kernel ([`crate::winograd`]) agrees with the `gemm`-crate path within rounding (1e-5 of the
+    /// largest output) on every geometry it takes — pads on either side and none, partial tiles at the right and
+    /// bottom, one partial tile, tile blocks that cut tile rows, a batch, two k blocks (300 channels), output
+    /// channels not a multiple of 6 or 16 — and bit for bit with itself at 1, 2 and 3 threads.
+    #[test]
+    fn winograd_matches_the_gemm_crate_path() {
+        if !packed_gemm::available() {
+            return;
+        }
+        let cases: [(&[usize], &[usize], [i64; 4]); 8] = [
+            (&[1, 64, 14, 14], &[40, 64, 3, 3], [1, 1, 1, 1]),
+            (&[2, 20, 9, 11], &[17, 20, 3, 3], [0, 2, 1, 0]),
+            (&[1, 16, 8, 8], &[16, 16, 3, 3], [0, 0, 0, 0]),
+            (&[1, 64, 56, 56], &[64, 64, 3, 3], [1, 1, 1, 1]),
+            (&[1, 300, 13, 10], &[33, 300, 3, 3], [1, 1, 1, 1]),
+            (&[1, 32, 30, 30], &[24, 32, 3, 3], [2, 2, 2, 2]),
+            (&[1, 16, 3, 3], &[16, 16, 3, 3], [1, 1, 1, 1]),
+            (&[1, 128, 28, 28], &[19, 128, 3, 3], [1, 1, 1, 1]),
+        ];
+        for (ci, (xs, ws, pads)) in cases.into_iter().enumerate() {
+            let attrs = ConvAttrs {
+                auto_pad: "NOTSET".into(),
+                dilations: None,
+                group: 1,
+                kernel_shape: Some(vec![3, 3]),
+                pads: Some(pads.to_vec()),
+                strides: None,
+            };
+            let g = ConvGeom::new(xs, ws, &attrs).unwrap();
+            let x = data(xs.iter().product(), 30 * ci as u64 + 1);
+            let w = data(ws.iter().product(), 30 * ci as u64 + 2);
+            let bias = data(ws[0], 30 * ci as u64 + 3);
+            let len: usize = g.out_shape.iter().product();
+            let res = data(len, 30 * ci as u64 + 4);
+            let packed = PackedConv::new(&w, ws, 1, None, true).unwrap();
+            assert!(packed.winograd.as_ref().is_some_and(|wg| wg.fits(&g)));
+            for relu in [true, false] {
+                let epi = Epilogue { relu };
+                check_packed(ci, &packed, |p, threads| {
+                    let par = Parallel::new(threads).unwrap();
+                    let mut out = vec![f32::NAN; len];
+                    par.install(|| {
+                        conv(&g, &x, &w, p, Some(&bias), Some(&res), &mut out, epi, &par)
+                    })
+                    .unwrap();
+                    out
+                });
+            }
+        }
+    }
+
+    /// Which convolutions the Winograd kernel takes: 3×3, stride 1, undilated, ungrouped, over 16 channels or
+    /// more, with outputs of 8×8 or more, and only where the input shape is known.
+    #[test]
+    fn winograd_choice() {
+        let attrs = |strides: [i64; 2], dilations: [i64; 2], group: i64| ConvAttrs {
+            auto_pad: "NOTSET".into(),
+            dilations: Some(dilations.to_vec()),
+            group,
+            kernel_shape: None,
+            pads: Some(vec![1, 1, 1, 1]),
+            strides: Some(strides.to_vec()),
+        };
+        let plain = attrs([1, 1], [1, 1], 1);
+        assert!(winograd_pays(
+            &[64, 64, 3, 3],
+            &plain,
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(winograd_pays(
+            &[256, 256, 3, 3],
+            &plain,
+            Some(&[1, 256, 14, 14])
+        ));
+        assert!(!winograd_pays(
+            &[512, 512, 3, 3],
+            &plain,
+            Some(&[1, 512, 7, 7])
+        ));
+        assert!(!winograd_pays(&[64, 64, 3, 3], &plain, None));
+        assert!(!winograd_pays(
+            &[64, 8, 3, 3],
+            &plain,
+            Some(&[1, 8, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[8, 64, 3, 3],
+            &plain,
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[64, 64, 5, 5],
+            &plain,
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[64, 64, 3, 3],
+            &attrs([2, 2], [1, 1], 1),
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[64, 64, 3, 3],
+            &attrs([1, 1], [2, 2], 1),
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[64, 32, 3, 3],
+            &attrs([1, 1], [1, 1], 2),
+            Some(&[1, 64, 56, 56])
+        ));
+        assert!(!winograd_pays(
+            &[64, 64, 3, 3, 3],
+            &plain,
+            Some(&[1, 64, 8, 56, 56])
+        ));
     }
 
     /// Which convolutions take the direct kernel; every one it takes, the kernel fits (AlexNet's stride-4 11×11
@@ -1416,7 +1583,7 @@ mod tests {
                 strides: Some(strides.to_vec()),
             };
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
-            let p = PackedConv::new(&w, ws, 1, Some(&strides)).unwrap();
+            let p = PackedConv::new(&w, ws, 1, Some(&strides), false).unwrap();
             assert!(
                 p.direct
                     .as_ref()
@@ -1560,6 +1727,7 @@ mod tests {
                 group: group as usize,
                 mats: Vec::new(),
                 direct: Some(direct),
+                winograd: None,
             };
             for (use_bias, use_res, relu) in [(true, true, true), (false, false, false)] {
                 check_packed(ci, &packed, |p, threads| {

@@ -381,6 +381,67 @@ pub unsafe fn gemm(
     }
 }
 
+/// `c[i·ldc + j] = Σ_p a[i, p]·b[p, j]` for `i < a.rows()`, `j < n`, on the calling thread, with B packed by the
+/// caller: strip `s` (columns `NR·s..NR·s + NR`) starts at `b + s·strip`, its row `p` at `p·NR` from there. The
+/// same FMA chains as [`gemm`] (one per element, `k` in increasing order).
+///
+/// # Safety
+/// `b` must address `n.div_ceil(NR)` strips of `a.depth()` rows at distance `strip`; `c` `a.rows()` rows of `n`
+/// elements at row stride `ldc`, not overlapping `a` or `b`. The running CPU must have AVX2 and FMA
+/// ([`available`]).
+pub(crate) unsafe fn gemm_packed_b(
+    a: &PackedA,
+    b: *const f32,
+    strip: usize,
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let none = TileEpi {
+        bias: std::ptr::null(),
+        res: std::ptr::null(),
+        ldr: ldc,
+        relu: false,
+    };
+    let c = SharedMut(c);
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row `i` of `c` (caller's contract).
+            unsafe { std::slice::from_raw_parts_mut(c.ptr().add(i * ldc), n).fill(0.0) };
+        }
+        return;
+    }
+    let (kc, blocks) = k_split(k);
+    for blk in 0..blocks {
+        let (k0, kb) = k_block(k, kc, blk);
+        let bb = BBlock {
+            ptr: b.wrapping_add(k0 * NR),
+            ldb: NR,
+            strip,
+        };
+        let flags = (blk == 0, blk + 1 == blocks);
+        // SAFETY: rows `k0..k0 + kb` of every strip, all of `c` (caller's contract).
+        unsafe {
+            macro_block(
+                a,
+                (k0, kb),
+                flags,
+                bb,
+                (0, n),
+                (0, m.div_ceil(MR)),
+                c,
+                ldc,
+                n,
+                &none,
+            )
+        };
+    }
+}
+
 /// One k block of the output rows `panels.0·MR..panels.1·MR` (clipped to `m`) and columns `j0..j0 + nc` against
 /// that block of B.
 ///
