@@ -1440,13 +1440,14 @@ mod tests {
     /// The Winograd kernel ([`crate::winograd`]) agrees with the `gemm`-crate path within rounding (1e-5 of the
     /// largest output) on every geometry it takes — pads on either side and none, partial tiles at the right and
     /// bottom, one partial tile, tile blocks that cut tile rows, a batch, two k blocks (300 channels), output
-    /// channels not a multiple of 6 or 16 — and bit for bit with itself at 1, 2 and 3 threads.
+    /// channels not a multiple of 6 or 16, rows split by vectors from their first element — and bit for bit with
+    /// itself at 1, 2 and 3 threads (threads sharing each block's steps, or taking their own tiles).
     #[test]
     fn winograd_matches_the_gemm_crate_path() {
         if !packed_gemm::available() {
             return;
         }
-        let cases: [(&[usize], &[usize], [i64; 4]); 8] = [
+        let cases: [(&[usize], &[usize], [i64; 4]); 9] = [
             (&[1, 64, 14, 14], &[40, 64, 3, 3], [1, 1, 1, 1]),
             (&[2, 20, 9, 11], &[17, 20, 3, 3], [0, 2, 1, 0]),
             (&[1, 16, 8, 8], &[16, 16, 3, 3], [0, 0, 0, 0]),
@@ -1455,6 +1456,7 @@ mod tests {
             (&[1, 32, 30, 30], &[24, 32, 3, 3], [2, 2, 2, 2]),
             (&[1, 16, 3, 3], &[16, 16, 3, 3], [1, 1, 1, 1]),
             (&[1, 128, 28, 28], &[19, 128, 3, 3], [1, 1, 1, 1]),
+            (&[1, 16, 20, 70], &[16, 16, 3, 3], [1, 0, 0, 2]),
         ];
         for (ci, (xs, ws, pads)) in cases.into_iter().enumerate() {
             let attrs = ConvAttrs {

@@ -46,8 +46,10 @@ thread_local! {
     static TRANSFORMED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// One block's 36 products.
     static PRODUCTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A task's rows: one channel's transforms before they are copied into strips.
+    /// A task's row-transformed phases of one channel.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One zero-padded input row, before it is split into phases.
+    static PAD_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The weights of a 3×3 convolution transformed and packed for [`Winograd::run`].
@@ -85,14 +87,16 @@ struct Geo {
     txn: usize,
     /// Padded rows (`4·tile rows + 2`).
     hp: usize,
-    /// The length of one phase row: every tile's column index plus the vector overreach.
+    /// The length of one phase row (`txn + 2`: every element a tile reads). Vectors past a tile row's end read on
+    /// into the next phase row (and past the last plane, into slack): those lanes belong to no tile.
     lq: usize,
 }
 
 impl Geo {
-    /// Floats of one channel's phase-split planes: `hp` rows of four phases of `lq`.
+    /// Floats of one channel's phase-split planes: `hp` rows of four phases of `lq`, and a vector of slack (the
+    /// split writes up to 7 floats past the last row).
     fn plane(&self) -> usize {
-        self.hp * 4 * self.lq
+        self.hp * 4 * self.lq + L
     }
 }
 
@@ -106,16 +110,60 @@ struct Block {
 }
 
 impl Block {
-    /// The tile rows it touches, each with its tile columns `tx_lo..tx_hi`.
-    fn rows(self, txn: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        let (first, last) = (self.t0 / txn, (self.t0 + self.nt - 1) / txn);
-        (first..=last).map(move |ty| {
-            let lo = self.t0.saturating_sub(ty * txn);
-            let hi = (self.t0 + self.nt - ty * txn).min(txn);
-            (ty, lo, hi)
-        })
+    /// The first tile row it touches and how many.
+    fn tile_rows(self, txn: usize) -> (usize, usize) {
+        let first = self.t0 / txn;
+        (first, (self.t0 + self.nt - 1) / txn + 1 - first)
+    }
+
+    /// The length of one row of the row-transformed phases (`tile_rows · txn`, plus a vector of overreach and one
+    /// of slack).
+    fn t_len(self, txn: usize) -> usize {
+        self.tile_rows(txn).1 * txn + 2 * L
     }
 }
+
+/// The blocks of tiles `start..end`: as few as keep one block's transformed input (`36·C` floats per tile) under
+/// [`BLOCK_BYTES`] (at least one strip), of balanced sizes.
+fn blocks(c: usize, (start, end): (usize, usize)) -> impl Iterator<Item = Block> {
+    let len = end - start;
+    let budget = (BLOCK_BYTES / (XI * c * 4 * NR)).max(1);
+    let count = len.div_ceil(NR).div_ceil(budget).max(1);
+    (0..count).filter_map(move |b| {
+        let (t0, t1) = (start + b * len / count, start + (b + 1) * len / count);
+        (t1 > t0).then(|| Block {
+            t0,
+            nt: t1 - t0,
+            ntp: (t1 - t0).next_multiple_of(NR),
+        })
+    })
+}
+
+/// `f(i)` for `i in 0..n`, split over the threads of `par` when there is one.
+fn each(par: Option<&Parallel>, n: usize, f: impl Fn(usize) + Sync + Send) {
+    match par {
+        Some(par) => par.for_each_index(n, f),
+        None => (0..n).for_each(f),
+    }
+}
+
+/// The epilogue of one output channel: bias, residual plane, Relu.
+type ChannelEpi = (f32, Option<*const f32>, bool);
+
+/// The operands of one image: phase-split input planes, output and residual planes, bias, Relu.
+#[derive(Clone, Copy)]
+struct Image<'a> {
+    phases: &'a [f32],
+    dst: SharedMut<f32>,
+    res: Option<&'a [f32]>,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+// SAFETY: `dst` is only written at disjoint elements by concurrent tasks (each tile and output channel once), and
+// everything else is read only.
+unsafe impl Sync for Image<'_> {}
+unsafe impl Send for Image<'_> {}
 
 impl Winograd {
     /// Transforms and packs the weights `w` (`[M, C, 3, 3]` row-major, of shape `wsh`), or `None` where the
@@ -191,7 +239,10 @@ impl Winograd {
         let [_, oh, ow] = g.output;
         let (il, ol) = (ih * iw, oh * ow);
         assert!(
-            x.len() == g.batch * c * il && out.len() == g.batch * m * ol,
+            x.len() == g.batch * c * il
+                && out.len() == g.batch * m * ol
+                && bias.is_none_or(|b| b.len() == m)
+                && residual.is_none_or(|r| r.len() == out.len()),
             "Conv buffers do not match their shapes"
         );
         if ol == 0 || m == 0 {
@@ -207,154 +258,210 @@ impl Winograd {
             pl: g.pad_begin[2],
             txn,
             hp: TILE * tyn + 2,
-            lq: (txn + 2 * L).next_multiple_of(L),
+            lq: txn + 2,
         };
         let tiles = tyn * txn;
-        let nt = block_tiles(c, tiles);
-        let ntp_max = nt.next_multiple_of(NR);
-        // Per ξ: the strips of one block's transformed input, and one block's products.
-        let vstride = ntp_max / NR * strip_len(c);
-        let mstride = m * ntp_max;
         let plane = geo.plane();
+        // With threads and tiles enough for a few strips each, every thread takes its own range of tiles (and
+        // blocks); else the threads share each block's three steps. Either way each tile is computed alike.
+        let threads = par.threads();
+        let parts = if threads > 1 && tiles >= 2 * NR * threads {
+            threads
+        } else {
+            1
+        };
         for n in 0..g.batch {
             let xs = &x[n * c * il..][..c * il];
             let base = n * m * ol;
-            let dst = SharedMut(out[base..base + m * ol].as_mut_ptr());
-            let res = residual.map(|r| &r[base..base + m * ol]);
-            with_scratch(&PHASES, c * plane, |phases| {
-                par.for_each_item(phases, plane, c > 1, |ci, p| {
+            with_scratch(&PHASES, c * plane + 2 * L, |phases| {
+                par.for_each_item(&mut phases[..c * plane], plane, c > 1, |ci, p| {
                     split_phases(&xs[ci * il..][..il], &geo, p)
                 });
-                let phases = &*phases;
-                with_scratch(&TRANSFORMED, XI * vstride, |v| {
-                    // The output transform reads a vector past a block's last product.
-                    with_scratch(&PRODUCTS, XI * mstride + L, |prods| {
-                        let (vp, mp) = (SharedMut(v.as_mut_ptr()), SharedMut(prods.as_mut_ptr()));
-                        let mut t0 = 0;
-                        while t0 < tiles {
-                            let nt = nt.min(tiles - t0);
-                            let blk = Block {
-                                t0,
-                                nt,
-                                ntp: nt.next_multiple_of(NR),
-                            };
-                            par.for_each_index(c, |ci| {
-                                let p = &phases[ci * plane..][..plane];
-                                // SAFETY: row `ci` of every strip of `v` is this task's alone.
-                                unsafe { input_channel(p, &geo, blk, ci, c, vp, vstride) };
-                            });
-                            par.for_each_index(XI, |xi| {
-                                // SAFETY: `v`'s ξ part holds `ntp / NR` strips of `c` rows at `strip_len(c)`;
-                                // product ξ is `[m, ntp]` at `mp + xi·mstride`, this task's alone.
-                                unsafe {
-                                    packed_gemm::gemm_packed_b(
-                                        &self.u[xi],
-                                        vp.ptr().add(xi * vstride),
-                                        strip_len(c),
-                                        blk.ntp,
-                                        mp.ptr().add(xi * mstride),
-                                        blk.ntp,
-                                    )
-                                }
-                            });
-                            let prods = mp;
-                            par.for_each_index(m, |k| {
-                                let b = bias.map_or(0.0, |b| b[k]);
-                                let r = res.map(|r| r[k * ol..][..ol].as_ptr());
-                                // SAFETY: the products were written above and are only read now; output plane `k`
-                                // is this task's alone; the residual plane matches it.
-                                unsafe {
-                                    output_channel(
-                                        prods.ptr().cast_const(),
-                                        mstride,
-                                        &geo,
-                                        blk,
-                                        k,
-                                        (b, r, relu),
-                                        dst.ptr().add(k * ol),
-                                    )
-                                }
-                            });
-                            t0 += nt;
+                let img = Image {
+                    phases,
+                    dst: SharedMut(out[base..base + m * ol].as_mut_ptr()),
+                    res: residual.map(|r| &r[base..base + m * ol]),
+                    bias,
+                    relu,
+                };
+                if parts > 1 {
+                    par.for_each_index(parts, |p| {
+                        let range = (p * tiles / parts, (p + 1) * tiles / parts);
+                        for blk in blocks(c, range) {
+                            self.block(&geo, blk, img, None);
                         }
-                    })
-                })
+                    });
+                } else {
+                    for blk in blocks(c, (0, tiles)) {
+                        self.block(&geo, blk, img, Some(par));
+                    }
+                }
             });
         }
     }
-}
 
-/// The tiles per block: as many as keep `36·C` transformed floats per tile under [`BLOCK_BYTES`] (at least one
-/// strip), balanced so that blocks differ by less than a strip; the whole image when it is at most half a block
-/// more.
-fn block_tiles(c: usize, tiles: usize) -> usize {
-    let per = (BLOCK_BYTES / (XI * c * 4) / NR).max(1) * NR;
-    if tiles <= per + per / 2 {
-        return tiles.max(1);
+    /// One block of tiles of one image: the input transform into GEMM strips, the 36 products, the output
+    /// transform with the epilogue; each step split over `par`'s threads when given.
+    fn block(&self, geo: &Geo, blk: Block, img: Image<'_>, par: Option<&Parallel>) {
+        let (c, m) = (self.c, self.m);
+        let plane = geo.plane();
+        let strips = blk.ntp / NR;
+        // Per ξ: the strips of the block's transformed input, and the block's products.
+        // Products: `[m, XI, ntp]` (an output channel's 36 rows together, as the output transform reads them).
+        let (vstride, ldm) = (strips * strip_len(c), XI * blk.ntp);
+        let ol = geo.oh * geo.ow;
+        with_scratch(&TRANSFORMED, XI * vstride, |v| {
+            // The output transform reads a vector past the last product.
+            with_scratch(&PRODUCTS, m * ldm + L, |prods| {
+                let (vp, mp) = (SharedMut(v.as_mut_ptr()), SharedMut(prods.as_mut_ptr()));
+                each(par, c, |ci| {
+                    // This channel's planes and everything after them (vectors read past the planes' end).
+                    let p = &img.phases[ci * plane..];
+                    let tl = blk.t_len(geo.txn);
+                    with_scratch(&ROWS, 6 * ALPHA * tl, |rows| {
+                        // SAFETY: the CPU has AVX2 and FMA (a `Winograd` only exists where it does); row `ci` of
+                        // every strip of `v` is this task's alone.
+                        unsafe {
+                            input_tiles(p, geo, blk, rows, tl, (vp, vstride, ci, strip_len(c)))
+                        }
+                    });
+                });
+                each(par, XI, |xi| {
+                    // SAFETY: `v`'s ξ part holds `strips` strips of `c` rows at `strip_len(c)`; product ξ is
+                    // `[m, ntp]` at `mp + xi·ntp`, row stride `ldm`, this task's alone.
+                    unsafe {
+                        packed_gemm::gemm_packed_b(
+                            &self.u[xi],
+                            vp.ptr().add(xi * vstride),
+                            strip_len(c),
+                            blk.ntp,
+                            mp.ptr().add(xi * blk.ntp),
+                            ldm,
+                        )
+                    }
+                });
+                each(par, m, |k| {
+                    let epi = (
+                        img.bias.map_or(0.0, |b| b[k]),
+                        img.res.map(|r| r[k * ol..][..ol].as_ptr()),
+                        img.relu,
+                    );
+                    // SAFETY: the products were written above and are only read now; this block's tiles of output
+                    // plane `k` are this task's alone; the residual plane matches it.
+                    unsafe {
+                        output_tiles(
+                            mp.ptr().cast_const(),
+                            ldm,
+                            geo,
+                            blk,
+                            k,
+                            epi,
+                            img.dst.ptr().add(k * ol),
+                        )
+                    }
+                });
+            })
+        });
     }
-    let blocks = tiles.div_ceil(per);
-    tiles.div_ceil(blocks).next_multiple_of(NR)
 }
 
 /// Splits one zero-padded input plane into its column phases modulo 4: `p[(y·4 + ph)·lq + i]` is padded element
-/// `(y, 4i + ph)` (zero outside the input).
+/// `(y, 4i + ph)` (zero outside the input), for every `i` a tile reads (`i < lq = txn + 2`). Each row is copied
+/// into a zero-padded row and split 32 elements at a time; the vectors of a phase row write on into the next one,
+/// so they go from the row's end back to its start (each overwriting what the one before spilled), and rows in
+/// order (the last row spills into the plane's slack, [`Geo::plane`]).
 fn split_phases(x: &[f32], geo: &Geo, p: &mut [f32]) {
-    let lq = geo.lq;
-    for (y, row) in p.chunks_exact_mut(4 * lq).enumerate() {
+    let (lq, pl, iw) = (geo.lq, geo.pl, geo.iw);
+    assert!(p.len() >= geo.plane() && pl + iw <= 4 * lq && x.len() >= geo.ih * iw);
+    with_scratch(&PAD_ROW, 4 * lq.next_multiple_of(L), |padded| {
+        // The padding columns stay zero; each row copies its elements over the middle.
+        padded.fill(0.0);
+        // SAFETY: the sizes are as checked above; the CPU has AVX2 (a `Winograd` only exists where it does).
+        unsafe { split_rows(x, geo, p, padded) }
+    });
+}
+
+/// [`split_phases`] on the AVX2 vectors.
+///
+/// # Safety
+/// `p` holds [`Geo::plane`] floats, `padded` `4·lq` rounded up to a whole vector, zero outside `pl..pl + iw`;
+/// `x` is the `ih·iw` plane; the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn split_rows(x: &[f32], geo: &Geo, p: &mut [f32], padded: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (lq, pl, iw) = (geo.lq, geo.pl, geo.iw);
+    for y in 0..geo.hp {
+        let row = &mut p[y * 4 * lq..];
         let Some(src) = y
             .checked_sub(geo.pt)
             .filter(|&iy| iy < geo.ih)
-            .map(|iy| &x[iy * geo.iw..][..geo.iw])
+            .map(|iy| &x[iy * iw..][..iw])
         else {
-            row.fill(0.0);
+            row[..4 * lq].fill(0.0);
             continue;
         };
-        for (ph, dst) in row.chunks_exact_mut(lq).enumerate() {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = (4 * i + ph)
-                    .checked_sub(geo.pl)
-                    .and_then(|ix| src.get(ix))
-                    .copied()
-                    .unwrap_or(0.0);
-            }
+        let mid = &mut padded[pl..pl + iw];
+        let mut j = 0;
+        while j + L <= iw {
+            // SAFETY: elements `j..j + 8` of `src` and `mid`.
+            unsafe {
+                _mm256_storeu_ps(
+                    mid.as_mut_ptr().add(j),
+                    _mm256_loadu_ps(src.as_ptr().add(j)),
+                )
+            };
+            j += L;
+        }
+        mid[j..].copy_from_slice(&src[j..]);
+        for i in (0..lq).step_by(L).rev() {
+            // SAFETY: padded elements `4i..4i + 32` (`padded` holds `4·lq` rounded up to 8); phase elements
+            // `i..i + 8` of each phase row, at most 7 past the row's four phases (into the next row, or the plane's
+            // slack: caller's contract).
+            unsafe { deinterleave4(padded.as_ptr().add(4 * i), row.as_mut_ptr().add(i), lq) };
         }
     }
 }
 
-/// Transforms one input channel's tiles of block `blk` and stores them as row `ci` of every strip of `v` (ξ part
-/// at `xi·vstride`, strip `s` at `s·strip_len(c)`).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn split_rows(_: &[f32], _: &Geo, _: &mut [f32], _: &mut [f32]) {
+    unreachable!("a Winograd convolution only exists where AVX2 and FMA do");
+}
+
+/// Splits 32 consecutive floats at `src` into their four phases modulo 4: phase `ph` (8 floats) to `dst + ph·lq`.
 ///
 /// # Safety
-/// `v` must hold `XI·vstride` floats, `vstride ≥ blk.ntp / NR · strip_len(c)`; no other task writes row `ci`.
-unsafe fn input_channel(
-    p: &[f32],
-    geo: &Geo,
-    blk: Block,
-    ci: usize,
-    c: usize,
-    v: SharedMut<f32>,
-    vstride: usize,
-) {
-    // Per ξ one row of the block's tiles (plus a vector of overreach), then the row-transformed phases.
-    let rl = blk.ntp + L;
-    let tl = ALPHA * 4 * geo.lq;
-    with_scratch(&ROWS, XI * rl + tl, |scratch| {
-        let (rows, t) = scratch.split_at_mut(XI * rl);
-        // SAFETY: the CPU has AVX2 and FMA (a `Winograd` only exists where it does); the sizes are as required.
-        unsafe { input_tiles(p, geo, blk, rows, rl, t) };
-        let strip = strip_len(c);
-        for xi in 0..XI {
-            let row = &mut rows[xi * rl..][..blk.ntp];
-            row[blk.nt..].fill(0.0);
-            for (s, src) in row.chunks_exact(NR).enumerate() {
-                // SAFETY: row `ci` of strip `s` of part ξ, inside `v` and this task's alone (caller's contract).
-                unsafe {
-                    let d = v.ptr().add(xi * vstride + s * strip + ci * NR);
-                    std::ptr::copy_nonoverlapping(src.as_ptr(), d, NR);
-                }
-            }
+/// `src` must address 32 floats and `dst + ph·lq` 8 each; the CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn deinterleave4(src: *const f32, dst: *mut f32, lq: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: caller's contract.
+    unsafe {
+        let v: [__m256; 4] = std::array::from_fn(|q| _mm256_loadu_ps(src.add(8 * q)));
+        // A 4×4 transpose in each 128-bit half: phase `ph` at i = 0, 2, 4, 6 (low) and 1, 3, 5, 7 (high) ...
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        let r = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ];
+        // ... then in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (ph, r) in r.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(ph * lq), _mm256_permutevar8x32_ps(r, order));
         }
-    });
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn deinterleave4(_: *const f32, _: *mut f32, _: usize) {
+    unreachable!("a Winograd convolution only exists where AVX2 and FMA do");
 }
 
 /// The 1-D input transform `Bᵀ·d` of six vectors.
@@ -399,15 +506,21 @@ fn out_1d(m: [std::arch::x86_64::__m256; ALPHA]) -> [std::arch::x86_64::__m256; 
     ]
 }
 
-/// The transforms of one channel's tiles of `blk` into `rows` (`rows[ξ·rl + t - t0]` for tile `t`), 8 tiles of a
-/// tile row at a time; `t` is scratch for the row-transformed phases (`ALPHA·4·lq` floats).
+/// The input transform of one channel's tiles of `blk`, stored as row `ci` of every strip of the transformed input
+/// (`dst = (v, vstride, ci, strip)`: part ξ at `v + ξ·vstride`, strip `s` at `s·strip` from there).
 ///
-/// A vector may run past its tile row's last tile: those lanes land where the next tile row's first tiles go and
-/// are overwritten by them (rows are done in order), or in the vector of slack after the block.
+/// First down the columns, one tile row at a time: the six padded rows of each tile row combined per phase
+/// element into `rows` (`[a][phase][tile]`, 4 phases at offset 0 and phases 0 and 1 at offset 1 — the elements
+/// `4·tx + j` of tile `tx` for `j < 6` — each laid out over the block's tile rows in raster order); then along the
+/// rows, 8 raster-consecutive tiles at a time, into the strips. Vectors running past a tile row's end write lanes
+/// that the next tile row overwrites (rows are done in order), or slack; lanes of tiles past the block land in
+/// the strip's padding columns, whose products nobody reads.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `p` holds one channel's phase planes for `geo`, `rows` `XI·rl` floats with
-/// `rl ≥ blk.nt + L`.
+/// The CPU must have AVX2 and FMA; `p` holds one channel's phase planes for `geo` and `2·L` floats more (read by
+/// lanes past the last tile); `rows` `6·ALPHA·tl` floats
+/// with `tl = blk.t_len(txn)`; the strips hold `blk.ntp / NR` strips of row `ci` for each ξ, written by no other
+/// task.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input_tiles(
@@ -415,82 +528,81 @@ unsafe fn input_tiles(
     geo: &Geo,
     blk: Block,
     rows: &mut [f32],
-    rl: usize,
-    t: &mut [f32],
+    tl: usize,
+    (v, vstride, ci, strip): (SharedMut<f32>, usize, usize, usize),
 ) {
     use std::arch::x86_64::*;
-    let lq = geo.lq;
-    assert!(p.len() >= geo.plane() && t.len() >= ALPHA * 4 * lq && rows.len() >= XI * rl);
-    let (p, t, rows) = (p.as_ptr(), t.as_mut_ptr(), rows.as_mut_ptr());
-    for (ty, lo, hi) in blk.rows(geo.txn) {
-        let chunks = (hi - lo).div_ceil(L);
-        // Down the columns: the six padded rows of this tile row, combined per phase element (each vector of
-        // the chunk and the one after, which the chunk's last two taps reach into).
-        for ph in 0..4 {
-            let mut i = lo;
-            while i < lo + (chunks + 1) * L {
-                // SAFETY: rows `4ty..4ty + 6 ≤ hp` of phase `ph`, elements `i..i + 8 ≤ lq` (`lq ≥ txn + 16`).
+    let (lq, txn) = (geo.lq, geo.txn);
+    assert!(p.len() >= geo.plane() + 2 * L && rows.len() >= 6 * ALPHA * tl);
+    let (first, count) = blk.tile_rows(txn);
+    let (p, t) = (p.as_ptr(), rows.as_mut_ptr());
+    // Row `(a, q)` of the row-transformed phases: q < 4 is phase q, q = 4 + ph phase ph one element on.
+    let trow = |a: usize, q: usize| a * 6 + q;
+    for rr in 0..count {
+        let ty = first + rr;
+        let mut i = 0;
+        while i < txn {
+            for q in 0..6 {
+                let (ph, at) = if q < 4 { (q, i) } else { (q - 4, i + 1) };
+                // SAFETY: rows `4ty..4ty + 6 ≤ hp` of phase `ph`, elements `at..at + 8 ≤ lq`; stores at
+                // `rr·txn + i + 8 ≤ tl`.
                 unsafe {
                     let d = std::array::from_fn(|j| {
-                        _mm256_loadu_ps(p.add(((TILE * ty + j) * 4 + ph) * lq + i))
+                        _mm256_loadu_ps(p.add(((TILE * ty + j) * 4 + ph) * lq + at))
                     });
-                    for (a, v) in in_1d(d).into_iter().enumerate() {
-                        _mm256_storeu_ps(t.add((a * 4 + ph) * lq + i), v);
-                    }
-                }
-                i += L;
-            }
-        }
-        // Along the rows: tile `tx` reads phase `j % 4` at `tx + j / 4`.
-        for ch in 0..chunks {
-            let tx = lo + ch * L;
-            let at = ty * geo.txn + tx - blk.t0;
-            for a in 0..ALPHA {
-                // SAFETY: inside the row-transformed phases written above; `at + 8 ≤ rl`.
-                unsafe {
-                    let d = std::array::from_fn(|j| {
-                        _mm256_loadu_ps(t.add((a * 4 + j % 4) * lq + tx + j / 4))
-                    });
-                    for (b, v) in in_1d(d).into_iter().enumerate() {
-                        _mm256_storeu_ps(rows.add((a * ALPHA + b) * rl + at), v);
+                    for (a, vv) in in_1d(d).into_iter().enumerate() {
+                        _mm256_storeu_ps(t.add(trow(a, q) * tl + rr * txn + i), vv);
                     }
                 }
             }
+            i += L;
         }
+    }
+    let base = first * txn;
+    let mut c8 = 0;
+    while c8 < blk.nt {
+        let at = blk.t0 + c8 - base;
+        // Strip `c8 / 16`, row `ci`, lanes `c8 % 16 .. + 8` (chunks start at multiples of 8).
+        let out = (c8 / NR) * strip + ci * NR + c8 % NR;
+        for a in 0..ALPHA {
+            // SAFETY: inside the row-transformed phases written above (`at + 8 ≤ tl`); the strip row is this
+            // task's (caller's contract).
+            unsafe {
+                let d = std::array::from_fn(|j| _mm256_loadu_ps(t.add(trow(a, j) * tl + at)));
+                for (b, vv) in in_1d(d).into_iter().enumerate() {
+                    _mm256_storeu_ps(v.ptr().add((a * ALPHA + b) * vstride + out), vv);
+                }
+            }
+        }
+        c8 += L;
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn input_tiles(_: &[f32], _: &Geo, _: Block, _: &mut [f32], _: usize, _: &mut [f32]) {
+unsafe fn input_tiles(
+    _: &[f32],
+    _: &Geo,
+    _: Block,
+    _: &mut [f32],
+    _: usize,
+    _: (SharedMut<f32>, usize, usize, usize),
+) {
     unreachable!("a Winograd convolution only exists where AVX2 and FMA do");
 }
 
-/// The epilogue of one output channel: bias, residual plane, Relu.
-type ChannelEpi = (f32, Option<*const f32>, bool);
-
-/// The output transform of one output channel's tiles of `blk` into its plane `dst`, with the epilogue.
+/// The output transform of output channel `k`'s tiles of `blk` into its plane `dst`, with the epilogue: 8
+/// raster-consecutive tiles at a time, transposed from tile-major vectors into rows of 4 outputs per tile, stored
+/// two tiles at a time where both are in one tile row and inside the output.
 ///
 /// # Safety
-/// `prods` holds the block's 36 products (`[m, ntp]` each, at `xi·mstride`) and a vector of slack after the last;
-/// `dst` (and the residual) address the channel's `oh·ow` plane; AVX2 and FMA.
-unsafe fn output_channel(
-    prods: *const f32,
-    mstride: usize,
-    geo: &Geo,
-    blk: Block,
-    k: usize,
-    epi: ChannelEpi,
-    dst: *mut f32,
-) {
-    // SAFETY: forwarded.
-    unsafe { output_tiles(prods, mstride, geo, blk, k, epi, dst) }
-}
-
+/// `prods` holds the block's products (`[m, XI, ntp]`, `ldm = XI·ntp`) and a vector of slack after them;
+/// `dst` (and the residual) address the channel's `oh·ow` plane, whose elements of this block's tiles no other task
+/// writes; AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn output_tiles(
     prods: *const f32,
-    mstride: usize,
+    ldm: usize,
     geo: &Geo,
     blk: Block,
     k: usize,
@@ -498,87 +610,117 @@ unsafe fn output_tiles(
     dst: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    let at_row = prods.wrapping_add(k * blk.ntp);
+    let (txn, ow) = (geo.txn, geo.ow);
+    let row_k = prods.wrapping_add(k * ldm);
     let bias_v = _mm256_set1_ps(bias);
-    let zero = _mm_setzero_ps();
-    for (ty, lo, hi) in blk.rows(geo.txn) {
-        let mut tx = lo;
-        while tx < hi {
-            let lanes = L.min(hi - tx);
-            let off = ty * geo.txn + tx - blk.t0;
-            // SAFETY: product ξ's row `k` at tile `off`, 8 lanes (the slack covers the last block's overreach).
-            let mv: [__m256; XI] = std::array::from_fn(|xi| unsafe {
-                _mm256_loadu_ps(at_row.add(xi * mstride + off))
-            });
-            // Down the columns, then along the rows.
-            let cols: [[__m256; TILE]; ALPHA] =
-                std::array::from_fn(|b| out_1d(std::array::from_fn(|a| mv[a * ALPHA + b])));
-            let z: [[__m256; ALPHA]; TILE] =
-                std::array::from_fn(|r| std::array::from_fn(|b| cols[b][r]));
-            let y = z.map(|zr| out_1d(zr).map(|v| _mm256_add_ps(v, bias_v)));
-            for (r, yr) in y.iter().enumerate() {
-                let oy = TILE * ty + r;
-                if oy >= geo.oh {
-                    break;
-                }
-                // Transpose the four vectors (columns 0..4 of 8 tiles) into 8 quads (one tile's row each).
-                let quads: [__m128; L] = {
-                    let t0 = _mm256_unpacklo_ps(yr[0], yr[1]);
-                    let t1 = _mm256_unpackhi_ps(yr[0], yr[1]);
-                    let t2 = _mm256_unpacklo_ps(yr[2], yr[3]);
-                    let t3 = _mm256_unpackhi_ps(yr[2], yr[3]);
-                    let q = [
-                        _mm256_shuffle_ps::<0x44>(t0, t2),
-                        _mm256_shuffle_ps::<0xEE>(t0, t2),
-                        _mm256_shuffle_ps::<0x44>(t1, t3),
-                        _mm256_shuffle_ps::<0xEE>(t1, t3),
-                    ];
-                    std::array::from_fn(|l| {
-                        if l < 4 {
-                            _mm256_castps256_ps128(q[l])
-                        } else {
-                            _mm256_extractf128_ps::<1>(q[l - 4])
+    let (zero, zero8) = (_mm_setzero_ps(), _mm256_setzero_ps());
+    let mut c8 = 0;
+    while c8 < blk.nt {
+        let lanes = L.min(blk.nt - c8);
+        let t = blk.t0 + c8;
+        // SAFETY: product ξ's row `k` at column `c8`, 8 lanes (the slack covers the last block's overreach).
+        let mv: [__m256; XI] =
+            std::array::from_fn(|xi| unsafe { _mm256_loadu_ps(row_k.add(xi * blk.ntp + c8)) });
+        // Down the columns, then along the rows.
+        let cols: [[__m256; TILE]; ALPHA] =
+            std::array::from_fn(|b| out_1d(std::array::from_fn(|a| mv[a * ALPHA + b])));
+        let z: [[__m256; ALPHA]; TILE] =
+            std::array::from_fn(|r| std::array::from_fn(|b| cols[b][r]));
+        let y = z.map(|zr| out_1d(zr).map(|v| _mm256_add_ps(v, bias_v)));
+        // Each lane's tile row and first output column; whether its four columns are all inside the output.
+        let mut pos = [(0usize, 0usize, false); L];
+        let (mut ty, mut tx) = (t / txn, t % txn);
+        for p in pos.iter_mut().take(lanes) {
+            *p = (ty, TILE * tx, TILE * tx + TILE <= ow);
+            tx += 1;
+            if tx == txn {
+                (ty, tx) = (ty + 1, 0);
+            }
+        }
+        for (r, yr) in y.iter().enumerate() {
+            // Transpose the four vectors (columns 0..4 of 8 tiles): `q[i]` holds tile i's row (low half) and
+            // tile i + 4's (high half); `pairs[p]` tiles 2p and 2p + 1.
+            let t0 = _mm256_unpacklo_ps(yr[0], yr[1]);
+            let t1 = _mm256_unpackhi_ps(yr[0], yr[1]);
+            let t2 = _mm256_unpacklo_ps(yr[2], yr[3]);
+            let t3 = _mm256_unpackhi_ps(yr[2], yr[3]);
+            let q = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            let pairs = [
+                _mm256_permute2f128_ps::<0x20>(q[0], q[1]),
+                _mm256_permute2f128_ps::<0x20>(q[2], q[3]),
+                _mm256_permute2f128_ps::<0x31>(q[0], q[1]),
+                _mm256_permute2f128_ps::<0x31>(q[2], q[3]),
+            ];
+            for (pi, &pair) in pairs.iter().enumerate().take(lanes.div_ceil(2)) {
+                let l = 2 * pi;
+                let (tyl, ox, full) = pos[l];
+                let oy = TILE * tyl + r;
+                if l + 1 < lanes && pos[l + 1].0 == tyl && pos[l + 1].2 && oy < geo.oh {
+                    // Two neighbouring tiles of one row, all eight columns inside.
+                    let at = oy * ow + ox;
+                    // SAFETY: eight consecutive outputs of row `oy`, inside the plane (and the residual's).
+                    unsafe {
+                        let mut o = pair;
+                        if let Some(res) = res {
+                            o = _mm256_add_ps(o, _mm256_loadu_ps(res.add(at)));
                         }
-                    })
-                };
-                let row = oy * geo.ow;
-                for (l, &q) in quads.iter().enumerate().take(lanes) {
-                    let ox = TILE * (tx + l);
-                    let at = row + ox;
-                    if ox + TILE <= geo.ow {
-                        // SAFETY: four outputs of this row inside the plane (and the residual's).
+                        if relu {
+                            o = _mm256_max_ps(o, zero8);
+                        }
+                        _mm256_storeu_ps(dst.add(at), o);
+                    }
+                    continue;
+                }
+                for (l, (tyl, ox, full)) in [(l, (tyl, ox, full)), (l + 1, pos[(l + 1) % L])] {
+                    let oy = TILE * tyl + r;
+                    if l >= lanes || oy >= geo.oh {
+                        continue;
+                    }
+                    let quad = if l % 2 == 0 {
+                        _mm256_castps256_ps128(pair)
+                    } else {
+                        _mm256_extractf128_ps::<1>(pair)
+                    };
+                    let at = oy * ow + ox;
+                    if full {
+                        // SAFETY: four outputs of row `oy` inside the plane (and the residual's).
                         unsafe {
-                            let mut q = q;
-                            if let Some(r) = res {
-                                q = _mm_add_ps(q, _mm_loadu_ps(r.add(at)));
+                            let mut qv = quad;
+                            if let Some(res) = res {
+                                qv = _mm_add_ps(qv, _mm_loadu_ps(res.add(at)));
                             }
                             if relu {
-                                q = _mm_max_ps(q, zero);
+                                qv = _mm_max_ps(qv, zero);
                             }
-                            _mm_storeu_ps(dst.add(at), q);
+                            _mm_storeu_ps(dst.add(at), qv);
                         }
-                    } else {
-                        let mut vals = [0.0f32; TILE];
-                        // SAFETY: a local array of four.
-                        unsafe { _mm_storeu_ps(vals.as_mut_ptr(), q) };
-                        for (s, &v) in vals.iter().enumerate().take(geo.ow - ox) {
-                            // SAFETY: column `ox + s < ow` of this row.
-                            unsafe {
-                                let mut v = v;
-                                if let Some(r) = res {
-                                    v += *r.add(at + s);
-                                }
-                                if relu {
-                                    v = v.max(0.0);
-                                }
-                                *dst.add(at + s) = v;
+                        continue;
+                    }
+                    let mut vals = [0.0f32; TILE];
+                    // SAFETY: a local array of four.
+                    unsafe { _mm_storeu_ps(vals.as_mut_ptr(), quad) };
+                    for (s, &v) in vals.iter().enumerate().take(ow - ox) {
+                        // SAFETY: column `ox + s < ow` of row `oy`.
+                        unsafe {
+                            let mut v = v;
+                            if let Some(res) = res {
+                                v += *res.add(at + s);
                             }
+                            if relu {
+                                v = v.max(0.0);
+                            }
+                            *dst.add(at + s) = v;
                         }
                     }
                 }
             }
-            tx += L;
         }
+        c8 += L;
     }
 }
 

@@ -24,9 +24,25 @@ fn bits(outs: &[Value]) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// How close an output element must be to the reference.
+#[derive(Clone, Copy)]
+enum Tol {
+    /// Within `1e-4 + 1e-4·|want|` of each element.
+    Element,
+    /// Within `1e-4·max|want|`: the rule the model fixtures are checked by, for kernels that reassociate long sums
+    /// (the Winograd convolution's transforms), where an element near zero amid large ones carries the rounding
+    /// of the whole sum.
+    Scale,
+}
+
 /// Runs `graph` on both targets with `inputs` and compares every output (and the CPU outputs at 1, 2 and 3 threads
 /// bit for bit); returns the CPU executable (compiled for every core).
 fn check(graph: Graph, inputs: Vec<Tensor>) -> CpuExecutable {
+    check_within(graph, inputs, Tol::Element)
+}
+
+/// [`check`] at tolerance `tol`.
+fn check_within(graph: Graph, inputs: Vec<Tensor>, tol: Tol) -> CpuExecutable {
     let values: Vec<Value> = inputs
         .into_iter()
         .map(|t| Value::Tensor(Arc::new(t)))
@@ -46,8 +62,13 @@ fn check(graph: Graph, inputs: Vec<Tensor>) -> CpuExecutable {
         let (g, w) = (g.as_tensor().unwrap(), w.as_tensor().unwrap());
         assert_eq!(g.shape(), w.shape());
         let (g, w) = (g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-4 + 1e-4 * b.abs();
+            let bound = match tol {
+                Tol::Element => 1e-4 + 1e-4 * b.abs(),
+                Tol::Scale => 1e-4 * scale,
+            };
+            let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= bound;
             assert!(ok, "element {i}: got {a}, want {b}");
         }
     }
@@ -444,7 +465,7 @@ fn large_shapes_split_across_threads() {
     let r = b.node1(Relu::default(), &[y]).unwrap();
     b.output(r);
     check(b.finish().unwrap(), vec![rng.tensor(&[200, 300])]);
-    // Conv: 2 images, grouped, depthwise (one plane per task), each with a fused Relu.
+    // Conv: 2 images (the Winograd kernel), grouped, depthwise (one plane per task), each with a fused Relu.
     for (xs, ws, group) in [
         (&[2usize, 16, 40, 40][..], &[32usize, 16, 3, 3][..], 1),
         (&[1, 16, 40, 40], &[16, 4, 3, 3], 4),
@@ -463,7 +484,8 @@ fn large_shapes_split_across_threads() {
             .unwrap();
         let r = b.node1(Relu::default(), &[y]).unwrap();
         b.output(r);
-        let e = check(b.finish().unwrap(), vec![rng.tensor(xs)]);
+        let tol = if group == 1 { Tol::Scale } else { Tol::Element };
+        let e = check_within(b.finish().unwrap(), vec![rng.tensor(xs)], tol);
         assert_eq!(e.num_steps(), 1);
     }
     // BatchNormalization as an affine kernel, one plane per task.
