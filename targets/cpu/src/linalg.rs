@@ -1505,7 +1505,9 @@ mod tests {
         };
         let plain = attrs([1, 1], [1, 1], 1);
         let x56: Option<&[usize]> = Some(&[1, 64, 56, 56]);
-        let cases: [(&[usize], &ConvAttrs, Option<&[usize]>, bool); 14] = [
+        /// Weight shape, attributes, input shape, whether the kernel takes it.
+        type Case<'a> = (&'a [usize], &'a ConvAttrs, Option<&'a [usize]>, bool);
+        let cases: [Case; 14] = [
             (&[64, 64, 3, 3], &plain, x56, true),
             (&[256, 256, 3, 3], &plain, Some(&[1, 256, 14, 14]), true),
             (&[32, 32, 3, 3], &plain, Some(&[1, 32, 9, 9]), true),
