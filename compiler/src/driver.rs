@@ -192,6 +192,9 @@ pub struct TargetStats {
     pub arena_symbols: Vec<String>,
     /// Threads the executable runs on.
     pub threads: usize,
+    /// How many convolutions run each of the target's convolution kernels (CPU: `winograd`, `direct`,
+    /// `packed_gemm`, `depthwise`, `gemm`; empty for other targets).
+    pub conv_kernels: std::collections::BTreeMap<String, usize>,
 }
 
 /// A compiled graph: the session that runs it and what the code generator reports.
@@ -273,6 +276,11 @@ pub fn compile_graph_with(
                 peak_arena_bytes: exec.peak_arena_bytes(),
                 arena_symbols: exec.plan_symbols().to_vec(),
                 threads: exec.threads(),
+                conv_kernels: exec
+                    .conv_kernels()
+                    .into_iter()
+                    .map(|(k, n)| (k.to_string(), n))
+                    .collect(),
             };
             (Box::new(exec), stats)
         }

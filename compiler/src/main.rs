@@ -743,6 +743,7 @@ fn compile_model(
             "peak_arena_bytes": target_stats.peak_arena_bytes,
             "arena_symbols": target_stats.arena_symbols,
             "threads": target_stats.threads,
+            "conv_kernels": target_stats.conv_kernels,
             "ops": ops,
         });
         if let Some((placement, cycles, bytes)) = vnpu_stats {

@@ -297,6 +297,7 @@ fn cli_compile_run_and_bench_an_artifact() {
         "peak_arena_bytes",
         "arena_symbols",
         "threads",
+        "conv_kernels",
         "artifact_bytes",
     ] {
         assert!(stats.get(key).is_some(), "--stats lacks `{key}`: {stats}");
@@ -305,6 +306,27 @@ fn cli_compile_run_and_bench_an_artifact() {
     assert_eq!(stats["arena_symbols"], serde_json::json!([]));
     assert_eq!(stats["threads"], 2);
     assert!(stats["fallback_ops"].is_array());
+    // Every Conv kernel of the CNN counted once, under a kernel name.
+    let convs: u64 = stats["ops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(op, _)| op.contains("Conv"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    let kernels = stats["conv_kernels"].as_object().unwrap();
+    assert!(convs > 0);
+    assert_eq!(
+        kernels.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        convs,
+        "{stats}"
+    );
+    for name in kernels.keys() {
+        assert!(
+            ["winograd", "direct", "packed_gemm", "depthwise", "gemm"].contains(&name.as_str()),
+            "{name}"
+        );
+    }
     assert_eq!(
         stats["artifact_bytes"].as_u64().unwrap(),
         std::fs::metadata(&jz).unwrap().len()

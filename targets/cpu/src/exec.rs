@@ -7,7 +7,7 @@
 //! [`BOUND_PLANS`] bindings), then runs exactly as a static graph does. Values whose shapes depend on data
 //! (symbols that no input binds, such as NonZero's count) stay on the heap.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use jiuzhou_ir::ops::Activation;
@@ -1251,6 +1251,34 @@ impl CpuExecutable {
     /// Whether planned intermediates have symbolic dims, so that each run plans the arena for its binding of them.
     pub fn is_planned_per_binding(&self) -> bool {
         self.bound.is_some()
+    }
+
+    /// How many Conv steps run each convolution kernel: `winograd`, `direct` or `packed_gemm` (weights packed at
+    /// compile time for that kernel), `depthwise`, or `gemm` (the `gemm`-crate path: weights that are not constant,
+    /// or a CPU without AVX2 and FMA).
+    pub fn conv_kernels(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for step in &self.steps {
+            if let StepKind::Kernel(Kernel::Conv {
+                w, packed, attrs, ..
+            }) = &step.kind
+            {
+                let ws = match w {
+                    Param::Const(_, ws) => Some(ws.clone()),
+                    Param::Value(v) => static_f32_shape(&self.graph, *v),
+                };
+                let depthwise = ws.is_some_and(|ws| {
+                    attrs.group > 1 && ws.get(1) == Some(&1) && ws[0] as i64 == attrs.group
+                });
+                let name = match packed {
+                    Some(p) => p.kernel_name(),
+                    None if depthwise => "depthwise",
+                    None => "gemm",
+                };
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// The symbolic dims that size planned intermediates, sorted (empty for a static plan).

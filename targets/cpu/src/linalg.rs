@@ -817,6 +817,17 @@ impl PackedConv {
         })
     }
 
+    /// The kernel these weights are packed for: `winograd`, `direct` or `packed_gemm`.
+    pub fn kernel_name(&self) -> &'static str {
+        if self.winograd.is_some() {
+            "winograd"
+        } else if self.direct.is_some() {
+            "direct"
+        } else {
+            "packed_gemm"
+        }
+    }
+
     /// Whether it holds the weights of a convolution with these groups and per-group sizes.
     fn fits(&self, group: usize, mg: usize, kdim: usize) -> bool {
         self.direct.is_none()
@@ -851,8 +862,10 @@ fn direct_pays(wsh: &[usize], strides: Option<&[i64]>) -> bool {
 /// faster than the direct kernel; with 4 tiles — 7×7 or 8×8 outputs — the 36 products are too narrow for the
 /// transforms, and the transformed weights, four times the size, stream from memory for those few tiles: a
 /// 32-channel 8×8 conv measured 60 % slower).
+///
+/// Never when [`crate::winograd::ENV`] is `0`.
 pub fn winograd_pays(wsh: &[usize], a: &ConvAttrs, x: Option<&[usize]>) -> bool {
-    let Some(x) = x else {
+    let Some(x) = x.filter(|_| crate::winograd::enabled()) else {
         return false;
     };
     let Ok(g) = ConvGeom::new(x, wsh, a) else {
@@ -1495,6 +1508,9 @@ mod tests {
     /// more, with at least 9 output tiles of 4×4, and only where the input shape is known.
     #[test]
     fn winograd_choice() {
+        if !crate::winograd::enabled() {
+            return;
+        }
         let attrs = |strides: [i64; 2], dilations: [i64; 2], group: i64| ConvAttrs {
             auto_pad: "NOTSET".into(),
             dilations: Some(dilations.to_vec()),

@@ -36,6 +36,23 @@ const ALPHA: usize = 6;
 const XI: usize = ALPHA * ALPHA;
 /// Tiles per vector.
 const L: usize = 8;
+/// The environment variable that turns this kernel off (`JIUZHOU_CPU_WINOGRAD=0`): the convolutions it would take
+/// then run the direct kernel, with results as close to the reference as the other convolutions'. Read once per
+/// process.
+pub const ENV: &str = "JIUZHOU_CPU_WINOGRAD";
+
+/// Whether convolutions may take this kernel ([`ENV`] is not `0`).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let off = std::env::var(ENV).is_ok_and(|v| v.trim() == "0");
+        if off {
+            tracing::info!("{ENV}=0: 3x3 convolutions run the direct kernel");
+        }
+        !off
+    })
+}
+
 /// The transformed input of one tile block should stay under this many bytes (L2 resident).
 const BLOCK_BYTES: usize = 512 * 1024;
 
