@@ -1583,7 +1583,15 @@ mod tests {
     /// shorter than the vectors.
     #[test]
     fn depthwise_planes_match_the_row_kernel() {
-        let cases: [(&[usize], &[usize], [i64; 4], [i64; 2], [i64; 2]); 7] = [
+        /// Input, weight, pads, strides, dilations.
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            [i64; 4],
+            [i64; 2],
+            [i64; 2],
+        );
+        let cases: [Case; 7] = [
             (&[1, 3, 13, 37], &[3, 1, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
             (&[2, 4, 56, 56], &[4, 1, 3, 3], [1, 1, 1, 1], [2, 2], [1, 1]),
             (&[1, 2, 7, 7], &[2, 1, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
