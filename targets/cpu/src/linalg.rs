@@ -1267,7 +1267,7 @@ impl PaddedPlane {
 }
 
 /// Splits `row` into its even (`even`, `ceil(n/2)`) and odd (`odd`, `floor(n/2)`) elements.
-fn split_even_odd(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+pub(crate) fn split_even_odd(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     assert!(even.len() == row.len().div_ceil(2) && odd.len() == row.len() / 2);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
@@ -1275,11 +1275,11 @@ fn split_even_odd(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
         // SAFETY: the lengths are as checked; the CPU has AVX2 and FMA.
         done = unsafe { split_even_odd_avx2(row, even, odd) };
     }
-    for (i, &v) in row.iter().enumerate().skip(done) {
-        if i % 2 == 0 {
-            even[i / 2] = v;
-        } else {
-            odd[i / 2] = v;
+    // `done` is even: pairs from there on.
+    for (k, pair) in row[done..].chunks(2).enumerate() {
+        even[done / 2 + k] = pair[0];
+        if let Some(&v) = pair.get(1) {
+            odd[done / 2 + k] = v;
         }
     }
 }

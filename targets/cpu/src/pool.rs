@@ -197,12 +197,13 @@ impl NativeKernel for Pool {
     }
 }
 
-/// Row buffers of [`Pool::plane_rows`]: column sums, column maxima, output sums, window maxima.
-type RowBufs = (Vec<f64>, Vec<f32>, Vec<f64>, Vec<f32>);
+/// Row buffers of [`Pool::plane_rows`]: column sums, column maxima, output sums, window maxima, the window rows'
+/// first row at even columns.
+type RowBufs = (Vec<f64>, Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>);
 
 thread_local! {
     static ROW_BUFS: std::cell::Cell<RowBufs> = const {
-        std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
+        std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()))
     };
 }
 
@@ -266,11 +267,12 @@ impl Pool {
         // This thread's row buffers, reused from plane to plane (every use below overwrites what it reads; an
         // allocation per plane measured most of a 7×7 AveragePool over 2048 planes).
         let mut bufs = ROW_BUFS.take();
-        let (sums, colmax, accs, hmax) = &mut bufs;
+        let (sums, colmax, accs, hmax, first_even) = &mut bufs;
         sums.resize(if self.max { 0 } else { iw }, 0.0);
         colmax.resize(if self.max { iw } else { 0 }, 0.0);
         accs.resize(if self.max { 0 } else { ow }, 0.0);
         hmax.resize(if self.max { iw } else { 0 }, 0.0);
+        first_even.resize(if self.max { iw.div_ceil(2) } else { 0 }, 0.0);
         for zh in 0..ah.len {
             let (fh, nh, sh) = (ah.first[zh], ah.count[zh], ah.step);
             let orow = &mut os[zh * ow..][..ow];
@@ -297,18 +299,53 @@ impl Pool {
                     // Then the window max at every column (a stride-1 loop the compiler vectorizes, also for
                     // strided pools), with the first tap winning when it is NaN; the outputs pick every s-th.
                     let first = &xs[fh * iw + x0..][..span];
-                    let m = (run - 1) * s + 1;
-                    let hm = &mut hmax[..m];
-                    hm.copy_from_slice(&cm[..m]);
-                    for c in 1..full {
-                        for (d, &v) in hm.iter_mut().zip(&cm[c * st..][..m]) {
-                            *d = d.max(v);
+                    if s == 2 && st == 1 {
+                        // Stride 2: output `k`'s window columns are `2k + c`, that is even column `k + c/2` or
+                        // odd column `k + (c - 1)/2` — contiguous runs once the column maxima are split.
+                        let (ne, no) = (span.div_ceil(2), span / 2);
+                        let (ce, co) = hmax[..span].split_at_mut(ne);
+                        crate::linalg::split_even_odd(cm, ce, &mut co[..no]);
+                        let (acc, odd_first) = colmax[..span].split_at_mut(ne);
+                        let fe = &mut first_even[..ne];
+                        crate::linalg::split_even_odd(first, fe, &mut odd_first[..no]);
+                        let acc = &mut acc[..run];
+                        if full > 1 {
+                            for ((d, &a), &b) in acc.iter_mut().zip(&ce[..run]).zip(&co[..run]) {
+                                *d = a.max(b);
+                            }
+                        } else {
+                            acc.copy_from_slice(&ce[..run]);
+                        }
+                        for c in 2..full {
+                            let src = if c % 2 == 0 {
+                                &ce[c / 2..]
+                            } else {
+                                &co[c / 2..]
+                            };
+                            for (d, &v) in acc.iter_mut().zip(&src[..run]) {
+                                *d = d.max(v);
+                            }
+                        }
+                        // Every output written once, as a select (a conditional store here becomes a masked
+                        // store, slow on AMD cores: 80 % of a 3×3 stride-2 MaxPool).
+                        for ((d, &t0), &v) in dst.iter_mut().zip(&fe[..run]).zip(&*acc) {
+                            *d = if t0.is_nan() { t0 } else { v };
+                        }
+                    } else {
+                        let m = (run - 1) * s + 1;
+                        let hm = &mut hmax[..m];
+                        hm.copy_from_slice(&cm[..m]);
+                        for c in 1..full {
+                            for (d, &v) in hm.iter_mut().zip(&cm[c * st..][..m]) {
+                                *d = d.max(v);
+                            }
+                        }
+                        // Every output written once, as a select (see above).
+                        for (k, d) in dst.iter_mut().enumerate() {
+                            let (t0, v) = (first[k * s], hm[k * s]);
+                            *d = if t0.is_nan() { t0 } else { v };
                         }
                     }
-                    for (d, &t0) in hm.iter_mut().zip(&first[..m]) {
-                        *d = if t0.is_nan() { t0 } else { *d };
-                    }
-                    strided(dst, hm, s, |d, v| *d = v);
                 }
             } else if run > 0 {
                 // Separable, in f64: each input column's sum over the window rows, then each output's sum of

@@ -651,6 +651,35 @@ fn pools_random() {
     }
 }
 
+/// Stride-2 max pools over rows long enough for the vectorized even/odd split, with NaNs: a NaN first tap of a
+/// window wins, a later NaN loses (the reference's fold), on both the interior and the border outputs.
+#[test]
+fn max_pool_stride_2_wide_rows_with_nans() {
+    for (shape, kernel, pads) in [
+        ([1usize, 2, 9, 41], [3i64, 3], [0i64, 0, 0, 0]),
+        ([1, 3, 12, 64], [3, 3], [1, 1, 1, 1]),
+        ([1, 2, 7, 50], [2, 4], [0, 1, 1, 2]),
+    ] {
+        let mut rng = Rng(shape[3] as u64);
+        let mut data = rng.tensor(&shape).as_slice::<f32>().unwrap().to_vec();
+        for i in (0..data.len()).step_by(37) {
+            data[i] = f32::NAN;
+        }
+        let x = Tensor::from_vec(shape.to_vec(), data).unwrap();
+        let mut b = GraphBuilder::new("t");
+        let xi = input(&mut b, "x", &shape);
+        let mp = MaxPool {
+            kernel_shape: kernel.to_vec(),
+            pads: Some(pads.to_vec()),
+            strides: Some(vec![2, 2]),
+            ..Default::default()
+        };
+        let y = b.node1(mp, &[xi]).unwrap();
+        b.output(y);
+        check(b.finish().unwrap(), vec![x]);
+    }
+}
+
 #[test]
 fn reductions_random() {
     let mut rng = Rng(99);
