@@ -1046,7 +1046,7 @@ impl CpuExecutable {
             }) = &mut step.kind
                 && let Ok(group) = usize::try_from(attrs.group)
             {
-                let winograd = linalg::winograd_pays(ws, attrs, static_f32_shape(g, *x).as_deref());
+                let winograd = linalg::winograd_tile(ws, attrs, static_f32_shape(g, *x).as_deref());
                 *packed =
                     linalg::PackedConv::new(wd, ws, group, attrs.strides.as_deref(), winograd)
                         .map(Arc::new);

@@ -767,14 +767,14 @@ pub struct PackedConv {
 impl PackedConv {
     /// Packs the weights `w` (`[M, C/group, k..]` row-major, of shape `wsh`) of a convolution with `group` groups
     /// and the given `strides`, or `None` where [`packed_gemm`] does not run (no AVX2+FMA, a depthwise
-    /// convolution, shapes that do not fit). With `winograd` (see [`winograd_pays`]) a 3×3 convolution's weights
-    /// are transformed for [`crate::winograd`] instead.
+    /// convolution, shapes that do not fit). With a `winograd` tile (see [`winograd_tile`]) a 3×3 convolution's
+    /// weights are transformed for [`crate::winograd`] instead.
     pub fn new(
         w: &[f32],
         wsh: &[usize],
         group: usize,
         strides: Option<&[i64]>,
-        winograd: bool,
+        winograd: Option<usize>,
     ) -> Option<PackedConv> {
         if !packed_gemm::available() || wsh.len() < 3 || group == 0 || !wsh[0].is_multiple_of(group)
         {
@@ -785,9 +785,9 @@ impl PackedConv {
         if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
             return None;
         }
-        if winograd
+        if let Some(tile) = winograd
             && group == 1
-            && let Some(wg) = crate::winograd::Winograd::new(w, wsh)
+            && let Some(wg) = crate::winograd::Winograd::new(w, wsh, tile)
         {
             return Some(PackedConv {
                 group,
@@ -856,29 +856,37 @@ fn direct_pays(wsh: &[usize], strides: Option<&[i64]>) -> bool {
     spatial && narrow && (c >= 16 || kw >= 5)
 }
 
-/// Whether a convolution with weights of shape `wsh`, attributes `a` and input shape `x` (when known at compile
-/// time) runs the Winograd kernel ([`crate::winograd`]): 2-D 3×3, stride 1, no dilation, one group, at least 16
-/// input and output channels, and at least 9 output tiles of 4×4 (measured here: 13×13 to 56×56 outputs 1.4–3×
-/// faster than the direct kernel; with 4 tiles — 7×7 or 8×8 outputs — the 36 products are too narrow for the
-/// transforms, and the transformed weights, four times the size, stream from memory for those few tiles: a
-/// 32-channel 8×8 conv measured 60 % slower).
+/// The output tile with which a convolution with weights of shape `wsh`, attributes `a` and input shape `x` (when
+/// known at compile time) runs the Winograd kernel ([`crate::winograd`]), if it does: 2-D 3×3, stride 1, no
+/// dilation, one group, at least 16 input and output channels, and
+/// - F(4×4, 3×3) with at least 9 output tiles of 4×4 (measured here: 13×13 to 56×56 outputs 1.4–3× faster than
+///   the direct kernel; with 4 tiles — 7×7 or 8×8 outputs — the 36 products are too narrow for the transforms, and
+///   the transformed weights, four times the size, stream from memory for those few tiles: a 32-channel 8×8 conv
+///   measured 60 % slower, ResNet-50's 512-channel 7×7 ones 40 %);
+/// - else F(2×2, 3×3) with at least 9 tiles of 2×2 and `C·M ≥ 128·128` (16 products, weights 16/9 the size:
+///   ResNet-50's 512-channel 7×7 convs 3.2 -> 1.9 ms, 192 -> 224 channels at 7×7 0.46 -> 0.32 ms; 128 -> 32 or
+///   64 -> 64 channels measured 10–40 % slower than the direct kernel).
 ///
 /// Never when [`crate::winograd::ENV`] is `0`.
-pub fn winograd_pays(wsh: &[usize], a: &ConvAttrs, x: Option<&[usize]>) -> bool {
-    let Some(x) = x.filter(|_| crate::winograd::enabled()) else {
-        return false;
-    };
-    let Ok(g) = ConvGeom::new(x, wsh, a) else {
-        return false;
-    };
-    g.group == 1
+pub fn winograd_tile(wsh: &[usize], a: &ConvAttrs, x: Option<&[usize]>) -> Option<usize> {
+    let g = ConvGeom::new(x.filter(|_| crate::winograd::enabled())?, wsh, a).ok()?;
+    let takes = g.group == 1
         && g.kernel == [1, 3, 3]
         && g.strides == [1, 1, 1]
         && g.dilations == [1, 1, 1]
         && g.input[0] == 1
         && g.in_channels >= 16
-        && g.out_channels >= 16
-        && g.output[1].div_ceil(4) * g.output[2].div_ceil(4) >= 9
+        && g.out_channels >= 16;
+    let tiles = |t: usize| g.output[1].div_ceil(t) * g.output[2].div_ceil(t);
+    if !takes {
+        None
+    } else if tiles(4) >= 9 {
+        Some(4)
+    } else if tiles(2) >= 9 && g.in_channels * g.out_channels >= 128 * 128 {
+        Some(2)
+    } else {
+        None
+    }
 }
 
 /// Applies bias, residual and Relu to `len` outputs of channel `oc` starting at `row` (one pass, in cache).
@@ -1567,7 +1575,7 @@ mod tests {
             let len: usize = g.out_shape.iter().product();
             let res = data(len, 10 * ci as u64 + 4);
             let epi = Epilogue { relu: true };
-            let packed = PackedConv::new(&w, ws, group as usize, Some(&strides), false).unwrap();
+            let packed = PackedConv::new(&w, ws, group as usize, Some(&strides), None).unwrap();
             check_packed(ci, &packed, |p, threads| {
                 let par = Parallel::new(threads).unwrap();
                 let mut out = vec![f32::NAN; len];
@@ -1664,9 +1672,9 @@ mod tests {
             let bias = data(ws[0], 30 * ci as u64 + 3);
             let len: usize = g.out_shape.iter().product();
             let res = data(len, 30 * ci as u64 + 4);
-            let packed = PackedConv::new(&w, ws, 1, None, true).unwrap();
-            assert!(packed.winograd.as_ref().is_some_and(|wg| wg.fits(&g)));
-            for relu in [true, false] {
+            for (tile, relu) in [(4, true), (4, false), (2, true), (2, false)] {
+                let packed = PackedConv::new(&w, ws, 1, None, Some(tile)).unwrap();
+                assert!(packed.winograd.as_ref().is_some_and(|wg| wg.fits(&g)));
                 let epi = Epilogue { relu };
                 check_packed(ci, &packed, |p, threads| {
                     let par = Parallel::new(threads).unwrap();
@@ -1681,8 +1689,9 @@ mod tests {
         }
     }
 
-    /// Which convolutions the Winograd kernel takes: 3×3, stride 1, undilated, ungrouped, over 16 channels or
-    /// more, with at least 9 output tiles of 4×4, and only where the input shape is known.
+    /// Which convolutions the Winograd kernel takes, and with which tile: 3×3, stride 1, undilated, ungrouped, over
+    /// 16 channels or more, with at least 9 output tiles of 4×4 (else 2×2 tiles, for many channels), and only where
+    /// the input shape is known.
     #[test]
     fn winograd_choice() {
         if !crate::winograd::enabled() {
@@ -1698,26 +1707,34 @@ mod tests {
         };
         let plain = attrs([1, 1], [1, 1], 1);
         let x56: Option<&[usize]> = Some(&[1, 64, 56, 56]);
-        /// Weight shape, attributes, input shape, whether the kernel takes it.
-        type Case<'a> = (&'a [usize], &'a ConvAttrs, Option<&'a [usize]>, bool);
-        let cases: [Case; 14] = [
-            (&[64, 64, 3, 3], &plain, x56, true),
-            (&[256, 256, 3, 3], &plain, Some(&[1, 256, 14, 14]), true),
-            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 9, 9]), true),
-            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 4, 200]), true),
-            (&[512, 512, 3, 3], &plain, Some(&[1, 512, 7, 7]), false),
-            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 8, 8]), false),
-            (&[64, 64, 3, 3], &plain, None, false),
-            (&[64, 8, 3, 3], &plain, Some(&[1, 8, 56, 56]), false),
-            (&[8, 64, 3, 3], &plain, x56, false),
-            (&[64, 64, 5, 5], &plain, x56, false),
-            (&[64, 64, 3, 3], &attrs([2, 2], [1, 1], 1), x56, false),
-            (&[64, 64, 3, 3], &attrs([1, 1], [2, 2], 1), x56, false),
-            (&[64, 32, 3, 3], &attrs([1, 1], [1, 1], 2), x56, false),
-            (&[64, 64, 3, 3, 3], &plain, Some(&[1, 64, 8, 56, 56]), false),
+        /// Weight shape, attributes, input shape, the output tile the kernel takes it with.
+        type Case<'a> = (
+            &'a [usize],
+            &'a ConvAttrs,
+            Option<&'a [usize]>,
+            Option<usize>,
+        );
+        let cases: [Case; 17] = [
+            (&[64, 64, 3, 3], &plain, x56, Some(4)),
+            (&[256, 256, 3, 3], &plain, Some(&[1, 256, 14, 14]), Some(4)),
+            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 9, 9]), Some(4)),
+            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 4, 200]), Some(4)),
+            (&[512, 512, 3, 3], &plain, Some(&[1, 512, 7, 7]), Some(2)),
+            (&[224, 192, 3, 3], &plain, Some(&[1, 192, 7, 7]), Some(2)),
+            (&[32, 128, 3, 3], &plain, Some(&[1, 128, 7, 7]), None),
+            (&[512, 512, 3, 3], &plain, Some(&[1, 512, 4, 4]), None),
+            (&[32, 32, 3, 3], &plain, Some(&[1, 32, 8, 8]), None),
+            (&[64, 64, 3, 3], &plain, None, None),
+            (&[64, 8, 3, 3], &plain, Some(&[1, 8, 56, 56]), None),
+            (&[8, 64, 3, 3], &plain, x56, None),
+            (&[64, 64, 5, 5], &plain, x56, None),
+            (&[64, 64, 3, 3], &attrs([2, 2], [1, 1], 1), x56, None),
+            (&[64, 64, 3, 3], &attrs([1, 1], [2, 2], 1), x56, None),
+            (&[64, 32, 3, 3], &attrs([1, 1], [1, 1], 2), x56, None),
+            (&[64, 64, 3, 3, 3], &plain, Some(&[1, 64, 8, 56, 56]), None),
         ];
         for (ws, a, x, want) in cases {
-            assert_eq!(winograd_pays(ws, a, x), want, "{ws:?} on {x:?}");
+            assert_eq!(winograd_tile(ws, a, x), want, "{ws:?} on {x:?}");
         }
     }
 
@@ -1750,7 +1767,7 @@ mod tests {
                 strides: Some(strides.to_vec()),
             };
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
-            let p = PackedConv::new(&w, ws, 1, Some(&strides), false).unwrap();
+            let p = PackedConv::new(&w, ws, 1, Some(&strides), None).unwrap();
             assert!(
                 p.direct
                     .as_ref()
