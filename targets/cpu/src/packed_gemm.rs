@@ -53,12 +53,38 @@ pub const ENV: &str = "JIUZHOU_CPU_PACKED";
 pub fn available() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
-        let off = std::env::var(ENV).is_ok_and(|v| v.trim() == "0");
-        if off {
-            tracing::info!("{ENV}=0: convolutions run the gemm-crate path");
-        }
-        cpu_has_kernel() && !off
+        cpu_has_kernel() && !switched_off(ENV, "convolutions run the gemm-crate path")
     })
+}
+
+/// Whether the environment variable `env` is `0` (a kernel switched off for A/B runs); logs `what` then happens.
+pub(crate) fn switched_off(env: &str, what: &str) -> bool {
+    let off = std::env::var(env).is_ok_and(|v| v.trim() == "0");
+    if off {
+        tracing::info!("{env}=0: {what}");
+    }
+    off
+}
+
+/// A 4×4 transpose within each 128-bit half of four vectors: `out[i]` holds element `i` of each input's low half
+/// (`v[0..4]`, in order), then of each one's high half.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) fn transpose4_in_halves(
+    v: [std::arch::x86_64::__m256; 4],
+) -> [std::arch::x86_64::__m256; 4] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+    ]
 }
 
 /// Whether the running CPU has AVX2 and FMA.

@@ -45,13 +45,7 @@ pub const ENV: &str = "JIUZHOU_CPU_WINOGRAD";
 /// Whether convolutions may take this kernel ([`ENV`] is not `0`).
 pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let off = std::env::var(ENV).is_ok_and(|v| v.trim() == "0");
-        if off {
-            tracing::info!("{ENV}=0: 3x3 convolutions run the direct kernel");
-        }
-        !off
-    })
+    *ON.get_or_init(|| !packed_gemm::switched_off(ENV, "3x3 convolutions run the direct kernel"))
 }
 
 /// The transformed input of one tile block should stay under this many bytes (L2 resident).
@@ -489,16 +483,7 @@ unsafe fn deinterleave4(src: *const f32, dst: *mut f32, lq: usize) {
     unsafe {
         let v: [__m256; 4] = std::array::from_fn(|q| _mm256_loadu_ps(src.add(8 * q)));
         // A 4×4 transpose in each 128-bit half: phase `ph` at i = 0, 2, 4, 6 (low) and 1, 3, 5, 7 (high) ...
-        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-        let r = [
-            _mm256_shuffle_ps::<0x44>(t0, t2),
-            _mm256_shuffle_ps::<0xEE>(t0, t2),
-            _mm256_shuffle_ps::<0x44>(t1, t3),
-            _mm256_shuffle_ps::<0xEE>(t1, t3),
-        ];
+        let r = packed_gemm::transpose4_in_halves(v);
         // ... then in order.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         for (ph, r) in r.into_iter().enumerate() {
@@ -705,7 +690,7 @@ unsafe fn output_tiles<const T: usize, const A: usize>(
     let (txn, ow) = (geo.txn, geo.ow);
     let row_k = prods.wrapping_add(k * ldm);
     let bias_v = _mm256_set1_ps(bias);
-    let (zero, zero8) = (_mm_setzero_ps(), _mm256_setzero_ps());
+    let zero8 = _mm256_setzero_ps();
     let mut c8 = 0;
     while c8 < blk.nt {
         let lanes = L.min(blk.nt - c8);
@@ -733,153 +718,133 @@ unsafe fn output_tiles<const T: usize, const A: usize>(
                 (ty, tx) = (ty + 1, 0);
             }
         }
-        if T == 2 {
-            for (r, yr) in y.iter().enumerate() {
-                let yr: &[__m256] = yr;
-                // Columns 0 and 1 of 8 tiles interleaved: tiles 0..4, then 4..8, two outputs each.
-                let lo = _mm256_unpacklo_ps(yr[0], yr[1]);
-                let hi = _mm256_unpackhi_ps(yr[0], yr[1]);
-                let quads = [
-                    _mm256_permute2f128_ps::<0x20>(lo, hi),
-                    _mm256_permute2f128_ps::<0x31>(lo, hi),
-                ];
-                for (g, &v) in quads.iter().enumerate() {
-                    let l0 = 4 * g;
-                    if l0 >= lanes {
-                        break;
-                    }
-                    let (tyl, ox, _) = pos[l0];
-                    let oy = T * tyl + r;
-                    if l0 + 3 < lanes && pos[l0 + 3].0 == tyl && pos[l0 + 3].2 && oy < geo.oh {
-                        // Four neighbouring tiles of one row, all eight columns inside.
-                        let at = oy * ow + ox;
-                        // SAFETY: eight consecutive outputs of row `oy`, inside the plane (and the residual's).
-                        unsafe {
-                            let mut o = v;
-                            if let Some(res) = res {
-                                o = _mm256_add_ps(o, _mm256_loadu_ps(res.add(at)));
-                            }
-                            if relu {
-                                o = _mm256_max_ps(o, zero8);
-                            }
-                            _mm256_storeu_ps(dst.add(at), o);
-                        }
-                        continue;
-                    }
-                    let mut vals = [0.0f32; L];
-                    // SAFETY: a local array of eight.
-                    unsafe { _mm256_storeu_ps(vals.as_mut_ptr(), v) };
-                    for l in l0..(l0 + 4).min(lanes) {
-                        let (tyl, ox, _) = pos[l];
-                        let oy = T * tyl + r;
-                        if oy >= geo.oh {
-                            continue;
-                        }
-                        let at = oy * ow + ox;
-                        for s in 0..T.min(ow - ox) {
-                            // SAFETY: column `ox + s < ow` of row `oy`.
-                            unsafe {
-                                let mut v = vals[(l - l0) * T + s];
-                                if let Some(res) = res {
-                                    v += *res.add(at + s);
-                                }
-                                if relu {
-                                    v = v.max(0.0);
-                                }
-                                *dst.add(at + s) = v;
-                            }
-                        }
-                    }
-                }
-            }
-            c8 += L;
-            continue;
-        }
+        let epi = (res, relu);
         for (r, yr) in y.iter().enumerate() {
             let yr: &[__m256] = yr;
-            // Transpose the four vectors (columns 0..4 of 8 tiles): `q[i]` holds tile i's row (low half) and
-            // tile i + 4's (high half); `pairs[p]` tiles 2p and 2p + 1.
-            let t0 = _mm256_unpacklo_ps(yr[0], yr[1]);
-            let t1 = _mm256_unpackhi_ps(yr[0], yr[1]);
-            let t2 = _mm256_unpacklo_ps(yr[2], yr[3]);
-            let t3 = _mm256_unpackhi_ps(yr[2], yr[3]);
-            let q = [
-                _mm256_shuffle_ps::<0x44>(t0, t2),
-                _mm256_shuffle_ps::<0xEE>(t0, t2),
-                _mm256_shuffle_ps::<0x44>(t1, t3),
-                _mm256_shuffle_ps::<0xEE>(t1, t3),
-            ];
-            let pairs = [
-                _mm256_permute2f128_ps::<0x20>(q[0], q[1]),
-                _mm256_permute2f128_ps::<0x20>(q[2], q[3]),
-                _mm256_permute2f128_ps::<0x31>(q[0], q[1]),
-                _mm256_permute2f128_ps::<0x31>(q[2], q[3]),
-            ];
-            for (pi, &pair) in pairs.iter().enumerate().take(lanes.div_ceil(2)) {
-                let l = 2 * pi;
-                let (tyl, ox, full) = pos[l];
+            // `runs[g]`: 8 outputs of `per` consecutive tiles' row `r`, in tile order (`per = 8 / T` tiles).
+            let (runs, per): ([__m256; 4], usize) = if T == 2 {
+                // Columns 0 and 1 of 8 tiles interleaved: tiles 0..4, then 4..8.
+                let lo = _mm256_unpacklo_ps(yr[0], yr[1]);
+                let hi = _mm256_unpackhi_ps(yr[0], yr[1]);
+                let runs = [
+                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                    zero8,
+                    zero8,
+                ];
+                (runs, 4)
+            } else {
+                // Transpose the four vectors (columns 0..4 of 8 tiles): `q[i]` holds tile i's row (low half)
+                // and tile i + 4's (high half); then tiles 2p and 2p + 1 together.
+                let q = packed_gemm::transpose4_in_halves([yr[0], yr[1], yr[2], yr[3]]);
+                let runs = [
+                    _mm256_permute2f128_ps::<0x20>(q[0], q[1]),
+                    _mm256_permute2f128_ps::<0x20>(q[2], q[3]),
+                    _mm256_permute2f128_ps::<0x31>(q[0], q[1]),
+                    _mm256_permute2f128_ps::<0x31>(q[2], q[3]),
+                ];
+                (runs, 2)
+            };
+            for (g, &run) in runs.iter().enumerate().take(lanes.div_ceil(per)) {
+                let l0 = g * per;
+                let last = l0 + per - 1;
+                let (tyl, ox, _) = pos[l0];
                 let oy = T * tyl + r;
-                if l + 1 < lanes && pos[l + 1].0 == tyl && pos[l + 1].2 && oy < geo.oh {
-                    // Two neighbouring tiles of one row, all eight columns inside.
-                    let at = oy * ow + ox;
+                if last < lanes && pos[last].0 == tyl && pos[last].2 && oy < geo.oh {
+                    // Neighbouring tiles of one row, all eight columns inside.
                     // SAFETY: eight consecutive outputs of row `oy`, inside the plane (and the residual's).
-                    unsafe {
-                        let mut o = pair;
-                        if let Some(res) = res {
-                            o = _mm256_add_ps(o, _mm256_loadu_ps(res.add(at)));
-                        }
-                        if relu {
-                            o = _mm256_max_ps(o, zero8);
-                        }
-                        _mm256_storeu_ps(dst.add(at), o);
-                    }
+                    unsafe { store8(run, epi, dst, oy * ow + ox) };
                     continue;
                 }
-                for (l, (tyl, ox, full)) in [(l, (tyl, ox, full)), (l + 1, pos[(l + 1) % L])] {
+                // Tile by tile: four outputs at once where all are inside, else one by one.
+                let mut vals = [0.0f32; L];
+                // SAFETY: a local array of eight.
+                unsafe { _mm256_storeu_ps(vals.as_mut_ptr(), run) };
+                for l in l0..(l0 + per).min(lanes) {
+                    let (tyl, ox, full) = pos[l];
                     let oy = T * tyl + r;
-                    if l >= lanes || oy >= geo.oh {
+                    if oy >= geo.oh {
                         continue;
                     }
-                    let quad = if l % 2 == 0 {
-                        _mm256_castps256_ps128(pair)
-                    } else {
-                        _mm256_extractf128_ps::<1>(pair)
-                    };
-                    let at = oy * ow + ox;
-                    if full {
-                        // SAFETY: four outputs of row `oy` inside the plane (and the residual's).
-                        unsafe {
-                            let mut qv = quad;
-                            if let Some(res) = res {
-                                qv = _mm_add_ps(qv, _mm_loadu_ps(res.add(at)));
-                            }
-                            if relu {
-                                qv = _mm_max_ps(qv, zero);
-                            }
-                            _mm_storeu_ps(dst.add(at), qv);
-                        }
-                        continue;
-                    }
-                    let mut vals = [0.0f32; T];
-                    // SAFETY: a local array of four.
-                    unsafe { _mm_storeu_ps(vals.as_mut_ptr(), quad) };
-                    for (s, &v) in vals.iter().enumerate().take(ow - ox) {
-                        // SAFETY: column `ox + s < ow` of row `oy`.
-                        unsafe {
-                            let mut v = v;
-                            if let Some(res) = res {
-                                v += *res.add(at + s);
-                            }
-                            if relu {
-                                v = v.max(0.0);
-                            }
-                            *dst.add(at + s) = v;
+                    let (at, v) = (oy * ow + ox, &vals[(l - l0) * T..][..T]);
+                    // SAFETY: columns `ox..ox + T` (all inside when `full`, else those before `ow`) of row `oy`.
+                    unsafe {
+                        if T == 4 && full {
+                            store4(_mm_loadu_ps(v.as_ptr()), epi, dst, at);
+                        } else {
+                            store_each(&v[..T.min(ow - ox)], epi, dst, at);
                         }
                     }
                 }
             }
         }
         c8 += L;
+    }
+}
+
+/// The residual (if any) and Relu of an output channel's epilogue.
+type Epi = (Option<*const f32>, bool);
+
+/// `o` plus the residual at `at`, then Relu, stored to `dst + at..+8`.
+///
+/// # Safety
+/// `dst` and the residual hold 8 floats at `at`; AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store8(mut o: std::arch::x86_64::__m256, (res, relu): Epi, dst: *mut f32, at: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: caller's contract.
+    unsafe {
+        if let Some(res) = res {
+            o = _mm256_add_ps(o, _mm256_loadu_ps(res.add(at)));
+        }
+        if relu {
+            // `max(x, 0)` returns its second operand for NaN: 0, as `x.max(0.0)`.
+            o = _mm256_max_ps(o, _mm256_setzero_ps());
+        }
+        _mm256_storeu_ps(dst.add(at), o);
+    }
+}
+
+/// [`store8`] for 4 outputs.
+///
+/// # Safety
+/// `dst` and the residual hold 4 floats at `at`; AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store4(mut q: std::arch::x86_64::__m128, (res, relu): Epi, dst: *mut f32, at: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: caller's contract.
+    unsafe {
+        if let Some(res) = res {
+            q = _mm_add_ps(q, _mm_loadu_ps(res.add(at)));
+        }
+        if relu {
+            q = _mm_max_ps(q, _mm_setzero_ps());
+        }
+        _mm_storeu_ps(dst.add(at), q);
+    }
+}
+
+/// [`store8`] one output at a time, for `vals.len()` outputs.
+///
+/// # Safety
+/// `dst` and the residual hold `vals.len()` floats at `at`.
+unsafe fn store_each(vals: &[f32], (res, relu): Epi, dst: *mut f32, at: usize) {
+    for (s, &v) in vals.iter().enumerate() {
+        // SAFETY: caller's contract.
+        unsafe {
+            let mut v = v;
+            if let Some(res) = res {
+                v += *res.add(at + s);
+            }
+            if relu {
+                v = v.max(0.0);
+            }
+            *dst.add(at + s) = v;
+        }
     }
 }
 
