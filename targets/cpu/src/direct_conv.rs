@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 
 use crate::linalg::ConvGeom;
-use crate::packed_gemm::{MR, NR, strip_len, with_scratch};
+use crate::packed_gemm::{Epi, MR, NR, strip_len, with_scratch};
 use crate::parallel::{Parallel, SharedMut};
 
 /// The longest k block.
@@ -226,26 +226,21 @@ impl DirectConv {
         segs
     }
 
-    /// The convolution of `x` (`[N, C, H, W]` flat) into `out` (`[N, M, OH, OW]`), then the epilogue: `bias` per
+    /// The convolution of `x` (`[N, C, H, W]` flat) into `out` (`[N, M, OH, OW]`), then the epilogue `epi`: `bias` per
     /// output channel, `residual` laid out as `out`, Relu.
     ///
     /// # Panics
     /// If the buffers do not match `g` or `!self.fits(g)` (the caller checks both).
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
-        &self,
-        g: &ConvGeom,
-        x: &[f32],
-        bias: Option<&[f32]>,
-        residual: Option<&[f32]>,
-        relu: bool,
-        out: &mut [f32],
-        par: &Parallel,
-    ) {
+    pub fn run(&self, g: &ConvGeom, x: &[f32], epi: Epi<'_>, out: &mut [f32], par: &Parallel) {
         assert!(
             self.fits(g),
             "the packed weights do not fit the convolution"
         );
+        let Epi {
+            bias,
+            residual,
+            relu,
+        } = epi;
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
         let [_, kh, kw] = g.kernel;

@@ -986,11 +986,31 @@ pub fn conv(
         return Ok(());
     }
     if let Some(d) = direct {
-        d.run(g, x, bias, residual, epi.relu, out, par);
+        d.run(
+            g,
+            x,
+            packed_gemm::Epi {
+                bias,
+                residual,
+                relu: epi.relu,
+            },
+            out,
+            par,
+        );
         return Ok(());
     }
     if let Some(wg) = winograd {
-        wg.run(g, x, bias, residual, epi.relu, out, par);
+        wg.run(
+            g,
+            x,
+            packed_gemm::Epi {
+                bias,
+                residual,
+                relu: epi.relu,
+            },
+            out,
+            par,
+        );
         return Ok(());
     }
     let kdim = cg * taps;

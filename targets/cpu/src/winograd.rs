@@ -30,7 +30,7 @@
 use std::cell::RefCell;
 
 use crate::linalg::ConvGeom;
-use crate::packed_gemm::{self, NR, PackedA, strip_len, with_scratch};
+use crate::packed_gemm::{self, Epi, NR, PackedA, strip_len, with_scratch};
 use crate::parallel::{Parallel, SharedMut};
 
 /// Points of the larger transform domain (F(4×4, 3×3): 6×6).
@@ -245,26 +245,21 @@ impl Winograd {
             && self.u.len() == (self.tile + 2) * (self.tile + 2)
     }
 
-    /// The convolution of `x` (`[N, C, H, W]` flat) into `out` (`[N, M, OH, OW]`), then the epilogue: `bias` per
+    /// The convolution of `x` (`[N, C, H, W]` flat) into `out` (`[N, M, OH, OW]`), then the epilogue `epi`: `bias` per
     /// output channel, `residual` laid out as `out`, Relu.
     ///
     /// # Panics
     /// If the buffers do not match `g` or `!self.fits(g)` (the caller checks both).
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
-        &self,
-        g: &ConvGeom,
-        x: &[f32],
-        bias: Option<&[f32]>,
-        residual: Option<&[f32]>,
-        relu: bool,
-        out: &mut [f32],
-        par: &Parallel,
-    ) {
+    pub fn run(&self, g: &ConvGeom, x: &[f32], epi: Epi<'_>, out: &mut [f32], par: &Parallel) {
         assert!(
             self.fits(g),
             "the packed weights do not fit the convolution"
         );
+        let Epi {
+            bias,
+            residual,
+            relu,
+        } = epi;
         let (c, m) = (self.c, self.m);
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
@@ -783,7 +778,7 @@ unsafe fn output_tiles<const T: usize, const A: usize>(
 }
 
 /// The residual (if any) and Relu of an output channel's epilogue.
-type Epi = (Option<*const f32>, bool);
+type ResRelu = (Option<*const f32>, bool);
 
 /// `o` plus the residual at `at`, then Relu, stored to `dst + at..+8`.
 ///
@@ -792,7 +787,7 @@ type Epi = (Option<*const f32>, bool);
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn store8(mut o: std::arch::x86_64::__m256, (res, relu): Epi, dst: *mut f32, at: usize) {
+unsafe fn store8(mut o: std::arch::x86_64::__m256, (res, relu): ResRelu, dst: *mut f32, at: usize) {
     use std::arch::x86_64::*;
     // SAFETY: caller's contract.
     unsafe {
@@ -814,7 +809,7 @@ unsafe fn store8(mut o: std::arch::x86_64::__m256, (res, relu): Epi, dst: *mut f
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn store4(mut q: std::arch::x86_64::__m128, (res, relu): Epi, dst: *mut f32, at: usize) {
+unsafe fn store4(mut q: std::arch::x86_64::__m128, (res, relu): ResRelu, dst: *mut f32, at: usize) {
     use std::arch::x86_64::*;
     // SAFETY: caller's contract.
     unsafe {
@@ -832,7 +827,7 @@ unsafe fn store4(mut q: std::arch::x86_64::__m128, (res, relu): Epi, dst: *mut f
 ///
 /// # Safety
 /// `dst` and the residual hold `vals.len()` floats at `at`.
-unsafe fn store_each(vals: &[f32], (res, relu): Epi, dst: *mut f32, at: usize) {
+unsafe fn store_each(vals: &[f32], (res, relu): ResRelu, dst: *mut f32, at: usize) {
     for (s, &v) in vals.iter().enumerate() {
         // SAFETY: caller's contract.
         unsafe {
