@@ -1268,7 +1268,7 @@ impl CpuExecutable {
                     Param::Value(v) => static_f32_shape(&self.graph, *v),
                 };
                 let depthwise = ws.is_some_and(|ws| {
-                    attrs.group > 1 && ws.get(1) == Some(&1) && ws[0] as i64 == attrs.group
+                    usize::try_from(attrs.group).is_ok_and(|g| linalg::depthwise_weights(&ws, g))
                 });
                 let name = match packed {
                     Some(p) => p.kernel_name(),

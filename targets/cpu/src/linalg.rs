@@ -754,6 +754,12 @@ impl PackB for Im2colB<'_> {
     }
 }
 
+/// Whether weights of shape `wsh` over `group` groups are a depthwise convolution's (one input channel per group and
+/// per output channel), which runs its own kernel.
+pub fn depthwise_weights(wsh: &[usize], group: usize) -> bool {
+    group > 1 && wsh.get(1) == Some(&1) && wsh.first() == Some(&group)
+}
+
 /// A convolution's weights packed once for [`packed_gemm`]: one `[M/group, C/group·taps]` matrix per group.
 pub struct PackedConv {
     group: usize,
@@ -781,8 +787,7 @@ impl PackedConv {
             return None;
         }
         let (mg, kdim) = (wsh[0] / group, wsh[1..].iter().product::<usize>());
-        // Depthwise convolutions (one input channel per group and per output channel) run their own kernel.
-        if w.len() != wsh[0] * kdim || (group > 1 && wsh[1] == 1 && mg == 1) {
+        if w.len() != wsh[0] * kdim || depthwise_weights(wsh, group) {
             return None;
         }
         if let Some(tile) = winograd

@@ -227,11 +227,6 @@ impl Winograd {
         Some(Winograd { tile, m, c, u })
     }
 
-    /// The output tile's side.
-    pub fn tile(&self) -> usize {
-        self.tile
-    }
-
     /// Whether it computes the convolution `g`: the same channels, 2-D, 3×3, stride 1, no dilation, one group.
     pub fn fits(&self, g: &ConvGeom) -> bool {
         g.group == 1
