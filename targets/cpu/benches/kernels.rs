@@ -106,15 +106,16 @@ fn matmul(c: &mut Criterion) {
 }
 
 fn convolution(c: &mut Criterion) {
-    // (name, input, weight, op, output height and width): ResNet-50 shapes (the 7×7/2 stem, 3×3 at 56² and 7²,
-    // a 1×1) and a depthwise 3×3. Dense convs with constant weights run the pre-packed GEMM where the CPU has
-    // AVX2+FMA.
+    // (name, input, weight, op, output height and width): ResNet-50 shapes (the 7×7/2 stem, 3×3 at 56², 14² and
+    // 7², a stride-2 3×3, a 1×1) and a depthwise 3×3. On AVX2+FMA CPUs: the stem and the stride-2 3×3 run the direct
+    // kernel, stride-1 3×3 Winograd (F(4×4) at 56² and 14², F(2×2) at 7²), the 1×1 the packed GEMM
+    // (`jiuzhou compile --stats` lists them as `conv_kernels`).
     let stem = Conv {
         strides: Some(vec![2, 2]),
         ..conv(&[7, 7], &[3, 3, 3, 3], 1)
     };
     type Case = (&'static str, [usize; 4], [usize; 4], Conv, [usize; 2]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         (
             "7x7s2_3x224x224",
             [1, 3, 224, 224],
@@ -128,6 +129,23 @@ fn convolution(c: &mut Criterion) {
             [64, 64, 3, 3],
             conv(&[3, 3], &[1, 1, 1, 1], 1),
             [56, 56],
+        ),
+        (
+            "3x3_256x14x14",
+            [1, 256, 14, 14],
+            [256, 256, 3, 3],
+            conv(&[3, 3], &[1, 1, 1, 1], 1),
+            [14, 14],
+        ),
+        (
+            "3x3s2_128x56x56",
+            [1, 128, 56, 56],
+            [128, 128, 3, 3],
+            Conv {
+                strides: Some(vec![2, 2]),
+                ..conv(&[3, 3], &[1, 1, 1, 1], 1)
+            },
+            [28, 28],
         ),
         (
             "3x3_512x7x7",
