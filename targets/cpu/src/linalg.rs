@@ -1467,6 +1467,20 @@ mod tests {
         assert_eq!(out, [4.0, 5.0, 10.0, 11.0]);
     }
 
+    /// Conv attributes with explicit `pads` (begins, then ends), `strides` and `dilations` (absent when empty) and
+    /// `group`; the kernel shape is the weight's.
+    fn attrs(pads: &[i64], strides: &[i64], dilations: &[i64], group: i64) -> ConvAttrs {
+        let given = |v: &[i64]| (!v.is_empty()).then(|| v.to_vec());
+        ConvAttrs {
+            auto_pad: "NOTSET".into(),
+            dilations: given(dilations),
+            group,
+            kernel_shape: None,
+            pads: given(pads),
+            strides: given(strides),
+        }
+    }
+
     /// Checks `run(Some(packed), 1)` (a convolution with pre-packed weights at one thread) against the `gemm`-crate
     /// path `run(None, 1)` within `1e-5·max|want|`, and that 2 and 3 threads give its bits.
     fn check_packed(
@@ -1586,12 +1600,8 @@ mod tests {
         ];
         for (ci, (xs, ws, kernel, pads, strides, group)) in cases.into_iter().enumerate() {
             let attrs = ConvAttrs {
-                auto_pad: "NOTSET".into(),
-                dilations: None,
-                group,
                 kernel_shape: Some(kernel.to_vec()),
-                pads: Some(pads.to_vec()),
-                strides: Some(strides.to_vec()),
+                ..attrs(&pads, &strides, &[], group)
             };
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
             let x = data(xs.iter().product(), 10 * ci as u64 + 1);
@@ -1634,14 +1644,7 @@ mod tests {
             (&[1, 2, 9, 101], &[2, 1, 3, 3], [0, 2, 0, 1], [2, 2], [1, 1]),
         ];
         for (ci, (xs, ws, pads, strides, dilations)) in cases.into_iter().enumerate() {
-            let attrs = ConvAttrs {
-                auto_pad: "NOTSET".into(),
-                dilations: Some(dilations.to_vec()),
-                group: xs[1] as i64,
-                kernel_shape: None,
-                pads: Some(pads.to_vec()),
-                strides: Some(strides.to_vec()),
-            };
+            let attrs = attrs(&pads, &strides, &dilations, xs[1] as i64);
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
             assert!(g.is_depthwise());
             let x = data(xs.iter().product(), 40 * ci as u64 + 1);
@@ -1684,12 +1687,8 @@ mod tests {
         ];
         for (ci, (xs, ws, pads)) in cases.into_iter().enumerate() {
             let attrs = ConvAttrs {
-                auto_pad: "NOTSET".into(),
-                dilations: None,
-                group: 1,
                 kernel_shape: Some(vec![3, 3]),
-                pads: Some(pads.to_vec()),
-                strides: None,
+                ..attrs(&pads, &[], &[], 1)
             };
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
             let x = data(xs.iter().product(), 30 * ci as u64 + 1);
@@ -1722,13 +1721,8 @@ mod tests {
         if !crate::winograd::enabled() {
             return;
         }
-        let attrs = |strides: [i64; 2], dilations: [i64; 2], group: i64| ConvAttrs {
-            auto_pad: "NOTSET".into(),
-            dilations: Some(dilations.to_vec()),
-            group,
-            kernel_shape: None,
-            pads: Some(vec![1, 1, 1, 1]),
-            strides: Some(strides.to_vec()),
+        let attrs = |strides: [i64; 2], dilations: [i64; 2], group: i64| {
+            attrs(&[1, 1, 1, 1], &strides, &dilations, group)
         };
         let plain = attrs([1, 1], [1, 1], 1);
         let x56: Option<&[usize]> = Some(&[1, 64, 56, 56]);
@@ -1783,14 +1777,7 @@ mod tests {
             (&[1, 64, 56, 56], &[64, 64, 3, 3], [1, 1]),
         ] {
             let w = vec![0.5f32; ws.iter().product()];
-            let attrs = ConvAttrs {
-                auto_pad: "NOTSET".into(),
-                dilations: None,
-                group: 1,
-                kernel_shape: None,
-                pads: None,
-                strides: Some(strides.to_vec()),
-            };
+            let attrs = attrs(&[], &strides, &[], 1);
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
             let p = PackedConv::new(&w, ws, 1, Some(&strides), None).unwrap();
             assert!(
@@ -1913,12 +1900,8 @@ mod tests {
         ];
         for (ci, (xs, ws, pads, strides, dilations, group)) in cases.into_iter().enumerate() {
             let attrs = ConvAttrs {
-                auto_pad: "NOTSET".into(),
-                dilations: Some(dilations.to_vec()),
-                group,
                 kernel_shape: Some(ws[2..].iter().map(|&k| k as i64).collect()),
-                pads: Some(pads.to_vec()),
-                strides: Some(strides.to_vec()),
+                ..attrs(pads, strides, dilations, group)
             };
             let g = ConvGeom::new(xs, ws, &attrs).unwrap();
             let x = data(xs.iter().product(), 20 * ci as u64 + 1);
