@@ -1160,9 +1160,6 @@ fn conv_tiles(m: usize, n: usize, k: usize) -> (usize, usize) {
 /// columns `≡ c` modulo the strides). Every tap then reads one phase at one constant offset from a "wide" output
 /// (output rows laid out at the phase width), so each tap is one long contiguous multiply-add loop.
 struct PaddedPlane {
-    /// Padded height and width.
-    ph: usize,
-    pw: usize,
     /// Height and width of one phase.
     qh: usize,
     qw: usize,
@@ -1171,6 +1168,12 @@ struct PaddedPlane {
     left: usize,
     /// For every tap, in the order (row, column), where its reads start in the phases buffer.
     tap_at: Vec<usize>,
+    /// The input rows and columns that fall inside the padded plane (windows may not reach its far end).
+    rows: usize,
+    cols: usize,
+    /// Column phase `p` takes the input columns `i0, i0 + sw, ..` (those whose padded column is ≡ p), from column
+    /// `(left + i0) / sw` of its rows: `(i0, offset in a row of the phases buffer)` per phase with columns.
+    col_phases: Vec<(usize, usize)>,
 }
 
 impl PaddedPlane {
@@ -1193,14 +1196,25 @@ impl PaddedPlane {
                 tap_at.push(((r % sh) * sw + c % sw) * qh * qw + (r / sh) * qw + c / sw);
             }
         }
+        let (top, left) = (g.pad_begin[1], g.pad_begin[2]);
+        let [_, ih, iw] = g.input;
+        let cols = iw.min(pw.saturating_sub(left));
+        let col_phases = (0..sw)
+            .map(|p| {
+                let i0 = (p + sw - left % sw) % sw;
+                (i0, p * qh * qw + (left + i0) / sw)
+            })
+            .filter(|&(i0, _)| i0 < cols)
+            .collect();
         Some(PaddedPlane {
-            ph,
-            pw,
             qh,
             qw,
-            top: g.pad_begin[1],
-            left: g.pad_begin[2],
+            top,
+            left,
             tap_at,
+            rows: ih.min(ph.saturating_sub(top)),
+            cols,
+            col_phases,
         })
     }
 
@@ -1218,7 +1232,7 @@ impl PaddedPlane {
         (phases, wide): &mut (Vec<f32>, Vec<f32>),
     ) {
         let [_, oh, ow] = g.output;
-        let [_, ih, iw] = g.input;
+        let [_, _, iw] = g.input;
         let [_, sh, sw] = g.strides;
         let (il, taps) = (g.in_len(), g.taps());
         let (n, c) = (k / g.in_channels, k % g.in_channels);
@@ -1228,18 +1242,7 @@ impl PaddedPlane {
         let phase_len = qh * qw;
         phases.clear();
         phases.resize(phase_len * sh * sw, 0.0);
-        // The input rows and columns that fall inside the padded plane (windows may not reach its far end).
-        let rows = ih.min(self.ph.saturating_sub(self.top));
-        let cols = iw.min(self.pw.saturating_sub(self.left));
-        // Column phase `p` takes the input columns `i0, i0 + sw, ..` (those whose padded column is ≡ p), from
-        // column `(left + i0) / sw` of its rows: fixed per call, so the row loop divides nothing.
-        let col_phases: Vec<(usize, usize)> = (0..sw)
-            .map(|p| {
-                let i0 = (p + sw - self.left % sw) % sw;
-                (i0, p * phase_len + (self.left + i0) / sw)
-            })
-            .filter(|&(i0, _)| i0 < cols)
-            .collect();
+        let (rows, cols, col_phases) = (self.rows, self.cols, &self.col_phases);
         // The padded row `r = top + y` lies in row phase `r % sh`, at row `r / sh` of it.
         let (mut rp, mut rq) = (self.top % sh, self.top / sh);
         for row in xc.chunks_exact(iw).take(rows) {
@@ -1259,7 +1262,7 @@ impl PaddedPlane {
                 };
                 split_even_odd(&row[..cols], de, dodd);
             } else {
-                for &(i0, off) in &col_phases {
+                for &(i0, off) in col_phases {
                     let dst = &mut phases[at + off..];
                     for (d, &v) in dst.iter_mut().zip(row[i0..cols].iter().step_by(sw)) {
                         *d = v;
